@@ -1,0 +1,255 @@
+//! The domain model: one indicator of compromise as the API serves it.
+//!
+//! Parsing is lenient on purpose (SPEC "Indicator semantics"): any field may be missing, null,
+//! of an unexpected JSON type, or accompanied by fields we do not know. Only an indicator with no
+//! value is refused, because there is nothing to forward.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// The IOC types the SPEC names, plus a catch-all that is still forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IocType {
+    Ipv4,
+    Ipv6,
+    Domain,
+    Url,
+    Md5,
+    Sha1,
+    Sha256,
+    Sha512,
+    Cve,
+    Email,
+    MitreAttack,
+    Other,
+}
+
+impl IocType {
+    /// Maps the API's spelling (both `mitre-attack` and `mitre_attack`) to a type.
+    pub fn parse(s: &str) -> IocType {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "ipv4" => IocType::Ipv4,
+            "ipv6" => IocType::Ipv6,
+            "domain" => IocType::Domain,
+            "url" => IocType::Url,
+            "md5" => IocType::Md5,
+            "sha1" => IocType::Sha1,
+            "sha256" => IocType::Sha256,
+            "sha512" => IocType::Sha512,
+            "cve" => IocType::Cve,
+            "email" => IocType::Email,
+            "mitre-attack" | "mitre_attack" => IocType::MitreAttack,
+            _ => IocType::Other,
+        }
+    }
+
+    /// Canonical name, used for filters and metric labels (`other` for unknown types).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IocType::Ipv4 => "ipv4",
+            IocType::Ipv6 => "ipv6",
+            IocType::Domain => "domain",
+            IocType::Url => "url",
+            IocType::Md5 => "md5",
+            IocType::Sha1 => "sha1",
+            IocType::Sha256 => "sha256",
+            IocType::Sha512 => "sha512",
+            IocType::Cve => "cve",
+            IocType::Email => "email",
+            IocType::MitreAttack => "mitre-attack",
+            IocType::Other => "other",
+        }
+    }
+
+    /// The label in the CEF Name `Malicious <Label> Indicator`; `None` for unknown types.
+    pub fn label(self) -> Option<&'static str> {
+        Some(match self {
+            IocType::Ipv4 => "IPv4",
+            IocType::Ipv6 => "IPv6",
+            IocType::Domain => "Domain",
+            IocType::Url => "URL",
+            IocType::Md5 => "MD5 Hash",
+            IocType::Sha1 => "SHA1 Hash",
+            IocType::Sha256 => "SHA256 Hash",
+            IocType::Sha512 => "SHA512 Hash",
+            IocType::Cve => "CVE",
+            IocType::Email => "Email",
+            IocType::MitreAttack => "MITRE ATT&CK Technique",
+            IocType::Other => return None,
+        })
+    }
+}
+
+/// Where an indicator came from (`source` in the API's JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Provenance {
+    pub feed_name: Option<String>,
+    pub category: Option<String>,
+    pub article_url: Option<String>,
+    pub reference_url: Option<String>,
+    pub origin: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Indicator {
+    pub id: Option<String>,
+    pub ioc_type: IocType,
+    /// The type exactly as the API spelled it (CEF Signature ID).
+    pub type_raw: String,
+    pub value: String,
+    pub confidence: Option<String>,
+    pub first_seen: Option<DateTime<Utc>>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub source: Provenance,
+    pub context: Option<String>,
+    pub tags: Vec<String>,
+    pub mitre_techniques: Vec<String>,
+}
+
+/// Why an API item was not turned into an indicator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Not a JSON object at all.
+    NotAnObject,
+    /// No `value`, or an empty one: nothing to forward.
+    NoValue,
+}
+
+impl Skip {
+    /// The `reason` label of `ioc_forwarder_indicators_skipped_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Skip::NotAnObject => "malformed",
+            Skip::NoValue => "no_value",
+        }
+    }
+}
+
+fn text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn time(v: Option<&Value>) -> Option<DateTime<Utc>> {
+    let s = v?.as_str()?;
+    DateTime::parse_from_rfc3339(s.trim())
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// A list of strings; objects such as `{id, name}` (the article shape of techniques) give their `id`.
+fn strings(v: Option<&Value>) -> Vec<String> {
+    let Some(Value::Array(items)) = v else {
+        return match text(v) {
+            Some(s) => vec![s],
+            None => vec![],
+        };
+    };
+    items
+        .iter()
+        .filter_map(|item| match item {
+            Value::Object(o) => text(o.get("id")),
+            other => text(Some(other)),
+        })
+        .collect()
+}
+
+impl Indicator {
+    pub fn from_json(v: &Value) -> Result<Indicator, Skip> {
+        let Value::Object(o) = v else {
+            return Err(Skip::NotAnObject);
+        };
+        let value = text(o.get("value")).ok_or(Skip::NoValue)?;
+        let type_raw = text(o.get("type")).unwrap_or_default();
+        let src = o.get("source").and_then(Value::as_object);
+        let field = |k: &str| src.and_then(|s| text(s.get(k)));
+        Ok(Indicator {
+            id: text(o.get("id")),
+            ioc_type: IocType::parse(&type_raw),
+            type_raw,
+            value,
+            confidence: text(o.get("confidence")).map(|c| c.to_ascii_lowercase()),
+            first_seen: time(o.get("first_seen")),
+            last_seen: time(o.get("last_seen")),
+            source: Provenance {
+                feed_name: field("feed_name"),
+                category: field("category"),
+                article_url: field("article_url"),
+                reference_url: field("reference_url"),
+                origin: field("origin"),
+            },
+            context: text(o.get("context")),
+            tags: strings(o.get("tags")),
+            mitre_techniques: strings(o.get("mitre_techniques")),
+        })
+    }
+
+    /// What identifies the indicator across versions: its `id`, else its type and value.
+    pub fn identity(&self) -> String {
+        match &self.id {
+            Some(id) => format!("id:{id}"),
+            None => format!("tv:{}:{}", self.ioc_type.as_str(), self.value),
+        }
+    }
+
+    /// The version (SPEC): `last_seen` and `confidence` for a given identity.
+    pub fn version(&self) -> String {
+        format!(
+            "{}|{}",
+            self.last_seen
+                .map(|t| t.timestamp_micros().to_string())
+                .unwrap_or_default(),
+            self.confidence.as_deref().unwrap_or("")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn missing_null_and_extra_fields_never_fail_a_parse() {
+        let v = json!({"value": "198.51.100.7", "type": "ipv4", "confidence": null,
+                       "source": null, "tags": null, "x": {"y": 1}, "first_seen": "garbage"});
+        let i = Indicator::from_json(&v).unwrap();
+        assert_eq!(i.value, "198.51.100.7");
+        assert_eq!(i.confidence, None);
+        assert_eq!(i.first_seen, None);
+        assert!(i.tags.is_empty());
+    }
+
+    #[test]
+    fn an_indicator_without_value_is_skipped() {
+        assert_eq!(
+            Indicator::from_json(&json!({"type": "ipv4"})),
+            Err(Skip::NoValue)
+        );
+        assert_eq!(
+            Indicator::from_json(&json!({"value": ""})),
+            Err(Skip::NoValue)
+        );
+        assert_eq!(Indicator::from_json(&json!([1])), Err(Skip::NotAnObject));
+    }
+
+    #[test]
+    fn both_mitre_spellings_are_one_type_and_unknown_types_survive() {
+        assert_eq!(IocType::parse("mitre_attack"), IocType::MitreAttack);
+        assert_eq!(IocType::parse("mitre-attack"), IocType::MitreAttack);
+        assert_eq!(IocType::parse("SHA512"), IocType::Sha512);
+        assert_eq!(IocType::parse("ja3"), IocType::Other);
+    }
+
+    #[test]
+    fn technique_objects_give_their_ids() {
+        let v =
+            json!({"value": "x", "mitre_techniques": [{"id": "T1071", "name": "App"}, "T1566"]});
+        let i = Indicator::from_json(&v).unwrap();
+        assert_eq!(i.mitre_techniques, vec!["T1071", "T1566"]);
+    }
+}

@@ -1,0 +1,333 @@
+//! CLI only: parse arguments, load config, call one command, map errors to exit codes
+//! (0 success, 1 runtime failure, 2 usage or config error, 3 `once` left events undelivered).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ioc_forwarder::agent::{self, AgentError, OnceOutcome};
+use ioc_forwarder::config::{Config, DestinationConfig};
+use ioc_forwarder::deliver::{self, transport};
+use ioc_forwarder::store::{self, Event, Store};
+use ioc_forwarder::{demo, encode};
+
+const DEFAULT_CONFIG: &str = "/etc/ioc-forwarder/config.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "ioc-forwarder",
+    version,
+    about = "Forwards SOC Defenders indicators as CEF over syslog, from a durable queue"
+)]
+struct Cli {
+    /// Config file [default: $IOC_FORWARDER_CONFIG, else /etc/ioc-forwarder/config.toml]
+    #[arg(short, long, global = true, env = "IOC_FORWARDER_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// error, warn, info, debug, trace, or a RUST_LOG-style filter [default: $RUST_LOG, else info]
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent in the foreground until SIGTERM/SIGINT
+    Run,
+    /// One poll cycle, then deliver everything queued, then exit
+    Once,
+    /// Run the whole pipeline on the built-in sample feed
+    Demo {
+        /// tcp://HOST:PORT or udp://HOST:PORT instead of stdout
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Validate the config and print it with secrets redacted
+    CheckConfig,
+    /// Send one test event to every (or the named) destination and report each
+    TestDestination { name: Option<String> },
+    /// Inspect or change the queue
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Events and bytes queued per destination, oldest event age
+    Stats,
+    /// Print the next N queued CEF lines
+    Peek {
+        #[arg(default_value_t = 10)]
+        n: usize,
+    },
+    /// Drop queued events (for one destination or all)
+    Purge {
+        #[arg(long)]
+        destination: Option<String>,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Integrity check of the state file; non-zero exit on damage
+    Verify,
+}
+
+fn init_logging(format: LogFormat, level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, cli.log_level.as_deref());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let code = runtime.block_on(dispatch(cli.command, config_path));
+    // Delivery tasks have finished; do not wait for a stuck blocking call at exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    ExitCode::from(code)
+}
+
+/// Prints an error and returns its exit code.
+fn fail(e: AgentError) -> u8 {
+    match e {
+        AgentError::Config(c) => {
+            eprintln!("{c}");
+            2
+        }
+        other => {
+            eprintln!("error: {other}");
+            1
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, u8> {
+    Config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        2
+    })
+}
+
+fn outcome_code(o: OnceOutcome) -> u8 {
+    match o {
+        OnceOutcome::Delivered => 0,
+        OnceOutcome::PollFailed => 1,
+        OnceOutcome::Undelivered => 3,
+    }
+}
+
+async fn dispatch(command: Command, path: PathBuf) -> u8 {
+    if let Command::Demo { to } = &command {
+        return match demo::run(to.as_deref()).await {
+            Ok(o) => outcome_code(o),
+            Err(e) => fail(e),
+        };
+    }
+    let cfg = match load(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match command {
+        Command::Demo { .. } => unreachable!("handled above"),
+        Command::Run => match agent::run(path, cfg).await {
+            Ok(()) => 0,
+            Err(e) => fail(e),
+        },
+        Command::Once => match agent::once(&cfg, &path).await {
+            Ok(o) => outcome_code(o),
+            Err(e) => fail(e),
+        },
+        Command::CheckConfig => {
+            print!("{}", cfg.to_display_toml());
+            eprintln!("config OK: {}", path.display());
+            0
+        }
+        Command::TestDestination { name } => test_destinations(&cfg, name.as_deref()).await,
+        Command::Queue { command } => queue(&cfg, command),
+    }
+}
+
+fn queue(cfg: &Config, command: QueueCommand) -> u8 {
+    if let QueueCommand::Verify = command {
+        return match store::verify(&cfg.state_dir) {
+            Ok(problems) if problems.is_empty() => {
+                println!(
+                    "state file OK: {}",
+                    cfg.state_dir.join(store::FILE_NAME).display()
+                );
+                0
+            }
+            Ok(problems) => {
+                for p in problems {
+                    println!("damage: {p}");
+                }
+                1
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        };
+    }
+    let s = match Store::open(&cfg.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let result = match command {
+        QueueCommand::Stats => s.stats().map(|rows| {
+            println!(
+                "{:<24} {:>10} {:>14} {:>12}",
+                "DESTINATION", "EVENTS", "BYTES", "OLDEST_AGE"
+            );
+            let now = chrono::Utc::now();
+            for r in rows {
+                let age = r
+                    .oldest
+                    .map(|t| {
+                        let secs = (now - t).num_seconds().max(0) as u64;
+                        humantime::format_duration(Duration::from_secs(secs)).to_string()
+                    })
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<24} {:>10} {:>14} {:>12}",
+                    r.name, r.events, r.bytes, age
+                );
+            }
+            0
+        }),
+        QueueCommand::Peek { n } => s.peek(n).map(|events: Vec<Event>| {
+            for e in events {
+                println!("{}", e.cef);
+            }
+            0
+        }),
+        QueueCommand::Purge { destination, yes } => {
+            if !yes {
+                eprintln!("queue purge drops queued events for good; add --yes to confirm");
+                return 2;
+            }
+            if let Some(d) = &destination {
+                match s.destinations() {
+                    Ok(known) if !known.contains(d) => {
+                        eprintln!(
+                            "no destination named {d:?} in the state file (known: {})",
+                            known.join(", ")
+                        );
+                        return 2;
+                    }
+                    _ => {}
+                }
+            }
+            s.purge(destination.as_deref()).map(|n| {
+                println!("purged {n} events");
+                0
+            })
+        }
+        QueueCommand::Verify => unreachable!("handled above"),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        1
+    })
+}
+
+/// Connects to each destination, sends one marked test event, waits for the TCP
+/// acknowledgement where there is one, and reports per destination.
+async fn test_destinations(cfg: &Config, only: Option<&str>) -> u8 {
+    let chosen: Vec<&DestinationConfig> = cfg
+        .destinations
+        .iter()
+        .filter(|d| only.is_none_or(|n| d.name == n))
+        .collect();
+    if chosen.is_empty() {
+        eprintln!("no destination named {:?}", only.unwrap_or_default());
+        return 2;
+    }
+    let mut all_ok = true;
+    for d in chosen {
+        let header = deliver::header_for(d, &cfg.syslog);
+        let mut line = String::from("CEF:0|");
+        encode::cef::push_header(&mut line, &cfg.cef.device_vendor);
+        line.push('|');
+        encode::cef::push_header(&mut line, &cfg.cef.device_product);
+        line.push('|');
+        encode::cef::push_header(&mut line, &cfg.cef.device_version);
+        line.push_str("|test|ioc-forwarder test event|0|msg=test event from ioc-forwarder ");
+        line.push_str(env!("CARGO_PKG_VERSION"));
+        let ev = Event {
+            seq: 1,
+            enqueued: chrono::Utc::now(),
+            ioc_type: "test".into(),
+            cef: line,
+        };
+        let (mut msg, mut buf) = (Vec::new(), Vec::new());
+        deliver::frame_event(d, &header, &ev, &mut msg, &mut buf);
+        let result = async {
+            let mut c = transport::connect(d).await.map_err(|e| e.to_string())?;
+            let peer = c.peer.clone();
+            tokio::time::timeout(d.write_timeout, c.send(&buf, &[buf.len()]))
+                .await
+                .map_err(|_| format!("write stalled for more than {:?}", d.write_timeout))?
+                .map_err(|e| format!("write failed: {e}"))?;
+            if c.close(d.write_timeout).await {
+                Ok(peer)
+            } else {
+                Err(format!(
+                    "{peer}: the peer did not acknowledge the test event within {:?}",
+                    d.write_timeout
+                ))
+            }
+        }
+        .await;
+        match result {
+            Ok(peer) => println!("{}: OK ({} {})", d.name, d.protocol.as_str(), peer),
+            Err(e) => {
+                all_ok = false;
+                println!("{}: FAILED: {e}", d.name);
+            }
+        }
+    }
+    if all_ok {
+        0
+    } else {
+        1
+    }
+}

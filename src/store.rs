@@ -1,0 +1,656 @@
+//! The state file: one SQLite database (WAL, `synchronous=FULL`) in `state_dir` holding
+//! the queue of encoded events, each destination's acknowledged position, the since-cursor and
+//! the versions already seen.
+//!
+//! It is the only thing the polling side and the delivery side share. Polling commits whole
+//! pages ([`Store::commit_page`]): the page's events, its dedup entries and — on the last page
+//! of a cycle — the cursor, in one transaction. Delivery reads after its own position and moves
+//! it forward ([`Store::ack`]); an event is deleted once every destination has passed it.
+//! A crash at any point therefore either keeps a page whole or loses it whole, and the cursor
+//! never gets ahead of what is queued.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::encode::cef::Act;
+use crate::indicator::Indicator;
+
+pub const FILE_NAME: &str = "state.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create state directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state file {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("state file {path} was damaged and moved aside, but a fresh one cannot be created: {detail}")]
+    Recreate { path: PathBuf, detail: String },
+}
+
+/// One queued event as delivery sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub seq: i64,
+    pub enqueued: DateTime<Utc>,
+    pub ioc_type: String,
+    pub cef: String,
+}
+
+/// What one committed page did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PageOutcome {
+    pub added: usize,
+    pub updated: usize,
+    pub duplicates: usize,
+}
+
+/// Per-destination view for `queue stats`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationStats {
+    pub name: String,
+    pub events: i64,
+    pub bytes: i64,
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    enqueued_us INTEGER NOT NULL,
+    ioc_type TEXT NOT NULL,
+    cef TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS positions (
+    destination TEXT PRIMARY KEY,
+    acked_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen (
+    identity TEXT PRIMARY KEY,
+    last_seen_us INTEGER,
+    confidence TEXT,
+    recorded_us INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS seen_recorded ON seen (recorded_us);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+PRAGMA user_version = 1;
+";
+
+fn now_us() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+impl Store {
+    /// Opens (creating if needed) `state_dir/state.db`. A file that is not a database or is
+    /// corrupt is moved aside with a timestamped name and a fresh one is started: the agent
+    /// must never crash-loop on its own state.
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let path = state_dir.join(FILE_NAME);
+        match Self::open_file(&path) {
+            Ok(conn) => Ok(Store {
+                conn: Arc::new(Mutex::new(conn)),
+                path,
+            }),
+            Err(e) if is_damage(&e) => {
+                let moved_to = state_dir.join(format!(
+                    "{FILE_NAME}.corrupt-{}",
+                    Utc::now().format("%Y%m%dT%H%M%SZ")
+                ));
+                tracing::error!(path = %path.display(), moved_to = %moved_to.display(), error = %e,
+                    "state file is damaged; moving it aside and starting with an empty queue");
+                for suffix in ["", "-wal", "-shm"] {
+                    let from = PathBuf::from(format!("{}{suffix}", path.display()));
+                    let to = PathBuf::from(format!("{}{suffix}", moved_to.display()));
+                    let _ = std::fs::rename(from, to);
+                }
+                let conn = Self::open_file(&path).map_err(|source| StoreError::Recreate {
+                    path: path.clone(),
+                    detail: format!("{source} (the damaged file is at {})", moved_to.display()),
+                })?;
+                Ok(Store {
+                    conn: Arc::new(Mutex::new(conn)),
+                    path,
+                })
+            }
+            Err(source) => Err(StoreError::Sqlite { path, source }),
+        }
+    }
+
+    fn open_file(path: &Path) -> rusqlite::Result<Connection> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        // Touch every table so damage shows up now rather than mid-run.
+        conn.query_row("SELECT COUNT(*) FROM positions", [], |r| r.get::<_, i64>(0))?;
+        Ok(conn)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
+        // back on drop), so a poisoned lock is safe to keep using.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Runs a blocking store operation off the async runtime's worker threads.
+    pub async fn call<T, F>(&self, f: F) -> T
+    where
+        F: FnOnce(&Store) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.clone();
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// Makes sure every configured destination has a position (new ones start at the current
+    /// end of the queue) and forgets destinations no longer configured, so they do not hold
+    /// events forever. Returns the names that were added and removed.
+    pub fn sync_destinations(
+        &self,
+        names: &[String],
+    ) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let existing: Vec<String> = {
+            let mut st = tx
+                .prepare("SELECT destination FROM positions")
+                .map_err(|e| self.err(e))?;
+            let rows = st.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?
+        };
+        let tail: i64 = tx
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        // A brand-new state file has no events: every destination starts at the beginning.
+        let mut added = Vec::new();
+        for n in names {
+            if !existing.contains(n) {
+                tx.execute(
+                    "INSERT INTO positions (destination, acked_seq) VALUES (?1, ?2)",
+                    params![n, tail],
+                )
+                .map_err(|e| self.err(e))?;
+                added.push(n.clone());
+            }
+        }
+        let mut removed = Vec::new();
+        for e in existing {
+            if !names.contains(&e) {
+                tx.execute("DELETE FROM positions WHERE destination = ?1", params![e])
+                    .map_err(|er| self.err(er))?;
+                removed.push(e);
+            }
+        }
+        Self::collect_garbage(&tx).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok((added, removed))
+    }
+
+    /// Deletes events every destination has passed.
+    fn collect_garbage(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        tx.execute(
+            "DELETE FROM events WHERE seq <= (SELECT COALESCE(MIN(acked_seq), 0) FROM positions)",
+            [],
+        )?;
+        Ok(())
+    }
+
+    /// Decides whether this version of an indicator is new to us.
+    fn classify(tx: &Transaction<'_>, ind: &Indicator) -> rusqlite::Result<Option<Act>> {
+        let row: Option<(Option<i64>, Option<String>)> = tx
+            .query_row(
+                "SELECT last_seen_us, confidence FROM seen WHERE identity = ?1",
+                params![ind.identity()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((seen_last, seen_conf)) = row else {
+            return Ok(Some(Act::Add));
+        };
+        let last = ind.last_seen.map(|t| t.timestamp_micros());
+        // A newer last_seen, or a changed confidence at the same last_seen, is a new version.
+        // An older last_seen (a stale copy served by a cache or a shifted page) is not.
+        let newer = match (last, seen_last) {
+            (Some(a), Some(b)) => a > b,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let same_time = last == seen_last;
+        if newer || (same_time && ind.confidence != seen_conf) {
+            Ok(Some(Act::Update))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Commits one page in one transaction: every indicator whose version is new is encoded by
+    /// `encode` and queued, its version recorded; `cursor`, when given, is stored too (the
+    /// last page of a cycle). `encode` returns the IOC type label and the CEF line, or `None`
+    /// to skip (for example a filtered-out type).
+    pub fn commit_page<F>(
+        &self,
+        items: &[Indicator],
+        mut encode: F,
+        cursor: Option<DateTime<Utc>>,
+    ) -> Result<PageOutcome, StoreError>
+    where
+        F: FnMut(&Indicator, Act) -> Option<(String, String)>,
+    {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let mut outcome = PageOutcome::default();
+        let now = now_us();
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO events (enqueued_us, ioc_type, cef) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(|e| self.err(e))?;
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO seen (identity, last_seen_us, confidence, recorded_us) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(identity) DO UPDATE SET last_seen_us = excluded.last_seen_us,
+                     confidence = excluded.confidence, recorded_us = excluded.recorded_us",
+                )
+                .map_err(|e| self.err(e))?;
+            for ind in items {
+                let Some(act) = Self::classify(&tx, ind).map_err(|e| self.err(e))? else {
+                    outcome.duplicates += 1;
+                    continue;
+                };
+                let Some((ioc_type, line)) = encode(ind, act) else {
+                    continue;
+                };
+                insert
+                    .execute(params![now, ioc_type, line])
+                    .map_err(|e| self.err(e))?;
+                upsert
+                    .execute(params![
+                        ind.identity(),
+                        ind.last_seen.map(|t| t.timestamp_micros()),
+                        ind.confidence,
+                        now
+                    ])
+                    .map_err(|e| self.err(e))?;
+                match act {
+                    Act::Add => outcome.added += 1,
+                    Act::Update => outcome.updated += 1,
+                }
+            }
+        }
+        if let Some(c) = cursor {
+            Self::set_meta(
+                &tx,
+                "since",
+                &c.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            )
+            .map_err(|e| self.err(e))?;
+            Self::set_meta(&tx, "last_success_us", &now.to_string()).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(outcome)
+    }
+
+    fn set_meta(tx: &Transaction<'_>, key: &str, value: &str) -> rusqlite::Result<()> {
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.lock()
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The since-cursor committed by the last complete cycle.
+    pub fn cursor(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self
+            .get_meta("since")?
+            .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+            .map(|t| t.with_timezone(&Utc)))
+    }
+
+    /// When the last complete cycle committed (local clock).
+    pub fn last_success(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self
+            .get_meta("last_success_us")?
+            .and_then(|s| s.parse::<i64>().ok())
+            .and_then(DateTime::from_timestamp_micros))
+    }
+
+    /// Forgets versions recorded before `before`, so the dedup table stays bounded. Anything
+    /// that old is outside every window the API can still serve us again.
+    pub fn prune_seen(&self, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.lock()
+            .execute(
+                "DELETE FROM seen WHERE recorded_us < ?1",
+                params![before.timestamp_micros()],
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// The destination's acknowledged position.
+    pub fn position(&self, destination: &str) -> Result<i64, StoreError> {
+        self.lock()
+            .query_row(
+                "SELECT acked_seq FROM positions WHERE destination = ?1",
+                params![destination],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(|v| v.unwrap_or(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Up to `limit` events after `after`, oldest first.
+    pub fn read_after(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT seq, enqueued_us, ioc_type, cef FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![after, limit as i64], |r| {
+                Ok(Event {
+                    seq: r.get(0)?,
+                    enqueued: DateTime::from_timestamp_micros(r.get(1)?).unwrap_or_default(),
+                    ioc_type: r.get(2)?,
+                    cef: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Moves a destination's position forward to `seq` (never backwards) and deletes events
+    /// that every destination has passed.
+    pub fn ack(&self, destination: &str, seq: i64) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute(
+            "UPDATE positions SET acked_seq = MAX(acked_seq, ?2) WHERE destination = ?1",
+            params![destination, seq],
+        )
+        .map_err(|e| self.err(e))?;
+        Self::collect_garbage(&tx).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Highest sequence number ever queued that is still in the queue (0 when empty).
+    pub fn tail(&self) -> Result<i64, StoreError> {
+        self.lock()
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Events waiting for one destination.
+    pub fn pending(&self, destination: &str) -> Result<i64, StoreError> {
+        self.lock()
+            .query_row(
+                "SELECT COUNT(*) FROM events WHERE seq > (SELECT acked_seq FROM positions WHERE destination = ?1)",
+                params![destination],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Events, bytes and oldest event per destination.
+    pub fn stats(&self) -> Result<Vec<DestinationStats>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare(
+                "SELECT p.destination, COUNT(e.seq), COALESCE(SUM(LENGTH(CAST(e.cef AS BLOB))), 0), MIN(e.enqueued_us)
+                 FROM positions p LEFT JOIN events e ON e.seq > p.acked_seq
+                 GROUP BY p.destination ORDER BY p.destination",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(DestinationStats {
+                    name: r.get(0)?,
+                    events: r.get(1)?,
+                    bytes: r.get(2)?,
+                    oldest: r
+                        .get::<_, Option<i64>>(3)?
+                        .and_then(DateTime::from_timestamp_micros),
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+impl Store {
+    /// The next `n` events of the slowest destination (what `queue peek` shows).
+    pub fn peek(&self, n: usize) -> Result<Vec<Event>, StoreError> {
+        let from: i64 = self
+            .lock()
+            .query_row(
+                "SELECT COALESCE(MIN(acked_seq), 0) FROM positions",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        self.read_after(from, n)
+    }
+
+    /// Drops everything queued for one destination (or for all): its position jumps to the
+    /// tail. Returns how many events that destination (or the slowest one) skipped.
+    pub fn purge(&self, destination: Option<&str>) -> Result<i64, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tail: i64 = tx
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        let skipped: i64 = match destination {
+            Some(d) => tx.query_row(
+                "SELECT COUNT(*) FROM events WHERE seq > (SELECT acked_seq FROM positions WHERE destination = ?1)",
+                params![d],
+                |r| r.get(0),
+            ),
+            None => tx.query_row(
+                "SELECT COUNT(*) FROM events WHERE seq > (SELECT COALESCE(MIN(acked_seq), 0) FROM positions)",
+                [],
+                |r| r.get(0),
+            ),
+        }
+        .map_err(|e| self.err(e))?;
+        match destination {
+            Some(d) => tx.execute(
+                "UPDATE positions SET acked_seq = MAX(acked_seq, ?2) WHERE destination = ?1",
+                params![d, tail],
+            ),
+            None => tx.execute(
+                "UPDATE positions SET acked_seq = MAX(acked_seq, ?1)",
+                params![tail],
+            ),
+        }
+        .map_err(|e| self.err(e))?;
+        Self::collect_garbage(&tx).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(skipped)
+    }
+
+    /// Names of destinations that have a position.
+    pub fn destinations(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare("SELECT destination FROM positions ORDER BY destination")
+            .map_err(|e| self.err(e))?;
+        let rows = st.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+/// `queue verify`: SQLite's integrity check on the state file, opened read-only so a damaged
+/// file is reported, never moved or repaired. Returns the problems found (empty = healthy).
+pub fn verify(state_dir: &Path) -> Result<Vec<String>, StoreError> {
+    let path = state_dir.join(FILE_NAME);
+    let err = |source| StoreError::Sqlite {
+        path: path.clone(),
+        source,
+    };
+    let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(err)?;
+    let mut st = conn.prepare("PRAGMA integrity_check").map_err(err)?;
+    let rows: Vec<String> = st
+        .query_map([], |r| r.get(0))
+        .map_err(err)?
+        .collect::<Result<_, _>>()
+        .map_err(err)?;
+    let mut problems: Vec<String> = rows.into_iter().filter(|r| r != "ok").collect();
+    for table in ["events", "positions", "seen", "meta"] {
+        if let Err(e) = conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            problems.push(format!("table {table}: {e}"));
+        }
+    }
+    Ok(problems)
+}
+
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ind(id: &str, last_seen: &str, confidence: &str) -> Indicator {
+        Indicator::from_json(&json!({"id": id, "type": "ipv4", "value": "192.0.2.1",
+            "last_seen": last_seen, "confidence": confidence}))
+        .unwrap()
+    }
+
+    fn enc(i: &Indicator, act: Act) -> Option<(String, String)> {
+        Some((
+            i.type_raw.clone(),
+            format!("{}:{:?}", i.id.clone().unwrap_or_default(), act),
+        ))
+    }
+
+    #[test]
+    fn same_version_is_queued_once_and_a_new_version_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.sync_destinations(&["a".into()]).unwrap();
+        let v1 = ind("x", "2026-05-17T00:00:00Z", "low");
+        let o = s.commit_page(&[v1.clone(), v1.clone()], enc, None).unwrap();
+        assert_eq!((o.added, o.duplicates), (1, 1));
+        let o = s.commit_page(&[v1], enc, None).unwrap();
+        assert_eq!(o.duplicates, 1);
+        let v2 = ind("x", "2026-05-17T00:00:01Z", "low");
+        let stale = ind("x", "2026-05-16T00:00:00Z", "high");
+        let o = s.commit_page(&[v2, stale], enc, None).unwrap();
+        assert_eq!((o.updated, o.duplicates), (1, 1));
+        let ev = s.read_after(0, 10).unwrap();
+        assert_eq!(
+            ev.iter().map(|e| e.cef.as_str()).collect::<Vec<_>>(),
+            ["x:Add", "x:Update"]
+        );
+    }
+
+    #[test]
+    fn events_are_deleted_only_when_every_destination_passed_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.sync_destinations(&["a".into(), "b".into()]).unwrap();
+        s.commit_page(
+            &[
+                ind("1", "2026-05-17T00:00:00Z", "low"),
+                ind("2", "2026-05-17T00:00:00Z", "low"),
+            ],
+            enc,
+            None,
+        )
+        .unwrap();
+        s.ack("a", 2).unwrap();
+        assert_eq!(s.read_after(0, 10).unwrap().len(), 2);
+        assert_eq!(s.pending("b").unwrap(), 2);
+        s.ack("b", 1).unwrap();
+        assert_eq!(s.read_after(0, 10).unwrap().len(), 1);
+        s.ack("a", 1).unwrap(); // never backwards
+        assert_eq!(s.position("a").unwrap(), 2);
+    }
+
+    #[test]
+    fn cursor_moves_only_with_a_committed_page_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = DateTime::parse_from_rfc3339("2026-05-17T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        {
+            let s = Store::open(dir.path()).unwrap();
+            assert_eq!(s.cursor().unwrap(), None);
+            s.commit_page(&[], enc, Some(t)).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.cursor().unwrap(), Some(t));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), vec![b'x'; 8192]).unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.tail().unwrap(), 0);
+        let moved = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("state.db.corrupt-")
+            });
+        assert!(moved);
+    }
+}
