@@ -1,0 +1,2 @@
+//! Placeholder replaced by the encoding benchmark.
+fn main() {}

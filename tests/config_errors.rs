@@ -1,0 +1,251 @@
+//! `check-config`: every problem reported at once, one line each, naming the key; exit 2;
+//! never a panic or a backtrace; secrets never printed.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use support::*;
+
+/// A valid config (nothing listens on the addresses; check-config must not need them).
+fn valid(dir: &Path) -> String {
+    render_config(
+        dir,
+        "http://127.0.0.1:9/api/v1",
+        &[Dest::tcp("siem1", "127.0.0.1:9")],
+        &ConfigOpts::default(),
+    )
+}
+
+fn write(dir: &Path, toml: &str) -> PathBuf {
+    write_file(dir, "config.toml", toml)
+}
+
+fn check(dir: &Path, toml: &str) -> Output {
+    check_config(&write(dir, toml))
+}
+
+/// Lines of stderr that mention `needle`.
+fn lines_with<'a>(stderr: &'a str, needle: &str) -> Vec<&'a str> {
+    stderr.lines().filter(|l| l.contains(needle)).collect()
+}
+
+fn assert_config_error(out: &Output, needles: &[&str]) {
+    let err = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a config error exits 2\n{}",
+        describe(out)
+    );
+    for n in needles {
+        assert!(
+            err.contains(n),
+            "stderr does not mention {n:?}\n{}",
+            describe(out)
+        );
+    }
+    assert_no_panic(out);
+}
+
+fn assert_no_panic(out: &Output) {
+    for s in [text(&out.stderr), text(&out.stdout)] {
+        assert!(!s.contains("panicked"), "a panic\n{}", describe(out));
+        assert!(
+            !s.contains("RUST_BACKTRACE"),
+            "a panic hint\n{}",
+            describe(out)
+        );
+        assert!(
+            !s.to_lowercase().contains("stack backtrace"),
+            "a backtrace\n{}",
+            describe(out)
+        );
+    }
+}
+
+fn with_source_line(dir: &Path, line: &str) -> String {
+    valid(dir).replacen("[source]\n", &format!("[source]\n{line}\n"), 1)
+}
+
+#[test]
+fn unknown_key_is_named_with_its_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = with_source_line(dir.path(), "pol_interval = \"5m\"");
+    let out = check(dir.path(), &toml);
+    assert_config_error(&out, &["source.pol_interval"]);
+}
+
+#[test]
+fn unset_environment_variable_names_the_variable_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = valid(dir.path()).replace(
+        &format!("api_key = \"{API_KEY}\""),
+        "api_key = \"${SURELY_UNSET_VAR_X}\"",
+    );
+    assert!(toml.contains("SURELY_UNSET_VAR_X"));
+    let mut cmd = command(&write(dir.path(), &toml), &["check-config"]);
+    cmd.env_remove("SURELY_UNSET_VAR_X");
+    let (out, _) = run_cmd(cmd);
+    assert_config_error(&out, &["SURELY_UNSET_VAR_X", "source.api_key"]);
+}
+
+#[test]
+fn bad_duration_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = valid(dir.path()).replace("poll_interval = \"1s\"", "poll_interval = \"5 parsecs\"");
+    assert!(toml.contains("5 parsecs"));
+    let out = check(dir.path(), &toml);
+    assert_config_error(&out, &["source.poll_interval"]);
+}
+
+fn three_problems(dir: &Path) -> String {
+    let toml = valid(dir)
+        .replace("poll_interval = \"1s\"", "poll_interval = \"5 parsecs\"")
+        .replace(
+            &format!("api_key = \"{API_KEY}\""),
+            "api_key = \"${SURELY_UNSET_VAR_X}\"",
+        )
+        .replacen("[source]\n", "[source]\npol_interval = \"5m\"\n", 1);
+    assert!(toml.contains("5 parsecs") && toml.contains("SURELY_UNSET_VAR_X"));
+    toml
+}
+
+#[test]
+fn all_problems_are_reported_in_one_run_one_line_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = three_problems(dir.path());
+    let mut cmd = command(&write(dir.path(), &toml), &["check-config"]);
+    cmd.env_remove("SURELY_UNSET_VAR_X");
+    let (out, _) = run_cmd(cmd);
+    assert_config_error(
+        &out,
+        &[
+            "source.pol_interval",
+            "source.api_key",
+            "SURELY_UNSET_VAR_X",
+            "source.poll_interval",
+        ],
+    );
+    // One line per problem: the three keys are reported on three different lines.
+    let err = text(&out.stderr);
+    let a = lines_with(&err, "source.pol_interval");
+    let b = lines_with(&err, "source.api_key");
+    let c = lines_with(&err, "source.poll_interval");
+    assert!(
+        a.iter().any(|l| !b.contains(l) && !c.contains(l))
+            && b.iter().any(|l| !a.contains(l) && !c.contains(l))
+            && c.iter().any(|l| !a.contains(l) && !b.contains(l)),
+        "each problem on its own line\n{err}"
+    );
+}
+
+#[test]
+fn config_errors_never_panic_or_print_a_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = three_problems(dir.path());
+    let path = write(dir.path(), &toml);
+    for args in [&["check-config"][..], &["once"][..]] {
+        let mut cmd = command(&path, args);
+        cmd.env_remove("SURELY_UNSET_VAR_X")
+            .env("RUST_BACKTRACE", "1")
+            .env("RUST_LIB_BACKTRACE", "1");
+        let (out, _) = run_cmd(cmd);
+        assert_eq!(out.status.code(), Some(2), "{args:?}\n{}", describe(&out));
+        assert_no_panic(&out);
+    }
+    // Not even for a file that is not TOML at all, or a missing file.
+    let garbage = write_file(
+        dir.path(),
+        "garbage.toml",
+        "[source\nthis is = = not toml\n\u{0}",
+    );
+    let missing = dir.path().join("does-not-exist.toml");
+    for path in [garbage, missing] {
+        let mut cmd = command(&path, &["check-config"]);
+        cmd.env("RUST_BACKTRACE", "1");
+        let (out, _) = run_cmd(cmd);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}\n{}",
+            path.display(),
+            describe(&out)
+        );
+        assert_no_panic(&out);
+    }
+}
+
+#[test]
+fn valid_config_prints_the_effective_config_with_the_key_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = check(dir.path(), &valid(dir.path()));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    for (name, s) in [("stdout", &stdout), ("stderr", &stderr)] {
+        assert!(!s.contains(API_KEY), "{name} contains the API key\n{s}");
+        assert!(
+            !s.contains("abcdefghijklmnop"),
+            "{name} contains the key's secret part\n{s}"
+        );
+    }
+    for want in ["siem1", "poll_interval", "api_key", "app_name"] {
+        assert!(
+            stdout.contains(want),
+            "the effective config (with defaults) shows {want:?}\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn key_from_environment_or_file_is_redacted_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_env = "sk_live_fromTheEnvironment42";
+    let toml = valid(dir.path()).replace(
+        &format!("api_key = \"{API_KEY}\""),
+        "api_key = \"${IOCF_TEST_SECRET_KEY}\"",
+    );
+    let mut cmd = command(&write(dir.path(), &toml), &["check-config"]);
+    cmd.env("IOCF_TEST_SECRET_KEY", secret_env);
+    let (out, _) = run_cmd(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        !text(&out.stdout).contains(secret_env),
+        "stdout leaks the key"
+    );
+    assert!(
+        !text(&out.stderr).contains(secret_env),
+        "stderr leaks the key"
+    );
+
+    let secret_file = "sk_live_fromTheKeyFile1234";
+    let key_path = write_file(dir.path(), "api-key", &format!("{secret_file}\n"));
+    let toml = valid(dir.path()).replace(
+        &format!("api_key = \"{API_KEY}\""),
+        &format!("api_key_file = {}", toml_str(key_path.to_str().unwrap())),
+    );
+    let out = check(dir.path(), &toml);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        !text(&out.stdout).contains(secret_file),
+        "stdout leaks the key"
+    );
+    assert!(
+        !text(&out.stderr).contains(secret_file),
+        "stderr leaks the key"
+    );
+}
+
+#[test]
+fn missing_api_key_file_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-key-file");
+    let toml = valid(dir.path()).replace(
+        &format!("api_key = \"{API_KEY}\""),
+        &format!("api_key_file = {}", toml_str(missing.to_str().unwrap())),
+    );
+    let out = check(dir.path(), &toml);
+    assert_config_error(&out, &["source.api_key_file"]);
+}
