@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::config::{Config, ConfigError, Problem, Protocol};
 use crate::deliver::{self, Wiring};
 use crate::source::{self, CycleError, Source};
-use crate::store::{Store, StoreError};
+use crate::store::{QueueLimit, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -68,9 +68,14 @@ impl Pipeline {
     pub async fn start(cfg: &Config, config_path: &Path) -> Result<Pipeline, AgentError> {
         check_supported(cfg, config_path)?;
         let dir = cfg.state_dir.clone();
+        let limit = QueueLimit {
+            max_bytes: cfg.queue.max_bytes,
+            when_full: cfg.queue.when_full,
+        };
         let store = tokio::task::spawn_blocking(move || Store::open(&dir))
             .await
-            .map_err(|e| AgentError::Io(e.to_string()))??;
+            .map_err(|e| AgentError::Io(e.to_string()))??
+            .with_limit(limit);
         let names: Vec<String> = cfg.destinations.iter().map(|d| d.name.clone()).collect();
         let n = names.clone();
         let (added, removed) = store.call(move |s| s.sync_destinations(&n)).await?;
@@ -184,7 +189,7 @@ pub enum OnceOutcome {
 pub async fn once(cfg: &Config, config_path: &Path) -> Result<OnceOutcome, AgentError> {
     let pipeline = Pipeline::start(cfg, config_path).await?;
     let mut src = Source::new(cfg)?;
-    let polled = source::poll_and_log(&mut src, &pipeline.store).await;
+    let polled = poll(&mut src, &pipeline.store).await;
     pipeline.notify_committed().await;
     prune(cfg, &pipeline.store).await;
     let delivered = pipeline.drain(cfg.shutdown_timeout, true).await;
@@ -194,6 +199,20 @@ pub async fn once(cfg: &Config, config_path: &Path) -> Result<OnceOutcome, Agent
         (Err(_), true) => OnceOutcome::PollFailed,
         (Ok(_), true) => OnceOutcome::Delivered,
     })
+}
+
+/// One cycle via [`source::poll_and_log`], plus the explanation a full disk deserves.
+async fn poll(src: &mut Source, store: &Store) -> Result<source::CycleReport, CycleError> {
+    let result = source::poll_and_log(src, store).await;
+    if let Err(CycleError::Store(e)) = &result {
+        if e.is_disk_full() {
+            tracing::error!(
+                path = %store.path().display(),
+                "disk full: cannot write the state file; polling pauses (the cursor does not move) until there is room, delivery continues"
+            );
+        }
+    }
+    result
 }
 
 /// Keeps the dedup table bounded: versions recorded longer ago than the lookback plus a day
@@ -240,7 +259,7 @@ pub async fn run(config_path: PathBuf, mut cfg: Config) -> Result<(), AgentError
         let next = loop {
             let poll = async {
                 tokio::time::sleep_until(next_poll).await;
-                source::poll_and_log(&mut src, &pipeline.store).await
+                poll(&mut src, &pipeline.store).await
             };
             tokio::select! {
                 result = poll => {

@@ -100,6 +100,12 @@ fn init_logging(format: LogFormat, level: Option<&str>) {
 }
 
 fn main() -> ExitCode {
+    // A file-size limit (ulimit -f) must surface as a write error (EFBIG) that the store
+    // handles like a full disk, not as a signal that kills the agent mid-transaction.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.log_level.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -307,7 +313,9 @@ async fn test_destinations(cfg: &Config, only: Option<&str>) -> u8 {
                 .await
                 .map_err(|_| format!("write stalled for more than {:?}", d.write_timeout))?
                 .map_err(|e| format!("write failed: {e}"))?;
-            if c.close(d.write_timeout).await {
+            let acked = c.wait_acked(d.write_timeout).await;
+            c.close().await;
+            if acked {
                 Ok(peer)
             } else {
                 Err(format!(

@@ -33,6 +33,8 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error("queue full: {bytes} bytes queued, max_bytes is {max}; polling paused until destinations make room (the cursor did not move)")]
+    QueueFull { bytes: i64, max: u64 },
     #[error("state file {path} was damaged and moved aside, but a fresh one cannot be created: {detail}")]
     Recreate { path: PathBuf, detail: String },
 }
@@ -47,11 +49,13 @@ pub struct Event {
 }
 
 /// What one committed page did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PageOutcome {
     pub added: usize,
     pub updated: usize,
     pub duplicates: usize,
+    /// Events dropped to make room (`when_full = "drop-oldest"`), per destination.
+    pub dropped: Vec<(String, i64)>,
 }
 
 /// Per-destination view for `queue stats`.
@@ -63,10 +67,18 @@ pub struct DestinationStats {
     pub oldest: Option<DateTime<Utc>>,
 }
 
+/// `[queue] max_bytes` and `when_full`, enforced when a page is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimit {
+    pub max_bytes: u64,
+    pub when_full: crate::config::WhenFull,
+}
+
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    limit: Option<QueueLimit>,
 }
 
 const SCHEMA: &str = "
@@ -74,7 +86,12 @@ CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     enqueued_us INTEGER NOT NULL,
     ioc_type TEXT NOT NULL,
-    cef TEXT NOT NULL
+    cef TEXT NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS totals (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    queue_bytes INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS positions (
     destination TEXT PRIMARY KEY,
@@ -112,6 +129,7 @@ impl Store {
             Ok(conn) => Ok(Store {
                 conn: Arc::new(Mutex::new(conn)),
                 path,
+                limit: None,
             }),
             Err(e) if is_damage(&e) => {
                 let moved_to = state_dir.join(format!(
@@ -132,6 +150,7 @@ impl Store {
                 Ok(Store {
                     conn: Arc::new(Mutex::new(conn)),
                     path,
+                    limit: None,
                 })
             }
             Err(source) => Err(StoreError::Sqlite { path, source }),
@@ -144,9 +163,81 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
-        // Touch every table so damage shows up now rather than mid-run.
+        // Recount the queue's bytes (one scan at start): the running total can then never
+        // drift across versions or repairs. It also touches the tables, so damage shows now.
+        conn.execute(
+            "INSERT OR REPLACE INTO totals (id, queue_bytes) VALUES (1, (SELECT COALESCE(SUM(size), 0) FROM events))",
+            [],
+        )?;
         conn.query_row("SELECT COUNT(*) FROM positions", [], |r| r.get::<_, i64>(0))?;
         Ok(conn)
+    }
+
+    /// Enforce `max_bytes` / `when_full` on every commit from now on.
+    pub fn with_limit(mut self, limit: QueueLimit) -> Store {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Bytes of CEF lines queued (for any destination).
+    pub fn queue_bytes(&self) -> Result<i64, StoreError> {
+        self.lock()
+            .query_row("SELECT queue_bytes FROM totals WHERE id = 1", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    fn total(tx: &Transaction<'_>) -> rusqlite::Result<i64> {
+        tx.query_row("SELECT queue_bytes FROM totals WHERE id = 1", [], |r| r.get(0))
+    }
+
+    /// Deletes events up to `cut` (inclusive), keeping the byte total right.
+    fn delete_through(tx: &Transaction<'_>, cut: i64) -> rusqlite::Result<()> {
+        let freed: i64 = tx.query_row(
+            "SELECT COALESCE(SUM(size), 0) FROM events WHERE seq <= ?1",
+            params![cut],
+            |r| r.get(0),
+        )?;
+        if freed > 0 {
+            tx.execute("DELETE FROM events WHERE seq <= ?1", params![cut])?;
+            tx.execute(
+                "UPDATE totals SET queue_bytes = MAX(0, queue_bytes - ?1) WHERE id = 1",
+                params![freed],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Drops the oldest events until at least `excess` bytes are free; every destination's
+    /// position moves past them. Returns (destination, events it lost) for those that lost any.
+    fn drop_oldest(tx: &Transaction<'_>, excess: i64) -> rusqlite::Result<Vec<(String, i64)>> {
+        let mut cut = 0i64;
+        let mut freed = 0i64;
+        {
+            let mut st = tx.prepare("SELECT seq, size FROM events ORDER BY seq")?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                cut = r.get(0)?;
+                freed += r.get::<_, i64>(1)?;
+                if freed >= excess {
+                    break;
+                }
+            }
+        }
+        let mut lost = Vec::new();
+        {
+            let mut st = tx.prepare(
+                "SELECT p.destination, COUNT(e.seq) FROM positions p
+                 JOIN events e ON e.seq > p.acked_seq AND e.seq <= ?1
+                 GROUP BY p.destination ORDER BY p.destination",
+            )?;
+            let rows = st.query_map(params![cut], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            for row in rows {
+                lost.push(row?);
+            }
+        }
+        tx.execute("UPDATE positions SET acked_seq = MAX(acked_seq, ?1)", params![cut])?;
+        Self::delete_through(tx, cut)?;
+        Ok(lost)
     }
 
     pub fn path(&self) -> &Path {
@@ -225,11 +316,12 @@ impl Store {
 
     /// Deletes events every destination has passed.
     fn collect_garbage(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-        tx.execute(
-            "DELETE FROM events WHERE seq <= (SELECT COALESCE(MIN(acked_seq), 0) FROM positions)",
-            [],
-        )?;
-        Ok(())
+        let min: Option<i64> =
+            tx.query_row("SELECT MIN(acked_seq) FROM positions", [], |r| r.get(0))?;
+        match min {
+            Some(m) if m > 0 => Self::delete_through(tx, m),
+            _ => Ok(()),
+        }
     }
 
     /// Decides whether this version of an indicator is new to us.
@@ -277,10 +369,11 @@ impl Store {
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let mut outcome = PageOutcome::default();
         let now = now_us();
+        let mut page_bytes = 0i64;
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO events (enqueued_us, ioc_type, cef) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO events (enqueued_us, ioc_type, cef, size) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(|e| self.err(e))?;
             let mut upsert = tx
@@ -299,8 +392,9 @@ impl Store {
                     continue;
                 };
                 insert
-                    .execute(params![now, ioc_type, line])
+                    .execute(params![now, ioc_type, line, line.len() as i64])
                     .map_err(|e| self.err(e))?;
+                page_bytes += line.len() as i64;
                 upsert
                     .execute(params![
                         ind.identity(),
@@ -312,6 +406,44 @@ impl Store {
                 match act {
                     Act::Add => outcome.added += 1,
                     Act::Update => outcome.updated += 1,
+                }
+            }
+        }
+        if page_bytes > 0 {
+            tx.execute(
+                "UPDATE totals SET queue_bytes = queue_bytes + ?1 WHERE id = 1",
+                params![page_bytes],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        if let Some(limit) = self.limit {
+            let total = Self::total(&tx).map_err(|e| self.err(e))?;
+            let max = i64::try_from(limit.max_bytes).unwrap_or(i64::MAX);
+            if total > max && page_bytes > 0 {
+                match limit.when_full {
+                    crate::config::WhenFull::PausePolling => {
+                        // A page bigger than the whole queue still goes in when the queue is
+                        // empty; otherwise polling would stall forever on it.
+                        if total - page_bytes > 0 {
+                            return Err(StoreError::QueueFull {
+                                bytes: total - page_bytes,
+                                max: limit.max_bytes,
+                            });
+                        }
+                    }
+                    crate::config::WhenFull::DropOldest => {
+                        let lost = Self::drop_oldest(&tx, total - max).map_err(|e| self.err(e))?;
+                        let dropped: i64 = lost.iter().map(|(_, n)| *n).sum();
+                        if dropped > 0 {
+                            tracing::warn!(
+                                max_bytes = limit.max_bytes,
+                                dropped,
+                                per_destination = ?lost,
+                                "queue full: dropped the oldest events to stay within max_bytes"
+                            );
+                        }
+                        outcome.dropped = lost;
+                    }
                 }
             }
         }
@@ -443,7 +575,7 @@ impl Store {
         let conn = self.lock();
         let mut st = conn
             .prepare(
-                "SELECT p.destination, COUNT(e.seq), COALESCE(SUM(LENGTH(CAST(e.cef AS BLOB))), 0), MIN(e.enqueued_us)
+                "SELECT p.destination, COUNT(e.seq), COALESCE(SUM(e.size), 0), MIN(e.enqueued_us)
                  FROM positions p LEFT JOIN events e ON e.seq > p.acked_seq
                  GROUP BY p.destination ORDER BY p.destination",
             )
@@ -553,6 +685,19 @@ pub fn verify(state_dir: &Path) -> Result<Vec<String>, StoreError> {
     Ok(problems)
 }
 
+impl StoreError {
+    /// The disk (or the process's file size limit) refused a write: behave like a full queue.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DiskFull) | Some(rusqlite::ErrorCode::SystemIoFailure)
+            ),
+            _ => false,
+        }
+    }
+}
+
 fn is_damage(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
@@ -652,5 +797,58 @@ mod tests {
                     .starts_with("state.db.corrupt-")
             });
         assert!(moved);
+    }
+
+    fn many(n: usize) -> Vec<Indicator> {
+        (0..n)
+            .map(|i| ind(&format!("id{i}"), "2026-05-17T00:00:00Z", "low"))
+            .collect()
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_queue_within_max_bytes_and_counts_per_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap().with_limit(QueueLimit {
+            max_bytes: 100,
+            when_full: crate::config::WhenFull::DropOldest,
+        });
+        s.sync_destinations(&["dead".into(), "live".into()]).unwrap();
+        // each line is "idN:Add" = 7..8 bytes
+        let o = s.commit_page(&many(10), enc, None).unwrap();
+        assert!(o.dropped.is_empty());
+        s.ack("live", s.tail().unwrap()).unwrap();
+        let o = s.commit_page(&many(30)[10..], enc, None).unwrap();
+        assert!(s.queue_bytes().unwrap() <= 100, "{}", s.queue_bytes().unwrap());
+        let dead = o.dropped.iter().find(|(d, _)| d == "dead").unwrap().1;
+        assert!(dead >= 10, "{o:?}");
+        // what is left is exactly what the totals say
+        let left: usize = s.read_after(0, 1000).unwrap().iter().map(|e| e.cef.len()).sum();
+        assert_eq!(left as i64, s.queue_bytes().unwrap());
+        assert_eq!(s.pending("dead").unwrap() as usize, s.read_after(0, 1000).unwrap().len());
+    }
+
+    #[test]
+    fn pause_polling_refuses_the_page_and_keeps_the_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap().with_limit(QueueLimit {
+            max_bytes: 100,
+            when_full: crate::config::WhenFull::PausePolling,
+        });
+        s.sync_destinations(&["dead".into()]).unwrap();
+        let t = DateTime::parse_from_rfc3339("2026-05-17T00:00:00Z").unwrap().with_timezone(&Utc);
+        // a first page bigger than the limit still goes in when the queue is empty
+        s.commit_page(&many(20), enc, Some(t)).unwrap();
+        let before = s.queue_bytes().unwrap();
+        let later = t + chrono::Duration::hours(1);
+        let err = s.commit_page(&many(25)[20..], enc, Some(later)).unwrap_err();
+        assert!(matches!(err, StoreError::QueueFull { .. }), "{err}");
+        assert!(err.to_string().contains("polling paused"));
+        assert_eq!(s.cursor().unwrap(), Some(t));
+        assert_eq!(s.queue_bytes().unwrap(), before);
+        // the refused versions were not recorded as seen: they come again next time
+        s.ack("dead", s.tail().unwrap()).unwrap();
+        let o = s.commit_page(&many(25)[20..], enc, Some(later)).unwrap();
+        assert_eq!(o.added, 5);
+        assert_eq!(s.cursor().unwrap(), Some(later));
     }
 }

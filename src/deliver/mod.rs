@@ -1,16 +1,21 @@
 //! One delivery task per destination: read a batch after its own position → frame → send →
 //! move the position. Destinations never wait for each other; the store is all they share.
 //!
-//! The position moves after the batch was written (and, at close, acknowledged by the peer's
-//! TCP stack); a failed write moves nothing and the batch is sent again on the next
-//! connection, so delivery is at least once. The duplicate window is documented in the README.
+//! Ack-aware: the durable position moves only past frames the peer's TCP stack has
+//! acknowledged. Each written frame is remembered with the byte offset where it ends on the
+//! current connection; `TCP_INFO` says how many bytes the peer acknowledged; frames below that
+//! line are delivered. When a connection fails, every frame not known to be acknowledged is
+//! sent again on the next one (at least once). Transports that cannot tell (udp, stdout, other
+//! systems than Linux) fall back to "delivered once written".
 
 pub mod transport;
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::config::{DestinationConfig, MsgId, Oversize, Protocol, SyslogConfig};
@@ -112,10 +117,14 @@ pub struct Wiring {
     pub close_timeout: Duration,
 }
 
-/// Spawns the task; it returns true when it ended with every written byte acknowledged.
+/// Spawns the task; it returns true when it ended with every written frame acknowledged.
 pub fn spawn(dest: DestinationConfig, header: rfc5424::Header, w: Wiring) -> JoinHandle<bool> {
     tokio::spawn(async move { Task::new(dest, header, w).run().await })
 }
+
+/// How often acknowledgements are written to the store at most while frames are in flight
+/// (each write is an fsync; losing one only means re-sending, never losing).
+const PERSIST_EVERY: Duration = Duration::from_millis(100);
 
 struct Task {
     dest: DestinationConfig,
@@ -124,6 +133,18 @@ struct Task {
     conn: Option<Connected>,
     backoff: Backoff,
     failures: u32,
+    /// Highest seq the peer is known to have (acknowledged, or written where we cannot tell).
+    acked: i64,
+    /// Highest seq recorded in the store.
+    persisted: i64,
+    last_persist: Instant,
+    /// Highest seq written on the current connection (= `acked` when none).
+    sent: i64,
+    /// Frames written on this connection and not yet acknowledged: (seq, wire offset of its end).
+    inflight: VecDeque<(i64, u64)>,
+    /// Acknowledged bytes at the last check, and when that number last grew.
+    last_acked_bytes: u64,
+    last_ack_progress: Instant,
 }
 
 impl Task {
@@ -136,6 +157,13 @@ impl Task {
             conn: None,
             backoff,
             failures: 0,
+            acked: 0,
+            persisted: 0,
+            last_persist: Instant::now(),
+            sent: 0,
+            inflight: VecDeque::new(),
+            last_acked_bytes: 0,
+            last_ack_progress: Instant::now(),
         }
     }
 
@@ -152,15 +180,76 @@ impl Task {
         }
     }
 
-    fn disconnected(&mut self, why: &str) {
-        if let Some(c) = self.conn.take() {
-            tracing::warn!(destination = %self.dest.name, peer = %c.peer, reason = why, "destination disconnected; unacknowledged events will be sent again");
+    /// Moves `acked` past every in-flight frame the peer acknowledged. Returns false when the
+    /// peer stopped acknowledging for longer than `write_timeout` (a stalled receiver).
+    fn settle(&mut self) -> bool {
+        let Some(conn) = &self.conn else {
+            return true;
+        };
+        let Some(acked_bytes) = conn.acked() else {
+            // Cannot tell: written counts as delivered.
+            if let Some(&(seq, _)) = self.inflight.back() {
+                self.acked = self.acked.max(seq);
+            }
+            self.inflight.clear();
+            return true;
+        };
+        while let Some(&(seq, end)) = self.inflight.front() {
+            if end > acked_bytes {
+                break;
+            }
+            self.acked = self.acked.max(seq);
+            self.inflight.pop_front();
         }
+        if acked_bytes > self.last_acked_bytes || self.inflight.is_empty() {
+            self.last_acked_bytes = acked_bytes;
+            self.last_ack_progress = Instant::now();
+            return true;
+        }
+        self.last_ack_progress.elapsed() < self.dest.write_timeout
+    }
+
+    /// Writes `acked` to the store when it moved (rate-limited unless `force`).
+    async fn persist(&mut self, force: bool) {
+        if self.acked <= self.persisted {
+            return;
+        }
+        if !force && !self.inflight.is_empty() && self.last_persist.elapsed() < PERSIST_EVERY {
+            return;
+        }
+        let (name, seq) = (self.dest.name.clone(), self.acked);
+        match self.w.store.call(move |s| s.ack(&name, seq)).await {
+            Ok(()) => {
+                self.persisted = seq;
+                self.last_persist = Instant::now();
+            }
+            // The events are delivered; not recording it only means sending them again after
+            // a restart. Keep going and retry at the next persist.
+            Err(e) => {
+                tracing::error!(destination = %self.dest.name, error = %e, "cannot record delivery progress")
+            }
+        }
+    }
+
+    /// Drops the connection; everything not acknowledged is sent again on the next one.
+    fn disconnected(&mut self, why: &str) {
+        self.settle();
+        if let Some(c) = self.conn.take() {
+            tracing::warn!(
+                destination = %self.dest.name,
+                peer = %c.peer,
+                reason = why,
+                replay = self.inflight.len(),
+                "destination disconnected; unacknowledged events will be sent again"
+            );
+        }
+        self.inflight.clear();
+        self.sent = self.acked;
     }
 
     async fn run(mut self) -> bool {
         let name = self.dest.name.clone();
-        let mut pos = loop {
+        let start = loop {
             let n = name.clone();
             match self.w.store.call(move |s| s.position(&n)).await {
                 Ok(p) => break p,
@@ -173,11 +262,21 @@ impl Task {
                 }
             }
         };
+        (self.acked, self.persisted, self.sent) = (start, start, start);
         let mut msg = Vec::with_capacity(1024);
         let mut buf = Vec::with_capacity(BATCH * 512);
         let mut ends = Vec::with_capacity(BATCH);
+        let mut frame_of = Vec::with_capacity(BATCH);
         while !self.stopping() {
-            let batch = match self.w.store.call(move |s| s.read_after(pos, BATCH)).await {
+            if !self.settle() {
+                self.disconnected(&format!(
+                    "the peer acknowledged nothing for {:?}",
+                    self.dest.write_timeout
+                ));
+            }
+            self.persist(false).await;
+            let after = self.sent;
+            let batch = match self.w.store.call(move |s| s.read_after(after, BATCH)).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(destination = %name, error = %e, "cannot read the queue");
@@ -186,28 +285,22 @@ impl Task {
                 }
             };
             if batch.is_empty() {
-                let mut tail = self.w.tail.clone();
-                let mut stop = self.w.stop.clone();
-                tokio::select! {
-                    _ = tail.changed() => {}
-                    _ = stop.wait_for(|s| *s) => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-                if self.conn.as_mut().is_some_and(|c| c.peer_gone()) {
-                    self.disconnected("peer closed the connection while idle");
-                }
+                self.idle().await;
                 continue;
             }
             if self.conn.as_mut().is_some_and(|c| c.peer_gone()) {
                 self.disconnected("peer closed the connection");
+                continue;
             }
             if self.conn.is_none() && !self.connect().await {
                 continue;
             }
             buf.clear();
             ends.clear();
+            frame_of.clear();
             for ev in &batch {
-                match frame_event(&self.dest, &self.header, ev, &mut msg, &mut buf) {
+                let outcome = frame_event(&self.dest, &self.header, ev, &mut msg, &mut buf);
+                match outcome {
                     Framed::Whole => ends.push(buf.len()),
                     Framed::Truncated => {
                         ends.push(buf.len());
@@ -217,56 +310,89 @@ impl Task {
                         tracing::warn!(destination = %name, seq = ev.seq, max = self.dest.max_message_size, "event longer than max_message_size; dropped");
                     }
                 }
+                // A dropped event "ends" where the previous frame ended: it counts as
+                // delivered once everything before it is.
+                frame_of.push((ev.seq, buf.len()));
             }
-            let last = batch.last().map(|e| e.seq).unwrap_or(pos);
-            if !buf.is_empty() {
-                let Some(conn) = self.conn.as_mut() else {
-                    continue;
-                };
-                match tokio::time::timeout(self.dest.write_timeout, conn.send(&buf, &ends)).await {
-                    Ok(Ok(failed)) => {
-                        if failed > 0 {
-                            tracing::warn!(destination = %name, failed, "datagrams could not be sent (receiver unreachable?)");
-                        }
+            let Some(conn) = self.conn.as_mut() else {
+                continue;
+            };
+            let base = conn.written();
+            match tokio::time::timeout(self.dest.write_timeout, conn.send(&buf, &ends)).await {
+                Ok(Ok(failed)) => {
+                    if failed > 0 {
+                        tracing::warn!(destination = %name, failed, "datagrams could not be sent (receiver unreachable?)");
                     }
-                    Ok(Err(e)) => {
-                        self.disconnected(&format!("write failed: {e}"));
-                        let wait = self.backoff.next_delay();
-                        self.pause(wait).await;
-                        continue;
+                    for &(seq, end) in &frame_of {
+                        self.inflight.push_back((seq, base + end as u64));
                     }
-                    Err(_) => {
-                        self.disconnected(&format!(
-                            "write stalled for more than {:?}",
-                            self.dest.write_timeout
-                        ));
-                        let wait = self.backoff.next_delay();
-                        self.pause(wait).await;
-                        continue;
+                    self.sent = frame_of.last().map(|f| f.0).unwrap_or(self.sent);
+                    if self.inflight.len() == frame_of.len() {
+                        // Nothing was in flight before: the stall clock starts now.
+                        self.last_ack_progress = Instant::now();
                     }
                 }
-            }
-            let n = name.clone();
-            match self.w.store.call(move |s| s.ack(&n, last)).await {
-                Ok(()) => pos = last,
-                Err(e) => {
-                    // The events went out; not recording it only means sending them again.
-                    tracing::error!(destination = %name, error = %e, "cannot record delivery progress");
-                    self.pause(Duration::from_secs(1)).await;
+                Ok(Err(e)) => {
+                    self.disconnected(&format!("write failed: {e}"));
+                    let wait = self.backoff.next_delay();
+                    self.pause(wait).await;
+                }
+                Err(_) => {
+                    self.disconnected(&format!(
+                        "write stalled for more than {:?}",
+                        self.dest.write_timeout
+                    ));
+                    let wait = self.backoff.next_delay();
+                    self.pause(wait).await;
                 }
             }
         }
-        let Some(c) = self.conn.take() else {
-            return true;
-        };
-        let peer = c.peer.clone();
-        let acked = c.close(self.w.close_timeout).await;
-        if acked {
-            tracing::debug!(destination = %name, peer = %peer, "connection closed; the peer acknowledged every byte");
+        self.finish().await
+    }
+
+    /// Nothing to send: wait for new events, the stop signal, or (with frames in flight) the
+    /// next acknowledgement check; notice a peer that went away meanwhile.
+    async fn idle(&mut self) {
+        let tick = if self.inflight.is_empty() {
+            Duration::from_secs(1)
         } else {
-            tracing::warn!(destination = %name, peer = %peer, "connection closed before the peer acknowledged every byte");
+            Duration::from_millis(20)
+        };
+        let mut tail = self.w.tail.clone();
+        let mut stop = self.w.stop.clone();
+        tokio::select! {
+            _ = tail.changed() => {}
+            _ = stop.wait_for(|s| *s) => {}
+            _ = tokio::time::sleep(tick) => {}
         }
-        acked
+        if self.conn.as_mut().is_some_and(|c| c.peer_gone()) {
+            self.disconnected("peer closed the connection");
+        }
+    }
+
+    /// At stop: wait (up to `close_timeout`) for the peer to acknowledge what is in flight,
+    /// record it, close gracefully. True when nothing written is left unacknowledged.
+    async fn finish(mut self) -> bool {
+        let deadline = Instant::now() + self.w.close_timeout;
+        while self.conn.is_some() && !self.inflight.is_empty() && Instant::now() < deadline {
+            if self.conn.as_mut().is_some_and(|c| c.peer_gone()) {
+                self.disconnected("peer closed the connection");
+                break;
+            }
+            self.settle();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.settle();
+        self.persist(true).await;
+        let complete = self.inflight.is_empty();
+        if let Some(c) = self.conn.take() {
+            if !complete {
+                tracing::warn!(destination = %self.dest.name, peer = %c.peer, unacknowledged = self.inflight.len(),
+                    "closing before the peer acknowledged every frame; they stay queued");
+            }
+            c.close().await;
+        }
+        complete
     }
 
     /// One connection attempt; on failure waits the backoff. Returns true when connected.
@@ -278,12 +404,14 @@ impl Task {
         };
         match result {
             Ok(c) => {
-                if self.failures > 0 || self.dest.protocol != Protocol::Stdout {
+                if self.dest.protocol != Protocol::Stdout {
                     tracing::info!(destination = %self.dest.name, peer = %c.peer, "destination connected");
                 }
                 self.conn = Some(c);
                 self.failures = 0;
                 self.backoff.reset();
+                self.last_acked_bytes = 0;
+                self.last_ack_progress = Instant::now();
                 true
             }
             Err(e) => {

@@ -37,6 +37,11 @@ pub struct Connected {
     conn: Conn,
     /// The address we actually reached, for logs.
     pub peer: String,
+    /// Bytes written to the socket on this connection (what the peer's acknowledgements count).
+    written: u64,
+    /// `tcpi_bytes_acked` right after connecting: Linux counts the SYN as one acknowledged
+    /// byte, so payload acknowledgements are counted from here.
+    ack_base: u64,
 }
 
 /// Whether frames for this protocol carry stream framing (datagrams do not).
@@ -70,6 +75,8 @@ pub async fn connect(cfg: &DestinationConfig) -> Result<Connected, TransportErro
         Protocol::Stdout => Ok(Connected {
             conn: Conn::Stdout(tokio::io::stdout()),
             peer: "stdout".into(),
+            written: 0,
+            ack_base: 0,
         }),
         Protocol::Tcp => {
             let mut reasons = Vec::new();
@@ -86,9 +93,12 @@ pub async fn connect(cfg: &DestinationConfig) -> Result<Connected, TransportErro
                     {
                         Ok(Ok(stream)) => {
                             tune_tcp(&stream, cfg.write_timeout);
+                            let ack_base = bytes_acked(&stream).unwrap_or(0);
                             return Ok(Connected {
                                 conn: Conn::Tcp(stream),
                                 peer: addr.to_string(),
+                                written: 0,
+                                ack_base,
                             });
                         }
                         Ok(Err(e)) => reasons.push(format!("{addr}: {e}")),
@@ -124,6 +134,8 @@ pub async fn connect(cfg: &DestinationConfig) -> Result<Connected, TransportErro
             Ok(Connected {
                 conn: Conn::Udp(sock),
                 peer: addr.to_string(),
+                written: 0,
+                ack_base: 0,
             })
         }
         Protocol::Tls => Err(TransportError::Unsupported("tls")),
@@ -166,16 +178,30 @@ fn tune_tcp(stream: &TcpStream, write_timeout: Duration) {
     let _ = write_timeout;
 }
 
-/// Bytes written to the socket that the peer has not acknowledged yet (`SIOCOUTQ`).
-/// `None` where the platform cannot tell.
-fn unacked_bytes(stream: &TcpStream) -> Option<usize> {
+/// Bytes of payload the peer's TCP stack has acknowledged on this connection
+/// (`TCP_INFO.tcpi_bytes_acked`, Linux ≥ 4.1). Unlike `SIOCOUTQ`, the counter survives a reset:
+/// the kernel purges the send queue on RST, so "nothing unacknowledged" would then be a lie,
+/// while "bytes acknowledged" stays exact. `None` where the platform cannot tell.
+fn bytes_acked(stream: &TcpStream) -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
-        let mut n: libc::c_int = 0;
-        // SAFETY: TIOCOUTQ (== SIOCOUTQ for TCP) writes one c_int through the pointer.
-        let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
-        (rc == 0).then_some(n.max(0) as usize)
+        // SAFETY: tcp_info is plain old data; zeroed is a valid value.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `info` and updates `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                &mut info as *mut libc::tcp_info as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        let needed =
+            std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + std::mem::size_of::<u64>();
+        (rc == 0 && len as usize >= needed).then_some(info.tcpi_bytes_acked)
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -208,7 +234,17 @@ impl Connected {
     pub async fn send(&mut self, buf: &[u8], ends: &[usize]) -> io::Result<usize> {
         match &mut self.conn {
             Conn::Tcp(s) => {
-                s.write_all(buf).await?;
+                // Counted write by write, so `written` stays exact even when the caller's
+                // timeout cancels this future half-way.
+                let mut off = 0;
+                while off < buf.len() {
+                    let n = s.write(&buf[off..]).await?;
+                    if n == 0 {
+                        return Err(io::ErrorKind::WriteZero.into());
+                    }
+                    self.written += n as u64;
+                    off += n;
+                }
                 Ok(0)
             }
             Conn::Stdout(o) => {
@@ -231,24 +267,43 @@ impl Connected {
         }
     }
 
-    /// Closes gracefully: waits (up to `timeout`) until the peer acknowledged every byte, then
-    /// sends FIN and drains what the peer sends until it closes too. Returns false when bytes
-    /// may still be unacknowledged.
-    pub async fn close(self, timeout: Duration) -> bool {
+    /// Bytes written to the socket on this connection so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Bytes the peer acknowledged on this connection, when the transport can tell (TCP on
+    /// Linux). `None` means "position after write" is all we can know.
+    pub fn acked(&self) -> Option<u64> {
+        match &self.conn {
+            // Capped at `written`: the peer's acknowledgement of our FIN counts one more.
+            Conn::Tcp(s) => {
+                bytes_acked(s).map(|a| a.saturating_sub(self.ack_base).min(self.written))
+            }
+            _ => None,
+        }
+    }
+
+    /// Waits (up to `timeout`) until the peer acknowledged every byte written. True when it
+    /// did, or when the transport cannot tell.
+    pub async fn wait_acked(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.acked() {
+                None => return true,
+                Some(a) if a >= self.written => return true,
+                Some(_) if tokio::time::Instant::now() >= deadline => return false,
+                Some(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+
+    /// Closes gracefully: sends FIN, then drains what the peer sends until it closes too (so
+    /// our close never turns into a reset that destroys data in the receiver's buffer).
+    /// Callers that need delivery confirmed call [`Connected::wait_acked`] first.
+    pub async fn close(self) {
         match self.conn {
             Conn::Tcp(mut s) => {
-                let deadline = tokio::time::Instant::now() + timeout;
-                let mut acked = true;
-                while let Some(n) = unacked_bytes(&s) {
-                    if n == 0 {
-                        break;
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        acked = false;
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
                 let _ = s.shutdown().await;
                 let mut scratch = [0u8; 1024];
                 let _ = tokio::time::timeout(Duration::from_millis(500), async {
@@ -259,10 +314,77 @@ impl Connected {
                     }
                 })
                 .await;
-                acked
             }
-            Conn::Stdout(mut o) => o.flush().await.is_ok(),
-            Conn::Udp(_) => true,
+            Conn::Stdout(mut o) => {
+                let _ = o.flush().await;
+            }
+            Conn::Udp(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    fn tcp_dest(address: String) -> DestinationConfig {
+        let mut d = crate::demo::destination(Some(&format!("tcp://{address}"))).unwrap();
+        d.write_timeout = Duration::from_secs(5);
+        d
+    }
+
+    #[tokio::test]
+    async fn acked_counts_exactly_the_payload_the_peer_received() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            got.len()
+        });
+        let mut c = connect(&tcp_dest(addr)).await.unwrap();
+        assert_eq!(c.acked(), Some(0));
+        let payload = vec![b'x'; 100_000];
+        c.send(&payload, &[payload.len()]).await.unwrap();
+        assert!(c.wait_acked(Duration::from_secs(10)).await);
+        assert_eq!(c.acked(), Some(100_000));
+        assert_eq!(c.written(), 100_000);
+        c.close().await;
+        assert_eq!(server.await.unwrap(), 100_000);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_does_not_read_leaves_bytes_unacknowledged() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let _ = rx.await; // hold the socket open without reading
+            drop(s);
+        });
+        let mut c = connect(&tcp_dest(addr)).await.unwrap();
+        // Far more than any loopback receive buffer: part of it must stay unacknowledged.
+        let chunk = vec![b'y'; 1 << 20];
+        let mut sent = 0u64;
+        for _ in 0..64 {
+            match tokio::time::timeout(Duration::from_millis(200), c.send(&chunk, &[chunk.len()]))
+                .await
+            {
+                Ok(Ok(_)) => sent += chunk.len() as u64,
+                _ => break,
+            }
+        }
+        assert!(!c.wait_acked(Duration::from_millis(300)).await);
+        let acked = c.acked().unwrap();
+        assert!(
+            acked < c.written().max(sent),
+            "acked {acked} of {}",
+            c.written()
+        );
+        let _ = tx.send(());
+        server.await.unwrap();
     }
 }
