@@ -182,12 +182,16 @@ impl Store {
     /// Bytes of CEF lines queued (for any destination).
     pub fn queue_bytes(&self) -> Result<i64, StoreError> {
         self.lock()
-            .query_row("SELECT queue_bytes FROM totals WHERE id = 1", [], |r| r.get(0))
+            .query_row("SELECT queue_bytes FROM totals WHERE id = 1", [], |r| {
+                r.get(0)
+            })
             .map_err(|e| self.err(e))
     }
 
     fn total(tx: &Transaction<'_>) -> rusqlite::Result<i64> {
-        tx.query_row("SELECT queue_bytes FROM totals WHERE id = 1", [], |r| r.get(0))
+        tx.query_row("SELECT queue_bytes FROM totals WHERE id = 1", [], |r| {
+            r.get(0)
+        })
     }
 
     /// Deletes events up to `cut` (inclusive), keeping the byte total right.
@@ -235,7 +239,10 @@ impl Store {
                 lost.push(row?);
             }
         }
-        tx.execute("UPDATE positions SET acked_seq = MAX(acked_seq, ?1)", params![cut])?;
+        tx.execute(
+            "UPDATE positions SET acked_seq = MAX(acked_seq, ?1)",
+            params![cut],
+        )?;
         Self::delete_through(tx, cut)?;
         Ok(lost)
     }
@@ -812,19 +819,32 @@ mod tests {
             max_bytes: 100,
             when_full: crate::config::WhenFull::DropOldest,
         });
-        s.sync_destinations(&["dead".into(), "live".into()]).unwrap();
+        s.sync_destinations(&["dead".into(), "live".into()])
+            .unwrap();
         // each line is "idN:Add" = 7..8 bytes
         let o = s.commit_page(&many(10), enc, None).unwrap();
         assert!(o.dropped.is_empty());
         s.ack("live", s.tail().unwrap()).unwrap();
         let o = s.commit_page(&many(30)[10..], enc, None).unwrap();
-        assert!(s.queue_bytes().unwrap() <= 100, "{}", s.queue_bytes().unwrap());
+        assert!(
+            s.queue_bytes().unwrap() <= 100,
+            "{}",
+            s.queue_bytes().unwrap()
+        );
         let dead = o.dropped.iter().find(|(d, _)| d == "dead").unwrap().1;
         assert!(dead >= 10, "{o:?}");
         // what is left is exactly what the totals say
-        let left: usize = s.read_after(0, 1000).unwrap().iter().map(|e| e.cef.len()).sum();
+        let left: usize = s
+            .read_after(0, 1000)
+            .unwrap()
+            .iter()
+            .map(|e| e.cef.len())
+            .sum();
         assert_eq!(left as i64, s.queue_bytes().unwrap());
-        assert_eq!(s.pending("dead").unwrap() as usize, s.read_after(0, 1000).unwrap().len());
+        assert_eq!(
+            s.pending("dead").unwrap() as usize,
+            s.read_after(0, 1000).unwrap().len()
+        );
     }
 
     #[test]
@@ -835,12 +855,16 @@ mod tests {
             when_full: crate::config::WhenFull::PausePolling,
         });
         s.sync_destinations(&["dead".into()]).unwrap();
-        let t = DateTime::parse_from_rfc3339("2026-05-17T00:00:00Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-05-17T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         // a first page bigger than the limit still goes in when the queue is empty
         s.commit_page(&many(20), enc, Some(t)).unwrap();
         let before = s.queue_bytes().unwrap();
         let later = t + chrono::Duration::hours(1);
-        let err = s.commit_page(&many(25)[20..], enc, Some(later)).unwrap_err();
+        let err = s
+            .commit_page(&many(25)[20..], enc, Some(later))
+            .unwrap_err();
         assert!(matches!(err, StoreError::QueueFull { .. }), "{err}");
         assert!(err.to_string().contains("polling paused"));
         assert_eq!(s.cursor().unwrap(), Some(t));
