@@ -2,6 +2,7 @@
 //! reload. `run`, `once` and `demo` are the same [`Pipeline`] driven differently.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
@@ -9,8 +10,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::{Config, ConfigError, Problem, Protocol};
+use std::net::SocketAddr;
+
+use crate::config::{
+    Config, ConfigError, DestinationConfig, Problem, Protocol, QueueConfig, SyslogConfig,
+};
 use crate::deliver::{self, Wiring};
+use crate::metrics;
 use crate::source::{self, CycleError, Source};
 use crate::store::{QueueLimit, Store, StoreError};
 
@@ -26,15 +32,6 @@ pub enum AgentError {
     Signals(std::io::Error),
     #[error("{0}")]
     Io(String),
-}
-
-/// The running pieces: the store, one task per destination, the wake-up and stop signals.
-pub struct Pipeline {
-    pub store: Store,
-    names: Vec<String>,
-    tail: watch::Sender<i64>,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<bool>>,
 }
 
 /// Protocols whose transport is not built yet fail at start, naming the key, instead of
@@ -64,56 +61,184 @@ fn check_supported(cfg: &Config, path: &Path) -> Result<(), ConfigError> {
     }
 }
 
+/// One running delivery task and the settings it was started with.
+struct DestTask {
+    cfg: DestinationConfig,
+    syslog: SyslogConfig,
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<bool>,
+}
+
+impl DestTask {
+    /// Stops the task (it closes its connection gracefully); true when all it wrote was
+    /// acknowledged.
+    async fn stop(self) -> bool {
+        self.stop.send_replace(true);
+        self.handle.await.unwrap_or(false)
+    }
+}
+
+/// The metrics endpoint and the switch that stops it.
+struct MetricsServer {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+/// The running pieces: the store, one task per destination, the wake-up signal.
+pub struct Pipeline {
+    pub store: Store,
+    tasks: Vec<DestTask>,
+    tail: Arc<watch::Sender<i64>>,
+    metrics: Option<MetricsServer>,
+    queue: QueueConfig,
+    shutdown_timeout: Duration,
+}
+
+fn limit_of(q: &QueueConfig) -> QueueLimit {
+    QueueLimit {
+        max_bytes: q.max_bytes,
+        when_full: q.when_full,
+    }
+}
+
 impl Pipeline {
     pub async fn start(cfg: &Config, config_path: &Path) -> Result<Pipeline, AgentError> {
         check_supported(cfg, config_path)?;
         let dir = cfg.state_dir.clone();
-        let limit = QueueLimit {
-            max_bytes: cfg.queue.max_bytes,
-            when_full: cfg.queue.when_full,
-        };
         let store = tokio::task::spawn_blocking(move || Store::open(&dir))
             .await
             .map_err(|e| AgentError::Io(e.to_string()))??
-            .with_limit(limit);
+            .with_limit(limit_of(&cfg.queue));
+        let tail_now = store.call(|s| s.tail()).await?;
+        if let Ok(Some(t)) = store.call(|s| s.last_success()).await {
+            metrics::get().mark_success(t.timestamp());
+        }
+        let tail = Arc::new(watch::channel(tail_now).0);
+        let mut p = Pipeline {
+            store,
+            tasks: Vec::new(),
+            tail,
+            metrics: None,
+            queue: cfg.queue.clone(),
+            shutdown_timeout: cfg.shutdown_timeout,
+        };
+        p.sync_destinations(cfg).await?;
+        p.sync_metrics(cfg).await?;
+        Ok(p)
+    }
+
+    /// Applies a reloaded config in place: destinations whose settings did not change keep
+    /// their task and connection; changed ones restart at their stored position; removed ones
+    /// stop and their queued events are dropped (counted); new ones start at the end of the
+    /// queue. A different `state_dir` needs a full restart (the caller does that).
+    pub async fn reload(&mut self, cfg: &Config, config_path: &Path) -> Result<(), AgentError> {
+        check_supported(cfg, config_path)?;
+        self.store = self.store.clone().with_limit(limit_of(&cfg.queue));
+        self.queue = cfg.queue.clone();
+        self.shutdown_timeout = cfg.shutdown_timeout;
+        self.sync_destinations(cfg).await?;
+        self.sync_metrics(cfg).await
+    }
+
+    async fn sync_destinations(&mut self, cfg: &Config) -> Result<(), AgentError> {
+        let mut kept = Vec::new();
+        for t in std::mem::take(&mut self.tasks) {
+            match cfg.destinations.iter().find(|d| d.name == t.cfg.name) {
+                Some(d) if *d == t.cfg && cfg.syslog == t.syslog => kept.push(t),
+                Some(_) => {
+                    tracing::info!(destination = %t.cfg.name, "destination settings changed; reconnecting");
+                    t.stop().await;
+                }
+                None => {
+                    t.stop().await;
+                }
+            }
+        }
+        self.tasks = kept;
         let names: Vec<String> = cfg.destinations.iter().map(|d| d.name.clone()).collect();
-        let n = names.clone();
-        let (added, removed) = store.call(move |s| s.sync_destinations(&n)).await?;
-        for r in removed {
-            tracing::warn!(destination = %r, "destination is no longer configured; its queue position was removed");
+        let (added, removed) = self
+            .store
+            .call(move |s| {
+                // Count what a removed destination leaves behind before its position goes.
+                let before: Vec<(String, i64)> = s
+                    .stats()?
+                    .into_iter()
+                    .filter(|r| !names.contains(&r.name))
+                    .map(|r| (r.name, r.events))
+                    .collect();
+                let (added, removed) = s.sync_destinations(&names)?;
+                let removed: Vec<(String, i64)> = before
+                    .into_iter()
+                    .filter(|(n, _)| removed.contains(n))
+                    .collect();
+                Ok::<_, StoreError>((added, removed))
+            })
+            .await?;
+        for (name, events) in removed {
+            metrics::get().dropped(&name, "removed", events as u64);
+            tracing::warn!(destination = %name, dropped = events,
+                "destination is no longer configured; its position and the events queued for it were dropped");
         }
         if !added.is_empty() {
-            tracing::debug!(destinations = ?added, "new destinations start at the end of the queue");
+            tracing::info!(destinations = ?added, "new destinations start at the end of the queue");
         }
-        let tail_now = store.call(|s| s.tail()).await?;
-        let (tail, tail_rx) = watch::channel(tail_now);
+        for d in &cfg.destinations {
+            if self.tasks.iter().any(|t| t.cfg.name == d.name) {
+                continue;
+            }
+            let (stop, stop_rx) = watch::channel(false);
+            let handle = deliver::spawn(
+                d.clone(),
+                deliver::header_for(d, &cfg.syslog),
+                Wiring {
+                    store: self.store.clone(),
+                    tail: self.tail.subscribe(),
+                    stop: stop_rx,
+                    retry_initial: cfg.queue.retry_initial,
+                    retry_max: cfg.queue.retry_max,
+                    close_timeout: cfg.shutdown_timeout,
+                },
+            );
+            self.tasks.push(DestTask {
+                cfg: d.clone(),
+                syslog: cfg.syslog.clone(),
+                stop,
+                handle,
+            });
+        }
+        // Keep the config's order (drain and logs follow it).
+        self.tasks.sort_by_key(|t| {
+            cfg.destinations
+                .iter()
+                .position(|d| d.name == t.cfg.name)
+                .unwrap_or(usize::MAX)
+        });
+        Ok(())
+    }
+
+    async fn sync_metrics(&mut self, cfg: &Config) -> Result<(), AgentError> {
+        if self.metrics.as_ref().map(|m| m.addr) == cfg.metrics.listen {
+            return Ok(());
+        }
+        if let Some(old) = self.metrics.take() {
+            old.stop.send_replace(true);
+        }
+        let Some(addr) = cfg.metrics.listen else {
+            return Ok(());
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| AgentError::Io(format!("cannot listen on {addr} for [metrics]: {e}")))?;
+        tracing::info!(%addr, "metrics endpoint listening (/metrics, /healthz, /readyz)");
         let (stop, stop_rx) = watch::channel(false);
-        let tasks = cfg
-            .destinations
-            .iter()
-            .map(|d| {
-                let header = deliver::header_for(d, &cfg.syslog);
-                deliver::spawn(
-                    d.clone(),
-                    header,
-                    Wiring {
-                        store: store.clone(),
-                        tail: tail_rx.clone(),
-                        stop: stop_rx.clone(),
-                        retry_initial: cfg.queue.retry_initial,
-                        retry_max: cfg.queue.retry_max,
-                        close_timeout: cfg.shutdown_timeout,
-                    },
-                )
-            })
-            .collect();
-        Ok(Pipeline {
-            store,
-            names,
-            tail,
-            stop,
-            tasks,
-        })
+        tokio::spawn(metrics::serve(
+            listener,
+            self.store.clone(),
+            cfg.source.poll_interval * 3,
+            stop_rx,
+        ));
+        self.metrics = Some(MetricsServer { addr, stop });
+        Ok(())
     }
 
     /// Wakes the delivery tasks after a commit.
@@ -126,7 +251,7 @@ impl Pipeline {
     /// Events not yet delivered, summed over destinations, and the sum of positions (to see
     /// progress).
     async fn backlog(&self) -> Option<(i64, i64)> {
-        let names = self.names.clone();
+        let names: Vec<String> = self.tasks.iter().map(|t| t.cfg.name.clone()).collect();
         self.store
             .call(move |s| {
                 let mut pending = 0;
@@ -165,15 +290,32 @@ impl Pipeline {
         }
     }
 
-    /// Stops every delivery task (each closes its connection gracefully). Returns true when
-    /// every task confirmed that the peer acknowledged all it wrote.
+    /// Stops every delivery task (each closes its connection gracefully) and the metrics
+    /// endpoint. Returns true when every task confirmed that the peer acknowledged all it wrote.
     pub async fn stop(self) -> bool {
-        self.stop.send_replace(true);
+        if let Some(m) = &self.metrics {
+            m.stop.send_replace(true);
+        }
+        for t in &self.tasks {
+            t.stop.send_replace(true);
+        }
         let mut all = true;
         for t in self.tasks {
-            all &= t.await.unwrap_or(false);
+            all &= t.handle.await.unwrap_or(false);
         }
         all
+    }
+
+    pub fn destination_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn queue(&self) -> &QueueConfig {
+        &self.queue
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout
     }
 }
 
@@ -203,7 +345,13 @@ pub async fn once(cfg: &Config, config_path: &Path) -> Result<OnceOutcome, Agent
 
 /// One cycle via [`source::poll_and_log`], plus the explanation a full disk deserves.
 async fn poll(src: &mut Source, store: &Store) -> Result<source::CycleReport, CycleError> {
+    let started = std::time::Instant::now();
     let result = source::poll_and_log(src, store).await;
+    let m = metrics::get();
+    m.poll_finished(started.elapsed(), result.is_ok());
+    if let Err(e @ (CycleError::Source(_) | CycleError::File(_))) = &result {
+        m.source_error(e.kind());
+    }
     if let Err(CycleError::Store(e)) = &result {
         if e.is_disk_full() {
             tracing::error!(
@@ -235,9 +383,29 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
     let _ = sd_notify::notify(false, state);
 }
 
-enum Next {
-    Stop,
-    Reload(Box<Config>),
+/// The poll loop as its own task: it owns the source, commits through the store and wakes
+/// delivery after every cycle. Reload and stop abort it; that is safe at any await point
+/// because every page commits in one transaction.
+fn spawn_poller(
+    mut src: Source,
+    store: Store,
+    tail: Arc<watch::Sender<i64>>,
+    cfg: Config,
+    results: tokio::sync::mpsc::Sender<Result<source::CycleReport, String>>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let result = poll(&mut src, &store).await;
+            if let Ok(t) = store.call(|s| s.tail()).await {
+                tail.send_replace(t);
+            }
+            if result.is_ok() {
+                prune(&cfg, &store).await;
+            }
+            let _ = results.send(result.map_err(|e| e.kind().to_string())).await;
+            tokio::time::sleep(cfg.source.poll_interval).await;
+        }
+    })
 }
 
 /// The agent in the foreground until SIGTERM/SIGINT (SPEC `run`).
@@ -245,82 +413,118 @@ pub async fn run(config_path: PathBuf, mut cfg: Config) -> Result<(), AgentError
     let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
-    spawn_watchdog();
-    let mut first = true;
+    let mut pipeline = Pipeline::start(&cfg, &config_path).await?;
+    let (results_tx, mut results) = tokio::sync::mpsc::channel(4);
+    let mut poller = spawn_poller(
+        Source::new(&cfg)?,
+        pipeline.store.clone(),
+        pipeline.tail.clone(),
+        cfg.clone(),
+        results_tx.clone(),
+    );
+    let mut watchdog = watchdog_interval();
+    notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(destinations = pipeline.destination_count(), poll_interval = ?cfg.source.poll_interval, "agent started");
     loop {
-        let pipeline = Pipeline::start(&cfg, &config_path).await?;
-        let mut src = Source::new(&cfg)?;
-        if first {
-            notify(&[sd_notify::NotifyState::Ready]);
-            tracing::info!(destinations = pipeline.names.len(), poll_interval = ?cfg.source.poll_interval, "agent started");
-            first = false;
-        }
-        let mut next_poll = Instant::now();
-        let next = loop {
-            let poll = async {
-                tokio::time::sleep_until(next_poll).await;
-                poll(&mut src, &pipeline.store).await
-            };
-            tokio::select! {
-                result = poll => {
-                    pipeline.notify_committed().await;
-                    let status = match &result {
-                        Ok(r) => format!("last poll ok: {} new versions", r.new_versions()),
-                        Err(e) => format!("last poll failed: {}", e.kind()),
-                    };
-                    notify(&[sd_notify::NotifyState::Status(&status)]);
-                    if result.is_ok() {
-                        prune(&cfg, &pipeline.store).await;
-                    }
-                    next_poll = Instant::now() + cfg.source.poll_interval;
-                }
-                _ = sigterm.recv() => break Next::Stop,
-                _ = sigint.recv() => break Next::Stop,
-                _ = sighup.recv() => match Config::load(&config_path) {
-                    Ok(new) => {
+        tokio::select! {
+            Some(result) = results.recv() => {
+                let depth = pipeline.store.call(|s| s.queue_bytes()).await.unwrap_or(0);
+                let status = match &result {
+                    Ok(r) => format!("last poll ok ({} new versions); queue {depth} bytes", r.new_versions()),
+                    Err(kind) => format!("last poll failed ({kind}); queue {depth} bytes"),
+                };
+                notify(&[sd_notify::NotifyState::Status(&status)]);
+            }
+            _ = tick(&mut watchdog) => notify(&[sd_notify::NotifyState::Watchdog]),
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = sighup.recv() => {
+                notify(&[sd_notify::NotifyState::Reloading]);
+                match reload(&config_path, &cfg, &mut pipeline).await {
+                    Ok(Some((new, src))) => {
+                        poller.abort();
+                        poller = spawn_poller(src, pipeline.store.clone(), pipeline.tail.clone(), (*new).clone(), results_tx.clone());
+                        cfg = *new;
                         tracing::info!(path = %config_path.display(), "SIGHUP: configuration reloaded");
-                        break Next::Reload(Box::new(new));
                     }
-                    Err(e) => {
-                        for line in e.to_string().lines() {
-                            tracing::error!("SIGHUP: new configuration rejected, keeping the running one: {line}");
-                        }
-                    }
-                },
-            }
-        };
-        match next {
-            Next::Reload(new) => {
-                pipeline.stop().await;
-                cfg = *new;
-            }
-            Next::Stop => {
-                notify(&[sd_notify::NotifyState::Stopping]);
-                tracing::info!(timeout = ?cfg.shutdown_timeout, "stopping: polling stopped, delivering what is queued");
-                let delivered = pipeline.drain(cfg.shutdown_timeout, false).await;
-                let acked = pipeline.stop().await;
-                if delivered && acked {
-                    tracing::info!("stopped; everything queued was delivered");
-                } else {
-                    tracing::warn!("stopped with events still queued; they are kept and sent at the next start");
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed half-way; destinations run with the new settings where they could be applied"),
                 }
-                return Ok(());
+                notify(&[sd_notify::NotifyState::Ready]);
             }
         }
     }
+    poller.abort();
+    notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!(timeout = ?cfg.shutdown_timeout, "stopping: polling stopped, delivering what is queued");
+    let delivered = pipeline.drain(cfg.shutdown_timeout, false).await;
+    let acked = pipeline.stop().await;
+    if delivered && acked {
+        tracing::info!("stopped; everything queued was delivered");
+    } else {
+        tracing::warn!(
+            "stopped with events still queued; they are kept and sent at the next start"
+        );
+    }
+    Ok(())
 }
 
-/// Pings the systemd watchdog at half its interval when `WATCHDOG_USEC` asks for it.
-fn spawn_watchdog() {
+/// Re-reads the config. `Ok(None)`: rejected (logged), the running config stays. Otherwise
+/// the pipeline has been updated and the new config and source are returned.
+async fn reload(
+    path: &Path,
+    old: &Config,
+    pipeline: &mut Pipeline,
+) -> Result<Option<(Box<Config>, Source)>, AgentError> {
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                tracing::error!(
+                    "SIGHUP: new configuration rejected, keeping the running one: {line}"
+                );
+            }
+            return Ok(None);
+        }
+    };
+    if let Err(e) = check_supported(&new, path) {
+        for line in e.to_string().lines() {
+            tracing::error!("SIGHUP: new configuration rejected, keeping the running one: {line}");
+        }
+        return Ok(None);
+    }
+    let src = match Source::new(&new) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: new configuration rejected, keeping the running one");
+            return Ok(None);
+        }
+    };
+    if new.state_dir != old.state_dir {
+        let fresh = Pipeline::start(&new, path).await?;
+        std::mem::replace(pipeline, fresh).stop().await;
+    } else {
+        pipeline.reload(&new, path).await?;
+    }
+    Ok(Some((Box::new(new), src)))
+}
+
+/// The systemd watchdog period (half of `WATCHDOG_USEC`), when systemd asks for one.
+fn watchdog_interval() -> Option<tokio::time::Interval> {
     let mut usec = 0u64;
     if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
-        return;
+        return None;
     }
-    let every = Duration::from_micros(usec / 2);
-    tokio::spawn(async move {
-        loop {
-            notify(&[sd_notify::NotifyState::Watchdog]);
-            tokio::time::sleep(every).await;
+    Some(tokio::time::interval(Duration::from_micros(usec / 2)))
+}
+
+/// Waits for the next watchdog tick; never, without a watchdog. Pinging from the main loop
+/// means a wedged agent stops pinging and systemd restarts it.
+async fn tick(w: &mut Option<tokio::time::Interval>) {
+    match w {
+        Some(i) => {
+            i.tick().await;
         }
-    });
+        None => std::future::pending().await,
+    }
 }

@@ -125,7 +125,7 @@ pub enum MsgId {
     Fixed(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyslogConfig {
     /// Empty means "the machine's hostname", resolved when the frame header is built.
     pub hostname: String,
@@ -175,7 +175,7 @@ pub enum Oversize {
     Drop,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestinationConfig {
     pub name: String,
     pub protocol: Protocol,

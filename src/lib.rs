@@ -16,5 +16,6 @@ pub mod deliver;
 pub mod demo;
 pub mod encode;
 pub mod indicator;
+pub mod metrics;
 pub mod source;
 pub mod store;

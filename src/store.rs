@@ -464,6 +464,11 @@ impl Store {
             Self::set_meta(&tx, "last_success_us", &now.to_string()).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))?;
+        let m = crate::metrics::get();
+        m.enqueued.inc_by((outcome.added + outcome.updated) as u64);
+        for (d, n) in &outcome.dropped {
+            m.dropped(d, "queue_full", *n as u64);
+        }
         Ok(outcome)
     }
 

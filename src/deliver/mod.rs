@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use crate::backoff::Backoff;
 use crate::config::{DestinationConfig, MsgId, Oversize, Protocol, SyslogConfig};
 use crate::encode::{cef, rfc5424};
+use crate::metrics;
 use crate::store::{Event, Store};
 use transport::{Connected, TransportError};
 
@@ -191,16 +192,20 @@ impl Task {
             if let Some(&(seq, _)) = self.inflight.back() {
                 self.acked = self.acked.max(seq);
             }
+            metrics::get().delivered(&self.dest.name, self.inflight.len() as u64);
             self.inflight.clear();
             return true;
         };
+        let mut delivered = 0u64;
         while let Some(&(seq, end)) = self.inflight.front() {
             if end > acked_bytes {
                 break;
             }
             self.acked = self.acked.max(seq);
             self.inflight.pop_front();
+            delivered += 1;
         }
+        metrics::get().delivered(&self.dest.name, delivered);
         if acked_bytes > self.last_acked_bytes || self.inflight.is_empty() {
             self.last_acked_bytes = acked_bytes;
             self.last_ack_progress = Instant::now();
@@ -234,6 +239,7 @@ impl Task {
     /// Drops the connection; everything not acknowledged is sent again on the next one.
     fn disconnected(&mut self, why: &str) {
         self.settle();
+        metrics::get().destination_up(&self.dest.name, false);
         if let Some(c) = self.conn.take() {
             tracing::warn!(
                 destination = %self.dest.name,
@@ -304,9 +310,11 @@ impl Task {
                     Framed::Whole => ends.push(buf.len()),
                     Framed::Truncated => {
                         ends.push(buf.len());
+                        metrics::get().truncated(&name);
                         tracing::warn!(destination = %name, seq = ev.seq, max = self.dest.max_message_size, "event longer than max_message_size; truncated");
                     }
                     Framed::Dropped => {
+                        metrics::get().dropped(&name, "oversize", 1);
                         tracing::warn!(destination = %name, seq = ev.seq, max = self.dest.max_message_size, "event longer than max_message_size; dropped");
                     }
                 }
@@ -392,6 +400,7 @@ impl Task {
             }
             c.close().await;
         }
+        metrics::get().destination_up(&self.dest.name, false);
         complete
     }
 
@@ -408,6 +417,7 @@ impl Task {
                     tracing::info!(destination = %self.dest.name, peer = %c.peer, "destination connected");
                 }
                 self.conn = Some(c);
+                metrics::get().destination_up(&self.dest.name, true);
                 self.failures = 0;
                 self.backoff.reset();
                 self.last_acked_bytes = 0;
@@ -415,6 +425,7 @@ impl Task {
                 true
             }
             Err(e) => {
+                metrics::get().destination_up(&self.dest.name, false);
                 self.failures += 1;
                 let wait = self.backoff.next_delay();
                 if matches!(e, TransportError::Unsupported(_))

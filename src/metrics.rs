@@ -1,0 +1,402 @@
+//! Counters and gauges of SPEC "Metrics", and the small HTTP endpoint that serves them with
+//! `/healthz` and `/readyz`.
+//!
+//! The metrics live in one process-wide registry ([`get`]) so that any module can count
+//! without threading handles through every call. Queue depth, bytes and lag are read from the
+//! store at scrape time instead of being tracked on every commit: they are then always right,
+//! including after a restart or `queue purge` from another process.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::store::Store;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    pub r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestLabel {
+    pub destination: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestReasonLabel {
+    pub destination: String,
+    pub reason: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub fetched: Family<TypeLabel, Counter>,
+    pub skipped: Family<ReasonLabel, Counter>,
+    pub enqueued: Counter,
+    pub delivered: Family<DestLabel, Counter>,
+    pub dropped: Family<DestReasonLabel, Counter>,
+    pub truncated: Family<DestLabel, Counter>,
+    pub queue_events: Family<DestLabel, Gauge>,
+    pub queue_bytes: Gauge,
+    pub destination_up: Family<DestLabel, Gauge>,
+    pub source_errors: Family<KindLabel, Counter>,
+    pub poll_duration: Histogram,
+    pub last_successful_poll: Gauge,
+    pub destination_lag: Family<DestLabel, FloatGauge>,
+    pub tls_expiry: Family<DestLabel, Gauge>,
+    /// Unix seconds of the last successful poll in this process (for `/readyz`); 0 = never.
+    last_success: AtomicI64,
+}
+
+fn dest(name: &str) -> DestLabel {
+    DestLabel {
+        destination: name.to_string(),
+    }
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            fetched: Family::default(),
+            skipped: Family::default(),
+            enqueued: Counter::default(),
+            delivered: Family::default(),
+            dropped: Family::default(),
+            truncated: Family::default(),
+            queue_events: Family::default(),
+            queue_bytes: Gauge::default(),
+            destination_up: Family::default(),
+            source_errors: Family::default(),
+            poll_duration: Histogram::new(exponential_buckets(0.05, 2.0, 14)),
+            last_successful_poll: Gauge::default(),
+            destination_lag: Family::default(),
+            tls_expiry: Family::default(),
+            last_success: AtomicI64::new(0),
+            registry: Registry::default(),
+        };
+        // Counters get their `_total` suffix from the encoder.
+        let r = &mut registry;
+        r.register(
+            "ioc_forwarder_indicators_fetched",
+            "Indicators received from the source, by IOC type",
+            m.fetched.clone(),
+        );
+        r.register(
+            "ioc_forwarder_indicators_skipped",
+            "Items of the feed not forwarded, by reason",
+            m.skipped.clone(),
+        );
+        r.register(
+            "ioc_forwarder_events_enqueued",
+            "Events committed to the durable queue",
+            m.enqueued.clone(),
+        );
+        r.register(
+            "ioc_forwarder_events_delivered",
+            "Events the destination acknowledged",
+            m.delivered.clone(),
+        );
+        r.register(
+            "ioc_forwarder_events_dropped",
+            "Events dropped, by destination and reason (queue_full, oversize)",
+            m.dropped.clone(),
+        );
+        r.register(
+            "ioc_forwarder_events_truncated",
+            "Events truncated to max_message_size",
+            m.truncated.clone(),
+        );
+        r.register(
+            "ioc_forwarder_queue_events",
+            "Events queued and not yet acknowledged, per destination",
+            m.queue_events.clone(),
+        );
+        r.register(
+            "ioc_forwarder_queue_bytes",
+            "Bytes of CEF lines in the queue",
+            m.queue_bytes.clone(),
+        );
+        r.register(
+            "ioc_forwarder_destination_up",
+            "1 while the destination is connected",
+            m.destination_up.clone(),
+        );
+        r.register(
+            "ioc_forwarder_source_errors",
+            "Failed source requests or cycles, by kind (auth, rate_limit, http, timeout, decode)",
+            m.source_errors.clone(),
+        );
+        r.register(
+            "ioc_forwarder_poll_duration_seconds",
+            "Duration of poll cycles",
+            m.poll_duration.clone(),
+        );
+        r.register(
+            "ioc_forwarder_last_successful_poll_timestamp_seconds",
+            "Unix time of the last successful poll cycle",
+            m.last_successful_poll.clone(),
+        );
+        r.register(
+            "ioc_forwarder_destination_lag_seconds",
+            "Age of the oldest unacknowledged event, per destination",
+            m.destination_lag.clone(),
+        );
+        r.register(
+            "ioc_forwarder_tls_certificate_expiry_seconds",
+            "The destination's TLS certificate notAfter, Unix seconds",
+            m.tls_expiry.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn destination_up(&self, name: &str, up: bool) {
+        self.destination_up
+            .get_or_create(&dest(name))
+            .set(i64::from(up));
+    }
+
+    pub fn delivered(&self, name: &str, n: u64) {
+        if n > 0 {
+            self.delivered.get_or_create(&dest(name)).inc_by(n);
+        }
+    }
+
+    pub fn dropped(&self, name: &str, reason: &str, n: u64) {
+        let l = DestReasonLabel {
+            destination: name.to_string(),
+            reason: reason.to_string(),
+        };
+        self.dropped.get_or_create(&l).inc_by(n);
+    }
+
+    pub fn truncated(&self, name: &str) {
+        self.truncated.get_or_create(&dest(name)).inc();
+    }
+
+    pub fn source_error(&self, kind: &str) {
+        let l = KindLabel {
+            kind: kind.to_string(),
+        };
+        self.source_errors.get_or_create(&l).inc();
+    }
+
+    pub fn fetched(&self, ioc_type: &str, n: u64) {
+        let l = TypeLabel {
+            r#type: ioc_type.to_string(),
+        };
+        self.fetched.get_or_create(&l).inc_by(n);
+    }
+
+    pub fn skipped(&self, reason: &str, n: u64) {
+        let l = ReasonLabel {
+            reason: reason.to_string(),
+        };
+        self.skipped.get_or_create(&l).inc_by(n);
+    }
+
+    /// A poll cycle finished; `ok` when it committed its last page.
+    pub fn poll_finished(&self, duration: Duration, ok: bool) {
+        self.poll_duration.observe(duration.as_secs_f64());
+        if ok {
+            self.mark_success(chrono::Utc::now().timestamp());
+        }
+    }
+
+    /// Records a successful poll at `unix` seconds (also used at start-up from the store).
+    pub fn mark_success(&self, unix: i64) {
+        self.last_success.fetch_max(unix, Ordering::Relaxed);
+        self.last_successful_poll
+            .set(self.last_success.load(Ordering::Relaxed));
+    }
+
+    /// `/readyz`: the last poll succeeded within `window`.
+    pub fn ready(&self, window: Duration) -> bool {
+        let last = self.last_success.load(Ordering::Relaxed);
+        last > 0 && chrono::Utc::now().timestamp() - last <= window.as_secs() as i64
+    }
+
+    /// Refreshes the queue gauges from the store and renders the registry.
+    pub fn render(&self, store: Option<&Store>) -> String {
+        if let Some(s) = store {
+            let now = chrono::Utc::now();
+            if let Ok(rows) = s.stats() {
+                for r in rows {
+                    self.queue_events
+                        .get_or_create(&dest(&r.name))
+                        .set(r.events);
+                    let lag = r
+                        .oldest
+                        .map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0)
+                        .unwrap_or(0.0);
+                    self.destination_lag.get_or_create(&dest(&r.name)).set(lag);
+                }
+            }
+            if let Ok(b) = s.queue_bytes() {
+                self.queue_bytes.set(b);
+            }
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The process-wide metrics.
+pub fn get() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `stop` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    store: Store,
+    ready_window: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match accepted {
+            Ok((conn, _)) => {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        answer(conn, store, ready_window),
+                    )
+                    .await;
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One request, one answer, connection closed (scrapers and health probes need no more).
+async fn answer(mut conn: TcpStream, store: Store, ready_window: Duration) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        let n = conn.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split(' ');
+    let method = parts.next().unwrap_or_default();
+    let path = parts
+        .next()
+        .unwrap_or_default()
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    let (status, ctype, body) = match (method, path) {
+        ("GET", "/metrics") => {
+            let body = store.call(|s| get().render(Some(s))).await;
+            (
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                body,
+            )
+        }
+        ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
+        ("GET", "/readyz") if get().ready(ready_window) => {
+            ("200 OK", "text/plain", "ready\n".to_string())
+        }
+        ("GET", "/readyz") => (
+            "503 Service Unavailable",
+            "text/plain",
+            "not ready: no successful poll within 3 x poll_interval\n".to_string(),
+        ),
+        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET\n".to_string(),
+        ),
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(resp.as_bytes()).await?;
+    conn.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spec_name_is_exposed_with_its_type() {
+        let m = get();
+        m.delivered("siem", 3);
+        m.dropped("siem", "oversize", 1);
+        m.truncated("siem");
+        m.destination_up("siem", true);
+        m.source_error("auth");
+        m.fetched("ipv4", 2);
+        m.skipped("no_value", 1);
+        m.enqueued.inc();
+        m.poll_finished(Duration::from_millis(20), true);
+        m.tls_expiry.get_or_create(&dest("siem")).set(1);
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.sync_destinations(&["siem".into()]).unwrap();
+        let text = m.render(Some(&s));
+        for needle in [
+            "# TYPE ioc_forwarder_indicators_fetched counter",
+            "ioc_forwarder_indicators_fetched_total{type=\"ipv4\"} 2",
+            "ioc_forwarder_indicators_skipped_total{reason=\"no_value\"} 1",
+            "ioc_forwarder_events_enqueued_total",
+            "ioc_forwarder_events_delivered_total{destination=\"siem\"} 3",
+            "ioc_forwarder_events_dropped_total{destination=\"siem\",reason=\"oversize\"} 1",
+            "ioc_forwarder_events_truncated_total{destination=\"siem\"} 1",
+            "ioc_forwarder_queue_events{destination=\"siem\"} 0",
+            "# TYPE ioc_forwarder_queue_bytes gauge",
+            "ioc_forwarder_destination_up{destination=\"siem\"} 1",
+            "ioc_forwarder_source_errors_total{kind=\"auth\"} 1",
+            "# TYPE ioc_forwarder_poll_duration_seconds histogram",
+            "ioc_forwarder_poll_duration_seconds_count 1",
+            "ioc_forwarder_last_successful_poll_timestamp_seconds",
+            "ioc_forwarder_destination_lag_seconds{destination=\"siem\"} 0",
+            "ioc_forwarder_tls_certificate_expiry_seconds{destination=\"siem\"} 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        assert!(m.ready(Duration::from_secs(60)));
+    }
+}
