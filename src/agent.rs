@@ -12,9 +12,7 @@ use tokio::time::Instant;
 
 use std::net::SocketAddr;
 
-use crate::config::{
-    Config, ConfigError, DestinationConfig, Problem, Protocol, QueueConfig, SyslogConfig,
-};
+use crate::config::{Config, ConfigError, DestinationConfig, QueueConfig, SyslogConfig};
 use crate::deliver::{self, Wiring};
 use crate::metrics;
 use crate::source::{self, CycleError, Source};
@@ -32,33 +30,6 @@ pub enum AgentError {
     Signals(std::io::Error),
     #[error("{0}")]
     Io(String),
-}
-
-/// Protocols whose transport is not built yet fail at start, naming the key, instead of
-/// retrying forever.
-fn check_supported(cfg: &Config, path: &Path) -> Result<(), ConfigError> {
-    let problems: Vec<Problem> = cfg
-        .destinations
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| matches!(d.protocol, Protocol::Tls | Protocol::Unix))
-        .map(|(i, d)| Problem {
-            key: format!("destinations[{i}].protocol"),
-            line: None,
-            message: format!(
-                "protocol \"{}\" is not available in this version yet (use tcp, udp or stdout)",
-                d.protocol.as_str()
-            ),
-        })
-        .collect();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigError {
-            path: path.to_path_buf(),
-            problems,
-        })
-    }
 }
 
 /// One running delivery task and the settings it was started with.
@@ -102,8 +73,7 @@ fn limit_of(q: &QueueConfig) -> QueueLimit {
 }
 
 impl Pipeline {
-    pub async fn start(cfg: &Config, config_path: &Path) -> Result<Pipeline, AgentError> {
-        check_supported(cfg, config_path)?;
+    pub async fn start(cfg: &Config) -> Result<Pipeline, AgentError> {
         let dir = cfg.state_dir.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&dir))
             .await
@@ -131,8 +101,7 @@ impl Pipeline {
     /// their task and connection; changed ones restart at their stored position; removed ones
     /// stop and their queued events are dropped (counted); new ones start at the end of the
     /// queue. A different `state_dir` needs a full restart (the caller does that).
-    pub async fn reload(&mut self, cfg: &Config, config_path: &Path) -> Result<(), AgentError> {
-        check_supported(cfg, config_path)?;
+    pub async fn reload(&mut self, cfg: &Config) -> Result<(), AgentError> {
         self.store = self.store.clone().with_limit(limit_of(&cfg.queue));
         self.queue = cfg.queue.clone();
         self.shutdown_timeout = cfg.shutdown_timeout;
@@ -328,8 +297,8 @@ pub enum OnceOutcome {
 }
 
 /// One poll cycle, then deliver everything queued (SPEC `once`).
-pub async fn once(cfg: &Config, config_path: &Path) -> Result<OnceOutcome, AgentError> {
-    let pipeline = Pipeline::start(cfg, config_path).await?;
+pub async fn once(cfg: &Config) -> Result<OnceOutcome, AgentError> {
+    let pipeline = Pipeline::start(cfg).await?;
     let mut src = Source::new(cfg)?;
     let polled = poll(&mut src, &pipeline.store).await;
     pipeline.notify_committed().await;
@@ -413,7 +382,7 @@ pub async fn run(config_path: PathBuf, mut cfg: Config) -> Result<(), AgentError
     let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
-    let mut pipeline = Pipeline::start(&cfg, &config_path).await?;
+    let mut pipeline = Pipeline::start(&cfg).await?;
     let (results_tx, mut results) = tokio::sync::mpsc::channel(4);
     let mut poller = spawn_poller(
         Source::new(&cfg)?,
@@ -487,11 +456,16 @@ async fn reload(
             return Ok(None);
         }
     };
-    if let Err(e) = check_supported(&new, path) {
-        for line in e.to_string().lines() {
-            tracing::error!("SIGHUP: new configuration rejected, keeping the running one: {line}");
+    // TLS files must load before anything is torn down.
+    for d in new
+        .destinations
+        .iter()
+        .filter(|d| d.protocol == crate::config::Protocol::Tls)
+    {
+        if let Err(e) = crate::deliver::tls::client_config(d) {
+            tracing::error!(destination = %d.name, error = %e, "SIGHUP: new configuration rejected, keeping the running one");
+            return Ok(None);
         }
-        return Ok(None);
     }
     let src = match Source::new(&new) {
         Ok(s) => s,
@@ -501,10 +475,10 @@ async fn reload(
         }
     };
     if new.state_dir != old.state_dir {
-        let fresh = Pipeline::start(&new, path).await?;
+        let fresh = Pipeline::start(&new).await?;
         std::mem::replace(pipeline, fresh).stop().await;
     } else {
-        pipeline.reload(&new, path).await?;
+        pipeline.reload(&new).await?;
     }
     Ok(Some((Box::new(new), src)))
 }

@@ -1,7 +1,6 @@
 //! `demo`: the whole pipeline on the sample feed built into the binary — file source, CEF,
 //! a real (temporary) state file, RFC 5424 framing — to stdout or to a tcp/udp receiver.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::agent::{self, AgentError, OnceOutcome};
@@ -71,7 +70,7 @@ pub async fn run(to: Option<&str>) -> Result<OnceOutcome, AgentError> {
         std::fs::write(&feed, SAMPLE_FEED)
             .map_err(|e| AgentError::Io(format!("cannot write {}: {e}", feed.display())))?;
         let cfg = Config::demo(dir.join("state"), feed.clone(), dest);
-        agent::once(&cfg, &PathBuf::from("(demo)")).await
+        agent::once(&cfg).await
     }
     .await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -174,7 +174,7 @@ async fn dispatch(command: Command, path: PathBuf) -> u8 {
             Ok(()) => 0,
             Err(e) => fail(e),
         },
-        Command::Once => match agent::once(&cfg, &path).await {
+        Command::Once => match agent::once(&cfg).await {
             Ok(o) => outcome_code(o),
             Err(e) => fail(e),
         },
@@ -304,29 +304,46 @@ async fn test_destinations(cfg: &Config, only: Option<&str>) -> u8 {
             ioc_type: "test".into(),
             cef: line,
         };
-        let (mut msg, mut buf) = (Vec::new(), Vec::new());
-        deliver::frame_event(d, &header, &ev, &mut msg, &mut buf);
         let result = async {
-            let mut c = transport::connect(d).await.map_err(|e| e.to_string())?;
-            let peer = c.peer.clone();
+            let mut tls = transport::TlsCache::default();
+            let mut c = transport::connect(d, &mut tls)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (mut msg, mut buf) = (Vec::new(), Vec::new());
+            deliver::frame_event(d, &header, &ev, c.is_datagram(), &mut msg, &mut buf);
             tokio::time::timeout(d.write_timeout, c.send(&buf, &[buf.len()]))
                 .await
                 .map_err(|_| format!("write stalled for more than {:?}", d.write_timeout))?
                 .map_err(|e| format!("write failed: {e}"))?;
+            // Give a TLS receiver the round trips it needs to refuse us with an alert.
             let acked = c.wait_acked(d.write_timeout).await;
+            let refused = c.peer_error();
+            let mut detail = format!("{} {}", d.protocol.as_str(), c.peer);
+            if let Some(t) = &c.tls {
+                detail += &format!(
+                    ", {} {}, certificate {} expires {}, pin sha256//{}",
+                    t.version,
+                    t.cipher,
+                    t.subject,
+                    t.not_after
+                        .map(|x| x.to_rfc3339())
+                        .unwrap_or_else(|| "?".into()),
+                    t.spki_pin.as_deref().unwrap_or("?")
+                );
+            }
             c.close().await;
-            if acked {
-                Ok(peer)
-            } else {
-                Err(format!(
-                    "{peer}: the peer did not acknowledge the test event within {:?}",
+            match (acked, refused) {
+                (_, Some(why)) => Err(format!("{detail}: {why}")),
+                (true, None) => Ok(detail),
+                (false, None) => Err(format!(
+                    "{detail}: the peer did not acknowledge the test event within {:?}",
                     d.write_timeout
-                ))
+                )),
             }
         }
         .await;
         match result {
-            Ok(peer) => println!("{}: OK ({} {})", d.name, d.protocol.as_str(), peer),
+            Ok(detail) => println!("{}: OK ({detail})", d.name),
             Err(e) => {
                 all_ok = false;
                 println!("{}: FAILED: {e}", d.name);

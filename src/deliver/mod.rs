@@ -8,6 +8,7 @@
 //! sent again on the next one (at least once). Transports that cannot tell (udp, stdout, other
 //! systems than Linux) fall back to "delivered once written".
 
+pub mod tls;
 pub mod transport;
 
 use std::collections::VecDeque;
@@ -22,7 +23,7 @@ use crate::config::{DestinationConfig, MsgId, Oversize, Protocol, SyslogConfig};
 use crate::encode::{cef, rfc5424};
 use crate::metrics;
 use crate::store::{Event, Store};
-use transport::{Connected, TransportError};
+use transport::{Connected, TlsCache, TransportError};
 
 /// Events read and written per round trip to the store.
 const BATCH: usize = 512;
@@ -76,6 +77,7 @@ pub fn frame_event(
     dest: &DestinationConfig,
     header: &rfc5424::Header,
     ev: &Event,
+    datagram: bool,
     msg: &mut Vec<u8>,
     buf: &mut Vec<u8>,
 ) -> Framed {
@@ -96,10 +98,10 @@ pub fn frame_event(
         msg.extend_from_slice(line.as_bytes());
         outcome = Framed::Truncated;
     }
-    if transport::is_stream(dest.protocol) {
-        rfc5424::frame(buf, dest.framing, msg);
-    } else {
+    if datagram {
         buf.extend_from_slice(msg);
+    } else {
+        rfc5424::frame(buf, dest.framing, msg);
     }
     outcome
 }
@@ -132,6 +134,7 @@ struct Task {
     header: rfc5424::Header,
     w: Wiring,
     conn: Option<Connected>,
+    tls: TlsCache,
     backoff: Backoff,
     failures: u32,
     /// Highest seq the peer is known to have (acknowledged, or written where we cannot tell).
@@ -146,6 +149,8 @@ struct Task {
     /// Acknowledged bytes at the last check, and when that number last grew.
     last_acked_bytes: u64,
     last_ack_progress: Instant,
+    /// While connected to a fallback address: when the primary was last probed.
+    last_probe: Instant,
 }
 
 impl Task {
@@ -156,6 +161,7 @@ impl Task {
             header,
             w,
             conn: None,
+            tls: TlsCache::default(),
             backoff,
             failures: 0,
             acked: 0,
@@ -165,6 +171,7 @@ impl Task {
             inflight: VecDeque::new(),
             last_acked_bytes: 0,
             last_ack_progress: Instant::now(),
+            last_probe: Instant::now(),
         }
     }
 
@@ -281,6 +288,7 @@ impl Task {
                 ));
             }
             self.persist(false).await;
+            self.fail_back().await;
             let after = self.sent;
             let batch = match self.w.store.call(move |s| s.read_after(after, BATCH)).await {
                 Ok(b) => b,
@@ -294,18 +302,20 @@ impl Task {
                 self.idle().await;
                 continue;
             }
-            if self.conn.as_mut().is_some_and(|c| c.peer_gone()) {
-                self.disconnected("peer closed the connection");
+            if let Some(why) = self.conn.as_mut().and_then(|c| c.peer_error()) {
+                self.disconnected(&why);
                 continue;
             }
             if self.conn.is_none() && !self.connect().await {
                 continue;
             }
+            let datagram = self.conn.as_ref().is_some_and(|c| c.is_datagram());
             buf.clear();
             ends.clear();
             frame_of.clear();
             for ev in &batch {
-                let outcome = frame_event(&self.dest, &self.header, ev, &mut msg, &mut buf);
+                let outcome =
+                    frame_event(&self.dest, &self.header, ev, datagram, &mut msg, &mut buf);
                 match outcome {
                     Framed::Whole => ends.push(buf.len()),
                     Framed::Truncated => {
@@ -331,8 +341,12 @@ impl Task {
                     if failed > 0 {
                         tracing::warn!(destination = %name, failed, "datagrams could not be sent (receiver unreachable?)");
                     }
+                    // Plain TCP maps every frame to its wire offset; TLS only the flushed batch.
+                    let exact = conn.exact_offsets();
+                    let after = conn.written();
                     for &(seq, end) in &frame_of {
-                        self.inflight.push_back((seq, base + end as u64));
+                        let wire_end = if exact { base + end as u64 } else { after };
+                        self.inflight.push_back((seq, wire_end));
                     }
                     self.sent = frame_of.last().map(|f| f.0).unwrap_or(self.sent);
                     if self.inflight.len() == frame_of.len() {
@@ -373,8 +387,8 @@ impl Task {
             _ = stop.wait_for(|s| *s) => {}
             _ = tokio::time::sleep(tick) => {}
         }
-        if self.conn.as_mut().is_some_and(|c| c.peer_gone()) {
-            self.disconnected("peer closed the connection");
+        if let Some(why) = self.conn.as_mut().and_then(|c| c.peer_error()) {
+            self.disconnected(&why);
         }
     }
 
@@ -383,8 +397,8 @@ impl Task {
     async fn finish(mut self) -> bool {
         let deadline = Instant::now() + self.w.close_timeout;
         while self.conn.is_some() && !self.inflight.is_empty() && Instant::now() < deadline {
-            if self.conn.as_mut().is_some_and(|c| c.peer_gone()) {
-                self.disconnected("peer closed the connection");
+            if let Some(why) = self.conn.as_mut().and_then(|c| c.peer_error()) {
+                self.disconnected(&why);
                 break;
             }
             self.settle();
@@ -404,17 +418,72 @@ impl Task {
         complete
     }
 
+    /// On a fallback address, probes the first address of the list every `retry_max` and
+    /// moves back when it answers. The old connection is closed after what it acknowledged is
+    /// recorded; the rest is replayed on the primary.
+    async fn fail_back(&mut self) {
+        let on_fallback = self.conn.as_ref().is_some_and(|c| c.address_index > 0);
+        if !on_fallback || self.last_probe.elapsed() < self.w.retry_max {
+            return;
+        }
+        self.last_probe = Instant::now();
+        let mut stop = self.w.stop.clone();
+        let probe = tokio::select! {
+            r = transport::connect_primary(&self.dest, &mut self.tls) => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let Ok(primary) = probe else {
+            tracing::debug!(destination = %self.dest.name, "primary address still unreachable; staying on the fallback");
+            return;
+        };
+        if let Some(old) = self.conn.as_mut() {
+            old.wait_acked(Duration::from_secs(2)).await;
+        }
+        self.settle();
+        self.persist(true).await;
+        if let Some(old) = self.conn.take() {
+            tracing::info!(destination = %self.dest.name, from = %old.peer, to = %primary.peer,
+                "primary address answers again; failing back");
+            old.close().await;
+        }
+        self.inflight.clear();
+        self.sent = self.acked;
+        self.last_acked_bytes = 0;
+        self.last_ack_progress = Instant::now();
+        self.conn = Some(primary);
+    }
+
     /// One connection attempt; on failure waits the backoff. Returns true when connected.
     async fn connect(&mut self) -> bool {
         let mut stop = self.w.stop.clone();
         let result = tokio::select! {
-            r = transport::connect(&self.dest) => r,
+            r = transport::connect(&self.dest, &mut self.tls) => r,
             _ = stop.wait_for(|s| *s) => return false,
         };
         match result {
             Ok(c) => {
-                if self.dest.protocol != Protocol::Stdout {
-                    tracing::info!(destination = %self.dest.name, peer = %c.peer, "destination connected");
+                match &c.tls {
+                    Some(t) => {
+                        tracing::info!(destination = %self.dest.name, peer = %c.peer, tls = %t.version,
+                            cipher = %t.cipher, certificate = %t.subject, "destination connected");
+                        if let Some(exp) = t.not_after {
+                            metrics::get()
+                                .tls_expiry
+                                .get_or_create(&metrics::DestLabel {
+                                    destination: self.dest.name.clone(),
+                                })
+                                .set(exp.timestamp());
+                        }
+                    }
+                    None if self.dest.protocol != Protocol::Stdout => {
+                        tracing::info!(destination = %self.dest.name, peer = %c.peer, "destination connected");
+                    }
+                    None => {}
+                }
+                if c.address_index > 0 {
+                    self.last_probe = Instant::now();
+                    tracing::warn!(destination = %self.dest.name, peer = %c.peer,
+                        "connected to a fallback address; probing the first one every retry_max");
                 }
                 self.conn = Some(c);
                 metrics::get().destination_up(&self.dest.name, true);
@@ -428,7 +497,7 @@ impl Task {
                 metrics::get().destination_up(&self.dest.name, false);
                 self.failures += 1;
                 let wait = self.backoff.next_delay();
-                if matches!(e, TransportError::Unsupported(_))
+                if matches!(e, TransportError::Tls(_))
                     || self.failures == 1
                     || self.failures % 10 == 0
                 {

@@ -1,17 +1,26 @@
-//! The wire: tcp, udp and stdout behind one small interface (connect, send a batch, close).
+//! The wire: tcp, tls, udp, unix and stdout behind one small interface (connect, send a batch,
+//! ask what the peer acknowledged, close).
 //!
-//! TCP sockets get keepalive and `TCP_USER_TIMEOUT` so a peer that vanished is noticed in
-//! about `write_timeout` instead of the kernel's default quarter of an hour, and a close waits
-//! until the peer's TCP stack has acknowledged every byte (`SIOCOUTQ` reaches 0), so `once`
-//! and a graceful stop only report what the receiver really has.
+//! TCP and TLS sockets get keepalive and `TCP_USER_TIMEOUT` so a peer that vanished is noticed
+//! in about `write_timeout` instead of the kernel's default quarter of an hour. Both report the
+//! bytes written to the socket (for TLS: ciphertext, counted under rustls) and the bytes the
+//! peer's TCP stack acknowledged (`TCP_INFO`), which is what ack-aware delivery needs.
+//! A TLS receiver only talks to refuse (an alert) or to close, so [`Connected::peer_gone`]
+//! reads through rustls on every check: an alert fails the connection.
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpStream, UdpSocket, UnixDatagram, UnixStream};
+use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
 
+use super::tls::{self, FilesFingerprint, PeerInfo, TlsError};
 use crate::config::{split_host_port, DestinationConfig, Protocol};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,13 +31,52 @@ pub enum TransportError {
     NoAddress { address: String },
     #[error("connect to {address} failed: {reason}")]
     Connect { address: String, reason: String },
-    #[error("protocol {0} is not available in this version yet")]
-    Unsupported(&'static str),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] TlsError),
+}
+
+/// A TCP stream that counts the bytes written to the socket (under TLS: ciphertext).
+struct Counted {
+    inner: TcpStream,
+    written: u64,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.written += n as u64;
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 enum Conn {
-    Tcp(TcpStream),
+    Tcp(Counted),
+    Tls(Box<TlsStream<Counted>>),
     Udp(UdpSocket),
+    UnixStream(UnixStream),
+    UnixDatagram(UnixDatagram),
     Stdout(tokio::io::Stdout),
 }
 
@@ -37,11 +85,37 @@ pub struct Connected {
     conn: Conn,
     /// The address we actually reached, for logs.
     pub peer: String,
-    /// Bytes written to the socket on this connection (what the peer's acknowledgements count).
-    written: u64,
+    /// Protocol version, cipher and certificate of a TLS connection.
+    pub tls: Option<PeerInfo>,
     /// `tcpi_bytes_acked` right after connecting: Linux counts the SYN as one acknowledged
     /// byte, so payload acknowledgements are counted from here.
     ack_base: u64,
+    /// When a TLS connection finished its handshake (see [`Connected::acked`]).
+    established: Instant,
+    /// Which entry of the destination's address list this connection reached (0 = primary).
+    pub address_index: usize,
+}
+
+/// The rustls configuration of one destination, rebuilt when its files change on disk so a
+/// renewed certificate is picked up at the next reconnect without a restart.
+#[derive(Default)]
+pub struct TlsCache {
+    built: Option<(Arc<rustls::ClientConfig>, Option<FilesFingerprint>)>,
+}
+
+impl TlsCache {
+    fn get(&mut self, dest: &DestinationConfig) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let now = tls::files_fingerprint(dest);
+        if let Some((cfg, fp)) = &self.built {
+            if *fp == now {
+                return Ok(cfg.clone());
+            }
+            tracing::info!(destination = %dest.name, "TLS files changed on disk; reloading them");
+        }
+        let cfg = tls::client_config(dest)?;
+        self.built = Some((cfg.clone(), now));
+        Ok(cfg)
+    }
 }
 
 /// Whether frames for this protocol carry stream framing (datagrams do not).
@@ -68,19 +142,51 @@ async fn resolve(address: &str) -> Result<Vec<SocketAddr>, TransportError> {
     Ok(addrs)
 }
 
+fn connected(conn: Conn, peer: String) -> Connected {
+    Connected {
+        conn,
+        peer,
+        tls: None,
+        ack_base: 0,
+        established: Instant::now(),
+        address_index: 0,
+    }
+}
+
 /// Connects to the first address of the list that answers, re-resolving names every time and
 /// trying every address a name resolves to.
-pub async fn connect(cfg: &DestinationConfig) -> Result<Connected, TransportError> {
+pub async fn connect(
+    cfg: &DestinationConfig,
+    tls_cache: &mut TlsCache,
+) -> Result<Connected, TransportError> {
+    connect_within(cfg, tls_cache, cfg.address.len()).await
+}
+
+/// Tries only the first address of the list (the fail-back probe).
+pub async fn connect_primary(
+    cfg: &DestinationConfig,
+    tls_cache: &mut TlsCache,
+) -> Result<Connected, TransportError> {
+    connect_within(cfg, tls_cache, 1).await
+}
+
+async fn connect_within(
+    cfg: &DestinationConfig,
+    tls_cache: &mut TlsCache,
+    entries: usize,
+) -> Result<Connected, TransportError> {
     match cfg.protocol {
-        Protocol::Stdout => Ok(Connected {
-            conn: Conn::Stdout(tokio::io::stdout()),
-            peer: "stdout".into(),
-            written: 0,
-            ack_base: 0,
-        }),
-        Protocol::Tcp => {
+        Protocol::Stdout => Ok(connected(
+            Conn::Stdout(tokio::io::stdout()),
+            "stdout".into(),
+        )),
+        Protocol::Tcp | Protocol::Tls => {
+            let client = match cfg.protocol {
+                Protocol::Tls => Some(tls_cache.get(cfg)?),
+                _ => None,
+            };
             let mut reasons = Vec::new();
-            for address in &cfg.address {
+            for (index, address) in cfg.address.iter().enumerate().take(entries) {
                 let addrs = match resolve(address).await {
                     Ok(a) => a,
                     Err(e) => {
@@ -89,28 +195,64 @@ pub async fn connect(cfg: &DestinationConfig) -> Result<Connected, TransportErro
                     }
                 };
                 for addr in addrs {
-                    match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await
-                    {
+                    let stream =
+                        match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                reasons.push(format!("{addr}: {e}"));
+                                continue;
+                            }
+                            Err(_) => {
+                                reasons.push(format!(
+                                    "{addr}: no answer within {:?}",
+                                    cfg.connect_timeout
+                                ));
+                                continue;
+                            }
+                        };
+                    tune_tcp(&stream, cfg.write_timeout);
+                    let ack_base = bytes_acked(&stream).unwrap_or(0);
+                    let counted = Counted {
+                        inner: stream,
+                        written: 0,
+                    };
+                    let Some(client) = &client else {
+                        let mut c = connected(Conn::Tcp(counted), addr.to_string());
+                        c.ack_base = ack_base;
+                        c.address_index = index;
+                        return Ok(c);
+                    };
+                    let name = tls::server_name(cfg, address)?;
+                    let handshake =
+                        tokio_rustls::TlsConnector::from(client.clone()).connect(name, counted);
+                    match tokio::time::timeout(cfg.connect_timeout, handshake).await {
                         Ok(Ok(stream)) => {
-                            tune_tcp(&stream, cfg.write_timeout);
-                            let ack_base = bytes_acked(&stream).unwrap_or(0);
-                            return Ok(Connected {
-                                conn: Conn::Tcp(stream),
-                                peer: addr.to_string(),
-                                written: 0,
-                                ack_base,
-                            });
+                            if !cfg.tls_verify {
+                                tracing::warn!(destination = %cfg.name, peer = %addr,
+                                    "tls_verify = false: the receiver's certificate is NOT verified; anyone on the path can read and alter the events");
+                            }
+                            let info = tls::peer_info(stream.get_ref().1);
+                            let mut c = connected(Conn::Tls(Box::new(stream)), addr.to_string());
+                            c.ack_base = ack_base;
+                            c.tls = Some(info);
+                            c.address_index = index;
+                            return Ok(c);
                         }
-                        Ok(Err(e)) => reasons.push(format!("{addr}: {e}")),
+                        Ok(Err(e)) => reasons.push(format!(
+                            "{addr}: TLS handshake failed: {}",
+                            tls::describe_error(&e)
+                        )),
                         Err(_) => reasons.push(format!(
-                            "{addr}: no answer within {:?}",
+                            "{addr}: TLS handshake not finished within {:?}",
                             cfg.connect_timeout
                         )),
                     }
                 }
             }
             Err(TransportError::Connect {
-                address: cfg.address.join(", "),
+                address: cfg.address[..entries.min(cfg.address.len())].join(", "),
                 reason: reasons.join("; "),
             })
         }
@@ -131,15 +273,26 @@ pub async fn connect(cfg: &DestinationConfig) -> Result<Connected, TransportErro
                 address: address.to_string(),
                 reason: e.to_string(),
             })?;
-            Ok(Connected {
-                conn: Conn::Udp(sock),
-                peer: addr.to_string(),
-                written: 0,
-                ack_base: 0,
-            })
+            Ok(connected(Conn::Udp(sock), addr.to_string()))
         }
-        Protocol::Tls => Err(TransportError::Unsupported("tls")),
-        Protocol::Unix => Err(TransportError::Unsupported("unix")),
+        Protocol::Unix => {
+            let path = cfg.address.first().map(String::as_str).unwrap_or_default();
+            let fail = |e: io::Error| TransportError::Connect {
+                address: path.to_string(),
+                reason: e.to_string(),
+            };
+            // /dev/log is a datagram socket; a relay may listen on a stream socket. Ask the
+            // socket itself: a stream connect to a datagram socket fails with EPROTOTYPE.
+            match UnixStream::connect(path).await {
+                Ok(s) => Ok(connected(Conn::UnixStream(s), path.to_string())),
+                Err(e) if e.raw_os_error() == Some(libc::EPROTOTYPE) => {
+                    let sock = UnixDatagram::unbound().map_err(fail)?;
+                    sock.connect(path).map_err(fail)?;
+                    Ok(connected(Conn::UnixDatagram(sock), path.to_string()))
+                }
+                Err(e) => Err(fail(e)),
+            }
+        }
     }
 }
 
@@ -183,6 +336,11 @@ fn tune_tcp(stream: &TcpStream, write_timeout: Duration) {
 /// the kernel purges the send queue on RST, so "nothing unacknowledged" would then be a lie,
 /// while "bytes acknowledged" stays exact. `None` where the platform cannot tell.
 fn bytes_acked(stream: &TcpStream) -> Option<u64> {
+    tcp_info(stream).map(|(acked, _)| acked)
+}
+
+/// `(tcpi_bytes_acked, smoothed RTT)` of a TCP socket.
+fn tcp_info(stream: &TcpStream) -> Option<(u64, Duration)> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
@@ -201,7 +359,10 @@ fn bytes_acked(stream: &TcpStream) -> Option<u64> {
         };
         let needed =
             std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + std::mem::size_of::<u64>();
-        (rc == 0 && len as usize >= needed).then_some(info.tcpi_bytes_acked)
+        (rc == 0 && len as usize >= needed).then_some((
+            info.tcpi_bytes_acked,
+            Duration::from_micros(u64::from(info.tcpi_rtt)),
+        ))
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -211,19 +372,50 @@ fn bytes_acked(stream: &TcpStream) -> Option<u64> {
 }
 
 impl Connected {
-    /// True when the peer closed or reset the connection. Receivers never talk back, so any
-    /// readable EOF or error means the connection is gone and writing would lose data.
+    /// Frames go one per datagram, without stream framing.
+    pub fn is_datagram(&self) -> bool {
+        matches!(self.conn, Conn::Udp(_) | Conn::UnixDatagram(_))
+    }
+
+    /// Frame ends map to exact wire offsets (plain TCP). Under TLS only a whole flushed batch
+    /// maps to a wire offset.
+    pub fn exact_offsets(&self) -> bool {
+        matches!(self.conn, Conn::Tcp(_))
+    }
+
+    /// True when the peer closed, reset, or (TLS) sent an alert. Receivers never talk back
+    /// otherwise, so this reads and discards whatever arrived; an EOF or an error means the
+    /// connection is gone and writing would lose data.
     pub fn peer_gone(&mut self) -> bool {
-        let Conn::Tcp(s) = &mut self.conn else {
-            return false;
-        };
-        let mut scratch = [0u8; 1024];
+        self.peer_error().is_some()
+    }
+
+    /// Like [`Connected::peer_gone`], with the reason.
+    pub fn peer_error(&mut self) -> Option<String> {
+        let mut scratch = [0u8; 4096];
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
         loop {
-            match s.try_read(&mut scratch) {
-                Ok(0) => return true,
-                Ok(_) => continue, // a receiver that talks: discard
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(_) => return true,
+            let mut buf = ReadBuf::new(&mut scratch);
+            // One non-blocking poll: Pending means "nothing to read", which is the healthy case.
+            let r = match &mut self.conn {
+                Conn::Tcp(s) => Pin::new(&mut s.inner).poll_read(&mut cx, &mut buf),
+                Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(&mut cx, &mut buf),
+                Conn::UnixStream(s) => Pin::new(s).poll_read(&mut cx, &mut buf),
+                _ => return None,
+            };
+            match r {
+                Poll::Pending => return None,
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                    return Some("peer closed the connection".into())
+                }
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(e)) => {
+                    return Some(match &self.conn {
+                        Conn::Tls(_) => tls::describe_error(&e),
+                        _ => e.to_string(),
+                    })
+                }
             }
         }
     }
@@ -234,7 +426,7 @@ impl Connected {
     pub async fn send(&mut self, buf: &[u8], ends: &[usize]) -> io::Result<usize> {
         match &mut self.conn {
             Conn::Tcp(s) => {
-                // Counted write by write, so `written` stays exact even when the caller's
+                // Write by write, so the byte count stays exact even when the caller's
                 // timeout cancels this future half-way.
                 let mut off = 0;
                 while off < buf.len() {
@@ -242,9 +434,17 @@ impl Connected {
                     if n == 0 {
                         return Err(io::ErrorKind::WriteZero.into());
                     }
-                    self.written += n as u64;
                     off += n;
                 }
+                Ok(0)
+            }
+            Conn::Tls(s) => {
+                s.write_all(buf).await?;
+                s.flush().await?;
+                Ok(0)
+            }
+            Conn::UnixStream(s) => {
+                s.write_all(buf).await?;
                 Ok(0)
             }
             Conn::Stdout(o) => {
@@ -252,13 +452,18 @@ impl Connected {
                 o.flush().await?;
                 Ok(0)
             }
-            Conn::Udp(sock) => {
+            Conn::Udp(_) | Conn::UnixDatagram(_) => {
                 let mut failed = 0;
                 let mut start = 0;
                 for &end in ends {
-                    if let Err(e) = sock.send(&buf[start..end]).await {
+                    let r = match &self.conn {
+                        Conn::Udp(sock) => sock.send(&buf[start..end]).await,
+                        Conn::UnixDatagram(sock) => sock.send(&buf[start..end]).await,
+                        _ => Ok(0),
+                    };
+                    if let Err(e) = r {
                         failed += 1;
-                        tracing::debug!(error = %e, "UDP datagram not sent");
+                        tracing::debug!(error = %e, "datagram not sent");
                     }
                     start = end;
                 }
@@ -267,46 +472,78 @@ impl Connected {
         }
     }
 
-    /// Bytes written to the socket on this connection so far.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// Bytes the peer acknowledged on this connection, when the transport can tell (TCP on
-    /// Linux). `None` means "position after write" is all we can know.
-    pub fn acked(&self) -> Option<u64> {
+    fn tcp(&self) -> Option<&Counted> {
         match &self.conn {
-            // Capped at `written`: the peer's acknowledgement of our FIN counts one more.
-            Conn::Tcp(s) => {
-                bytes_acked(s).map(|a| a.saturating_sub(self.ack_base).min(self.written))
-            }
+            Conn::Tcp(s) => Some(s),
+            Conn::Tls(s) => Some(s.get_ref().0),
             _ => None,
         }
     }
 
+    /// Bytes written to the socket on this connection so far.
+    pub fn written(&self) -> u64 {
+        self.tcp().map(|t| t.written).unwrap_or(0)
+    }
+
+    /// Bytes the peer acknowledged on this connection, when the transport can tell (TCP and
+    /// TLS on Linux). `None` means "position after write" is all we can know.
+    ///
+    /// A TLS 1.3 receiver that refuses our client certificate does so *after* our side of the
+    /// handshake completed, with an alert about one round trip later; until then its TCP stack
+    /// may already have acknowledged our first frames. So on TLS nothing counts as
+    /// acknowledged before two round trips (and at least 200 ms) have passed without an alert.
+    pub fn acked(&self) -> Option<u64> {
+        let t = self.tcp()?;
+        let (raw, rtt) = tcp_info(&t.inner)?;
+        if matches!(self.conn, Conn::Tls(_))
+            && self.established.elapsed() < (rtt * 2).max(Duration::from_millis(200))
+        {
+            return Some(0);
+        }
+        // Capped at `written`: the peer's acknowledgement of our FIN counts one more.
+        Some(raw.saturating_sub(self.ack_base).min(t.written))
+    }
+
     /// Waits (up to `timeout`) until the peer acknowledged every byte written. True when it
-    /// did, or when the transport cannot tell.
-    pub async fn wait_acked(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
+    /// did, or when the transport cannot tell. False as soon as the peer refuses or closes.
+    pub async fn wait_acked(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
         loop {
+            if self.peer_gone() {
+                return false;
+            }
             match self.acked() {
                 None => return true,
-                Some(a) if a >= self.written => return true,
-                Some(_) if tokio::time::Instant::now() >= deadline => return false,
+                Some(a) if a >= self.written() => return true,
+                Some(_) if Instant::now() >= deadline => return false,
                 Some(_) => tokio::time::sleep(Duration::from_millis(5)).await,
             }
         }
     }
 
-    /// Closes gracefully: sends FIN, then drains what the peer sends until it closes too (so
-    /// our close never turns into a reset that destroys data in the receiver's buffer).
-    /// Callers that need delivery confirmed call [`Connected::wait_acked`] first.
+    /// Closes gracefully: TLS `close_notify` / TCP FIN, then drains what the peer sends (e.g.
+    /// session tickets) until it closes too, so our close never turns into a reset that
+    /// destroys data in the receiver's buffer. Callers that need delivery confirmed call
+    /// [`Connected::wait_acked`] first.
     pub async fn close(self) {
+        let mut scratch = [0u8; 4096];
+        let drain = Duration::from_millis(500);
         match self.conn {
             Conn::Tcp(mut s) => {
-                let _ = s.shutdown().await;
-                let mut scratch = [0u8; 1024];
-                let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                let _ = s.inner.shutdown().await;
+                let _ = tokio::time::timeout(drain, async {
+                    while let Ok(n) = s.inner.read(&mut scratch).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            }
+            Conn::Tls(mut s) => {
+                // shutdown() sends close_notify, then FIN.
+                let _ = tokio::time::timeout(drain, s.shutdown()).await;
+                let _ = tokio::time::timeout(drain, async {
                     while let Ok(n) = s.read(&mut scratch).await {
                         if n == 0 {
                             break;
@@ -315,10 +552,13 @@ impl Connected {
                 })
                 .await;
             }
+            Conn::UnixStream(mut s) => {
+                let _ = s.shutdown().await;
+            }
             Conn::Stdout(mut o) => {
                 let _ = o.flush().await;
             }
-            Conn::Udp(_) => {}
+            Conn::Udp(_) | Conn::UnixDatagram(_) => {}
         }
     }
 }
@@ -344,7 +584,9 @@ mod tests {
             s.read_to_end(&mut got).await.unwrap();
             got.len()
         });
-        let mut c = connect(&tcp_dest(addr)).await.unwrap();
+        let mut c = connect(&tcp_dest(addr), &mut TlsCache::default())
+            .await
+            .unwrap();
         assert_eq!(c.acked(), Some(0));
         let payload = vec![b'x'; 100_000];
         c.send(&payload, &[payload.len()]).await.unwrap();
@@ -365,7 +607,9 @@ mod tests {
             let _ = rx.await; // hold the socket open without reading
             drop(s);
         });
-        let mut c = connect(&tcp_dest(addr)).await.unwrap();
+        let mut c = connect(&tcp_dest(addr), &mut TlsCache::default())
+            .await
+            .unwrap();
         // Far more than any loopback receive buffer: part of it must stay unacknowledged.
         let chunk = vec![b'y'; 1 << 20];
         let mut sent = 0u64;
