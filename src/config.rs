@@ -83,6 +83,9 @@ pub struct ApiConfig {
     pub page_size: u32,
     pub request_timeout: Duration,
     pub ca_file: Option<PathBuf>,
+    /// The key is written literally in the config file (not `${VAR}`, not `api_key_file`):
+    /// then the file itself is a secret and its permissions matter.
+    pub key_in_config_file: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -953,6 +956,11 @@ impl<'a> Reader<'a> {
                     format!("{base_url:?} must start with https:// or http://"),
                 );
             }
+            let key_in_config_file = s
+                .table
+                .get("api_key")
+                .and_then(Value::as_str)
+                .is_some_and(|v| !v.is_empty() && !v.contains("${"));
             let key_inline = self.nonempty(&mut s, "api_key");
             let key_file = self.file(&mut s, "api_key_file");
             let api_key = match (key_inline, key_file) {
@@ -1008,6 +1016,7 @@ impl<'a> Reader<'a> {
                 page_size,
                 request_timeout,
                 ca_file,
+                key_in_config_file,
             })
         } else {
             let path = match self.nonempty(&mut s, "path") {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ioc_forwarder::agent::{self, AgentError, OnceOutcome};
-use ioc_forwarder::config::{Config, DestinationConfig};
+use ioc_forwarder::config::{Config, DestinationConfig, SourceKind};
 use ioc_forwarder::deliver::{self, transport};
 use ioc_forwarder::store::{self, Event, Store};
 use ioc_forwarder::{demo, encode};
@@ -93,9 +93,12 @@ fn init_logging(format: LogFormat, level: Option<&str>) {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    // Under systemd the journal stamps every line itself.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    match (format, journal) {
+        (LogFormat::Text, false) => builder.init(),
+        (LogFormat::Text, true) => builder.without_time().init(),
+        (LogFormat::Json, _) => builder.json().flatten_event(true).init(),
     }
 }
 
@@ -143,10 +146,34 @@ fn fail(e: AgentError) -> u8 {
 }
 
 fn load(path: &std::path::Path) -> Result<Config, u8> {
-    Config::load(path).map_err(|e| {
+    let cfg = Config::load(path).map_err(|e| {
         eprintln!("{e}");
         2
-    })
+    })?;
+    Ok(cfg)
+}
+
+/// A config file that holds the API key must not be readable by everyone, and the agent has
+/// no reason to run as root.
+fn warn_about_exposure(path: &std::path::Path, cfg: &Config) {
+    use std::os::unix::fs::PermissionsExt;
+    let key_in_file =
+        matches!(&cfg.source.kind, SourceKind::SocDefenders(api) if api.key_in_config_file);
+    if key_in_file {
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o004 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    "the config file holds api_key and is readable by every user; run `chmod 0640 {}` (group = the service user), or move the key to api_key_file or ${{SOCDEFENDERS_API_KEY}}",
+                    path.display()
+                );
+            }
+        }
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        tracing::warn!("running as root is not needed; the packages run the agent as the ioc-forwarder system user");
+    }
 }
 
 fn outcome_code(o: OnceOutcome) -> u8 {
@@ -170,14 +197,14 @@ async fn dispatch(command: Command, path: PathBuf) -> u8 {
     };
     match command {
         Command::Demo { .. } => unreachable!("handled above"),
-        Command::Run => match agent::run(path, cfg).await {
-            Ok(()) => 0,
-            Err(e) => fail(e),
-        },
-        Command::Once => match agent::once(&cfg).await {
-            Ok(o) => outcome_code(o),
-            Err(e) => fail(e),
-        },
+        Command::Run => {
+            warn_about_exposure(&path, &cfg);
+            agent::run(path, cfg).await.map_or_else(fail, |()| 0)
+        }
+        Command::Once => {
+            warn_about_exposure(&path, &cfg);
+            agent::once(&cfg).await.map_or_else(fail, outcome_code)
+        }
         Command::CheckConfig => {
             print!("{}", cfg.to_display_toml());
             eprintln!("config OK: {}", path.display());
