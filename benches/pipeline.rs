@@ -1,0 +1,2 @@
+//! Placeholder replaced by the end-to-end benchmark.
+fn main() {}
