@@ -119,7 +119,9 @@ impl Pipeline {
                     t.stop().await;
                 }
                 None => {
+                    let name = t.cfg.name.clone();
                     t.stop().await;
+                    metrics::get().forget_destination(&name);
                 }
             }
         }
@@ -144,9 +146,14 @@ impl Pipeline {
             })
             .await?;
         for (name, events) in removed {
-            metrics::get().dropped(&name, "removed", events as u64);
-            tracing::warn!(destination = %name, dropped = events,
-                "destination is no longer configured; its position and the events queued for it were dropped");
+            metrics::get().forget_destination(&name);
+            if events > 0 {
+                metrics::get().dropped(&name, "removed", events as u64);
+                tracing::warn!(destination = %name, dropped = events,
+                    "destination is no longer configured; the events queued for it were dropped");
+            } else {
+                tracing::info!(destination = %name, "destination is no longer configured");
+            }
         }
         if !added.is_empty() {
             tracing::info!(destinations = ?added, "new destinations start at the end of the queue");

@@ -121,7 +121,7 @@ impl Metrics {
         );
         r.register(
             "ioc_forwarder_events_dropped",
-            "Events dropped, by destination and reason (queue_full, oversize)",
+            "Events dropped, by destination and reason (queue_full, oversize, removed)",
             m.dropped.clone(),
         );
         r.register(
@@ -176,6 +176,16 @@ impl Metrics {
         self.destination_up
             .get_or_create(&dest(name))
             .set(i64::from(up));
+    }
+
+    /// Removes the per-destination gauges of a destination taken out of the config, so
+    /// dashboards and alerts do not see a frozen lag or a "down" that no longer exists.
+    pub fn forget_destination(&self, name: &str) {
+        let d = dest(name);
+        self.queue_events.remove(&d);
+        self.destination_lag.remove(&d);
+        self.destination_up.remove(&d);
+        self.tls_expiry.remove(&d);
     }
 
     pub fn delivered(&self, name: &str, n: u64) {

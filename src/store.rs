@@ -332,13 +332,14 @@ impl Store {
     }
 
     /// Decides whether this version of an indicator is new to us.
-    fn classify(tx: &Transaction<'_>, ind: &Indicator) -> rusqlite::Result<Option<Act>> {
+    fn classify(
+        tx: &Transaction<'_>,
+        identity: &str,
+        ind: &Indicator,
+    ) -> rusqlite::Result<Option<Act>> {
         let row: Option<(Option<i64>, Option<String>)> = tx
-            .query_row(
-                "SELECT last_seen_us, confidence FROM seen WHERE identity = ?1",
-                params![ind.identity()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT last_seen_us, confidence FROM seen WHERE identity = ?1")?
+            .query_row(params![identity], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let Some((seen_last, seen_conf)) = row else {
             return Ok(Some(Act::Add));
@@ -373,6 +374,8 @@ impl Store {
         F: FnMut(&Indicator, Act) -> Option<(String, String)>,
     {
         let mut conn = self.lock();
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| self.err(e))?;
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let mut outcome = PageOutcome::default();
         let now = now_us();
@@ -391,7 +394,9 @@ impl Store {
                 )
                 .map_err(|e| self.err(e))?;
             for ind in items {
-                let Some(act) = Self::classify(&tx, ind).map_err(|e| self.err(e))? else {
+                let identity = ind.identity();
+                let Some(act) = Self::classify(&tx, &identity, ind).map_err(|e| self.err(e))?
+                else {
                     outcome.duplicates += 1;
                     continue;
                 };
@@ -404,7 +409,7 @@ impl Store {
                 page_bytes += line.len() as i64;
                 upsert
                     .execute(params![
-                        ind.identity(),
+                        identity,
                         ind.last_seen.map(|t| t.timestamp_micros()),
                         ind.confidence,
                         now
@@ -554,6 +559,10 @@ impl Store {
     /// that every destination has passed.
     pub fn ack(&self, destination: &str, seq: i64) -> Result<(), StoreError> {
         let mut conn = self.lock();
+        // Positions need no fsync: WAL survives a killed process either way, and after a power
+        // loss an old position only means sending some events again. Pages do need it.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| self.err(e))?;
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         tx.execute(
             "UPDATE positions SET acked_seq = MAX(acked_seq, ?2) WHERE destination = ?1",

@@ -125,9 +125,14 @@ pub fn spawn(dest: DestinationConfig, header: rfc5424::Header, w: Wiring) -> Joi
     tokio::spawn(async move { Task::new(dest, header, w).run().await })
 }
 
-/// How often acknowledgements are written to the store at most while frames are in flight
-/// (each write is an fsync; losing one only means re-sending, never losing).
-const PERSIST_EVERY: Duration = Duration::from_millis(100);
+/// How often acknowledgements are written to the store at most while frames are in flight.
+/// Position updates are not fsync'd (a lost one only means re-sending, never losing), so this
+/// only bounds the write rate.
+const PERSIST_EVERY: Duration = Duration::from_millis(20);
+
+/// At most this many frames are written and not yet acknowledged: it bounds what a crash or
+/// a dead connection can make us send twice (the README's duplicate window).
+const MAX_IN_FLIGHT: usize = 2 * BATCH;
 
 struct Task {
     dest: DestinationConfig,
@@ -188,9 +193,20 @@ impl Task {
         }
     }
 
-    /// Moves `acked` past every in-flight frame the peer acknowledged. Returns false when the
-    /// peer stopped acknowledging for longer than `write_timeout` (a stalled receiver).
+    /// Notices a peer that closed or refused us (first: on TLS an alert voids what its TCP
+    /// stack acknowledged), then moves `acked` past every in-flight frame the peer
+    /// acknowledged. Returns false when the peer stopped acknowledging for longer than
+    /// `write_timeout` (a stalled receiver).
     fn settle(&mut self) -> bool {
+        if let Some(why) = self.conn.as_mut().and_then(|c| c.peer_error()) {
+            self.disconnected(&why);
+            return true;
+        }
+        self.absorb_acks()
+    }
+
+    /// Moves `acked` past every in-flight frame the peer acknowledged (see [`Task::settle`]).
+    fn absorb_acks(&mut self) -> bool {
         let Some(conn) = &self.conn else {
             return true;
         };
@@ -243,9 +259,15 @@ impl Task {
         }
     }
 
-    /// Drops the connection; everything not acknowledged is sent again on the next one.
+    /// Drops the connection; everything not acknowledged is sent again on the next one. The
+    /// socket is reset rather than closed, so the kernel does not deliver late what we are
+    /// about to send again.
     fn disconnected(&mut self, why: &str) {
-        self.settle();
+        // On plain TCP what the peer acknowledged is delivered. On TLS the failure may be the
+        // receiver refusing us, which voids everything it acknowledged: replay it all.
+        if !self.conn.as_ref().is_some_and(|c| c.tls.is_some()) {
+            self.absorb_acks();
+        }
         metrics::get().destination_up(&self.dest.name, false);
         if let Some(c) = self.conn.take() {
             tracing::warn!(
@@ -255,6 +277,7 @@ impl Task {
                 replay = self.inflight.len(),
                 "destination disconnected; unacknowledged events will be sent again"
             );
+            c.abort();
         }
         self.inflight.clear();
         self.sent = self.acked;
@@ -304,6 +327,11 @@ impl Task {
             }
             if let Some(why) = self.conn.as_mut().and_then(|c| c.peer_error()) {
                 self.disconnected(&why);
+                continue;
+            }
+            if self.inflight.len() + batch.len() > MAX_IN_FLIGHT {
+                // Enough in flight: wait for acknowledgements before writing more.
+                self.idle().await;
                 continue;
             }
             if self.conn.is_none() && !self.connect().await {

@@ -35,10 +35,12 @@ pub enum TransportError {
     Tls(#[from] TlsError),
 }
 
-/// A TCP stream that counts the bytes written to the socket (under TLS: ciphertext).
+/// A TCP stream that counts the bytes written to and read from the socket (under TLS:
+/// ciphertext).
 struct Counted {
     inner: TcpStream,
     written: u64,
+    read: u64,
 }
 
 impl AsyncRead for Counted {
@@ -47,7 +49,12 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            self.read += (buf.filled().len() - before) as u64;
+        }
+        r
     }
 }
 
@@ -92,6 +99,11 @@ pub struct Connected {
     ack_base: u64,
     /// When a TLS connection finished its handshake (see [`Connected::acked`]).
     established: Instant,
+    /// TLS: bytes read from the socket when the handshake finished. Anything read later
+    /// (session tickets, the answer to our key update) proves the receiver accepted us.
+    read_at_handshake: Option<u64>,
+    /// TLS: give up waiting for that proof after this long without an alert.
+    confirm_after: Duration,
     /// Which entry of the destination's address list this connection reached (0 = primary).
     pub address_index: usize,
 }
@@ -149,6 +161,8 @@ fn connected(conn: Conn, peer: String) -> Connected {
         tls: None,
         ack_base: 0,
         established: Instant::now(),
+        read_at_handshake: None,
+        confirm_after: Duration::ZERO,
         address_index: 0,
     }
 }
@@ -217,6 +231,7 @@ async fn connect_within(
                     let counted = Counted {
                         inner: stream,
                         written: 0,
+                        read: 0,
                     };
                     let Some(client) = &client else {
                         let mut c = connected(Conn::Tcp(counted), addr.to_string());
@@ -228,15 +243,29 @@ async fn connect_within(
                     let handshake =
                         tokio_rustls::TlsConnector::from(client.clone()).connect(name, counted);
                     match tokio::time::timeout(cfg.connect_timeout, handshake).await {
-                        Ok(Ok(stream)) => {
+                        Ok(Ok(mut stream)) => {
                             if !cfg.tls_verify {
                                 tracing::warn!(destination = %cfg.name, peer = %addr,
                                     "tls_verify = false: the receiver's certificate is NOT verified; anyone on the path can read and alter the events");
                             }
                             let info = tls::peer_info(stream.get_ref().1);
+                            // TLS 1.3 receivers judge a client certificate after our side of
+                            // the handshake is done. Ask for a key update: a receiver that
+                            // accepted us answers it (and usually sends session tickets),
+                            // one that refused us sends an alert instead.
+                            let read_at_handshake = if info.version == "TLSv1.3" {
+                                if stream.get_mut().1.refresh_traffic_keys().is_ok() {
+                                    let _ = stream.flush().await;
+                                }
+                                Some(stream.get_ref().0.read)
+                            } else {
+                                None
+                            };
                             let mut c = connected(Conn::Tls(Box::new(stream)), addr.to_string());
                             c.ack_base = ack_base;
                             c.tls = Some(info);
+                            c.read_at_handshake = read_at_handshake;
+                            c.confirm_after = cfg.write_timeout / 2;
                             c.address_index = index;
                             return Ok(c);
                         }
@@ -336,11 +365,6 @@ fn tune_tcp(stream: &TcpStream, write_timeout: Duration) {
 /// the kernel purges the send queue on RST, so "nothing unacknowledged" would then be a lie,
 /// while "bytes acknowledged" stays exact. `None` where the platform cannot tell.
 fn bytes_acked(stream: &TcpStream) -> Option<u64> {
-    tcp_info(stream).map(|(acked, _)| acked)
-}
-
-/// `(tcpi_bytes_acked, smoothed RTT)` of a TCP socket.
-fn tcp_info(stream: &TcpStream) -> Option<(u64, Duration)> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
@@ -359,10 +383,7 @@ fn tcp_info(stream: &TcpStream) -> Option<(u64, Duration)> {
         };
         let needed =
             std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + std::mem::size_of::<u64>();
-        (rc == 0 && len as usize >= needed).then_some((
-            info.tcpi_bytes_acked,
-            Duration::from_micros(u64::from(info.tcpi_rtt)),
-        ))
+        (rc == 0 && len as usize >= needed).then_some(info.tcpi_bytes_acked)
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -489,19 +510,51 @@ impl Connected {
     /// TLS on Linux). `None` means "position after write" is all we can know.
     ///
     /// A TLS 1.3 receiver that refuses our client certificate does so *after* our side of the
-    /// handshake completed, with an alert about one round trip later; until then its TCP stack
-    /// may already have acknowledged our first frames. So on TLS nothing counts as
-    /// acknowledged before two round trips (and at least 200 ms) have passed without an alert.
+    /// handshake completed, with an alert; its TCP stack may already have acknowledged our
+    /// first frames. So on TLS 1.3 nothing counts as acknowledged until the receiver sent
+    /// something after the handshake (session tickets, the answer to our key update) — proof
+    /// it accepted us — or, for a receiver that sends nothing at all, until half of
+    /// `write_timeout` passed without an alert.
     pub fn acked(&self) -> Option<u64> {
         let t = self.tcp()?;
-        let (raw, rtt) = tcp_info(&t.inner)?;
-        if matches!(self.conn, Conn::Tls(_))
-            && self.established.elapsed() < (rtt * 2).max(Duration::from_millis(200))
-        {
+        let raw = bytes_acked(&t.inner)?;
+        if !self.confirmed() {
             return Some(0);
         }
         // Capped at `written`: the peer's acknowledgement of our FIN counts one more.
         Some(raw.saturating_sub(self.ack_base).min(t.written))
+    }
+
+    /// Whether the receiver is known to have accepted this connection (always, except on a
+    /// fresh TLS 1.3 connection; see [`Connected::acked`]).
+    pub fn confirmed(&self) -> bool {
+        match (self.read_at_handshake, self.tcp()) {
+            (Some(at), Some(t)) => t.read > at || self.established.elapsed() >= self.confirm_after,
+            _ => true,
+        }
+    }
+
+    /// Drops the connection with a reset (SO_LINGER 0): what sits in the send buffer is
+    /// discarded instead of being delivered by the kernel after we gave up on it — we send it
+    /// again on the next connection, so delivering it late would only duplicate it.
+    pub fn abort(self) {
+        if let Some(t) = self.tcp() {
+            use std::os::fd::AsRawFd;
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: the fd is a live socket owned by `t`; linger is plain data.
+            unsafe {
+                libc::setsockopt(
+                    t.inner.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    &linger as *const libc::linger as *const libc::c_void,
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                );
+            }
+        }
     }
 
     /// Waits (up to `timeout`) until the peer acknowledged every byte written. True when it

@@ -293,6 +293,10 @@ pub async fn poll_and_log(source: &mut Source, store: &Store) -> Result<CycleRep
                     kind = e.kind(),
                     "{e}; queued events keep flowing, next try at the next interval (fix the key and send SIGHUP)"
                 ),
+                // A full queue is back-pressure working as configured, not a failure.
+                CycleError::Store(StoreError::QueueFull { .. }) => {
+                    tracing::warn!(error = %e, "queue full: polling paused")
+                }
                 _ => tracing::error!(kind = e.kind(), error = %e, "poll cycle failed; the cursor did not move"),
             }
             Err(e)

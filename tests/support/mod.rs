@@ -124,6 +124,8 @@ pub struct RecordedRequest {
     /// Header names lower-cased.
     pub headers: Vec<(String, String)>,
     pub at: Instant,
+    /// The fake server's clock when it answered (its `meta.generated_at` and `Date`).
+    pub clock: DateTime<Utc>,
 }
 
 impl RecordedRequest {
@@ -166,11 +168,52 @@ pub enum Fault {
     CutConnection,
     /// Sleep this long before answering normally (drives request timeouts).
     Delay(Duration),
+    /// HTTP 429 `rate_limit_exceeded` with `X-RateLimit-Remaining: 0`, an optional
+    /// `Retry-After` and an optional `X-RateLimit-Reset` (`reset_in` seconds after the fake's
+    /// clock; without it the header is left out).
+    RateLimited {
+        retry_after: Option<RetryAfter>,
+        reset_in: Option<i64>,
+    },
+    /// A 200 with an HTML body and `Content-Type: text/html` (a captive portal, a login page).
+    Html,
+    /// Any status, content type and body, with the usual headers.
+    Raw {
+        status: u16,
+        content_type: &'static str,
+        body: &'static str,
+    },
+    /// Reads the request, then closes the connection without a byte of answer.
+    Close,
+    /// Sends the head (full Content-Length) and half the body, then stalls this long before
+    /// closing (a server that hangs mid-body).
+    StallBody(Duration),
+}
+
+/// How a 429 says when to come back.
+#[derive(Clone, Debug)]
+pub enum RetryAfter {
+    /// `Retry-After: N` (delta seconds).
+    Secs(u64),
+    /// `Retry-After: <HTTP-date>` this many seconds after the fake's clock.
+    DateIn(i64),
+}
+
+/// `X-RateLimit-*` values for one response; `reset_in` is relative to the fake's clock.
+#[derive(Clone, Debug)]
+pub struct RateHeaders {
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset_in: i64,
 }
 
 type Head = (String, String, Vec<(String, String)>);
 
 type FaultRule = Arc<dyn Fn(&RecordedRequest) -> Option<Fault> + Send + Sync>;
+
+/// Called with the feed locked before the IOC request number `n` (0-based, counting every
+/// request to `/api/v1/iocs`) is answered: inserts or updates indicators mid-walk.
+type FeedHook = Arc<dyn Fn(usize, &RecordedRequest, &mut Vec<Value>) + Send + Sync>;
 
 pub struct ApiState {
     /// The key the server accepts (`Authorization: Bearer` or `X-API-Key`).
@@ -184,6 +227,15 @@ pub struct ApiState {
     /// A fault decided per request, e.g. "every request with offset > 0 gets a 500".
     pub fault_rule: Option<FaultRule>,
     pub requests: Vec<RecordedRequest>,
+    /// Added to the real clock when `clock` is `None` (a server clock that runs ahead or behind).
+    pub clock_offset: chrono::Duration,
+    /// The tier's lookback: `since` older than `now - lookback` is raised to it, as the API does.
+    pub tier_lookback: Option<chrono::Duration>,
+    /// `X-RateLimit-*` overrides for the next responses, one each.
+    pub rate_headers: VecDeque<RateHeaders>,
+    /// Serve gzip bodies to clients that send `Accept-Encoding: gzip`.
+    pub gzip: bool,
+    pub feed_hook: Option<FeedHook>,
 }
 
 /// A hand-written HTTP/1.1 server that serves `GET /api/v1/iocs` like the real API.
@@ -208,6 +260,11 @@ impl FakeApi {
                 faults: VecDeque::new(),
                 fault_rule: None,
                 requests: Vec::new(),
+                clock_offset: chrono::Duration::zero(),
+                tier_lookback: None,
+                rate_headers: VecDeque::new(),
+                gzip: false,
+                feed_hook: None,
             })),
             stop: Arc::new(AtomicBool::new(false)),
         };
@@ -259,6 +316,52 @@ impl FakeApi {
         let mut s = self.state.lock().unwrap();
         s.faults.clear();
         s.fault_rule = None;
+    }
+
+    /// Queues `fault` for each of the next `k` requests.
+    pub fn push_faults(&self, f: Fault, k: usize) {
+        let mut s = self.state.lock().unwrap();
+        for _ in 0..k {
+            s.faults.push_back(f.clone());
+        }
+    }
+
+    /// A server clock that runs `offset` ahead of (or, negative, behind) the host's clock.
+    /// Clears a fixed clock set by `set_clock`.
+    pub fn set_clock_offset(&self, offset: chrono::Duration) {
+        let mut s = self.state.lock().unwrap();
+        s.clock = None;
+        s.clock_offset = offset;
+    }
+
+    /// The fake server's current clock (second precision).
+    pub fn clock_now(&self) -> DateTime<Utc> {
+        let s = self.state.lock().unwrap();
+        s.clock.unwrap_or_else(|| now_secs() + s.clock_offset)
+    }
+
+    /// Clamp `since` to `now - lookback` like the API's tier lookback (Free: 1 day).
+    pub fn set_tier_lookback(&self, lookback: chrono::Duration) {
+        self.state.lock().unwrap().tier_lookback = Some(lookback);
+    }
+
+    /// The next response (of any status) carries these `X-RateLimit-*` values.
+    pub fn push_rate_headers(&self, h: RateHeaders) {
+        self.state.lock().unwrap().rate_headers.push_back(h);
+    }
+
+    /// Answer with `Content-Encoding: gzip` when the client accepts it.
+    pub fn set_gzip(&self, on: bool) {
+        self.state.lock().unwrap().gzip = on;
+    }
+
+    /// Runs `hook(n, request, feed)` before IOC request `n` (0-based) is answered, with the
+    /// feed locked: the way to insert or update indicators between two pages of one walk.
+    pub fn set_feed_hook(
+        &self,
+        hook: impl Fn(usize, &RecordedRequest, &mut Vec<Value>) + Send + Sync + 'static,
+    ) {
+        self.state.lock().unwrap().feed_hook = Some(Arc::new(hook));
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
@@ -380,20 +483,90 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn write_response(
+/// What every answer of one request shares: the fake's clock and its rate-limit headers.
+struct Reply {
+    clock: DateTime<Utc>,
+    rate: Option<RateHeaders>,
+    /// Leave `X-RateLimit-Reset` out.
+    no_reset: bool,
+}
+
+/// An HTTP-date (IMF-fixdate), as in `Date` and `Retry-After`.
+pub fn http_date(t: DateTime<Utc>) -> String {
+    t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+fn write_response_ex(
     conn: &mut TcpStream,
+    reply: &Reply,
     status: u16,
+    content_type: &str,
+    extra: &[(String, String)],
     body: &[u8],
     content_length: usize,
 ) -> std::io::Result<()> {
-    let reset = Utc::now().timestamp() + 60;
-    let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nX-RateLimit-Limit: 1000\r\nX-RateLimit-Remaining: 999\r\nX-RateLimit-Reset: {reset}\r\nContent-Length: {content_length}\r\nConnection: close\r\n\r\n",
-        reason(status)
+    let (limit, remaining, reset) = match &reply.rate {
+        Some(r) => (r.limit, r.remaining, reply.clock.timestamp() + r.reset_in),
+        None => (1000, 999, reply.clock.timestamp() + 60),
+    };
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nDate: {}\r\n",
+        reason(status),
+        http_date(reply.clock)
     );
+    let has = |name: &str| extra.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+    if !has("X-RateLimit-Limit") {
+        head.push_str(&format!("X-RateLimit-Limit: {limit}\r\n"));
+    }
+    if !has("X-RateLimit-Remaining") {
+        head.push_str(&format!("X-RateLimit-Remaining: {remaining}\r\n"));
+    }
+    if !has("X-RateLimit-Reset") && !reply.no_reset {
+        head.push_str(&format!("X-RateLimit-Reset: {reset}\r\n"));
+    }
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!(
+        "Content-Length: {content_length}\r\nConnection: close\r\n\r\n"
+    ));
     conn.write_all(head.as_bytes())?;
     conn.write_all(body)?;
     conn.flush()
+}
+
+/// CRC-32 (IEEE), for the gzip trailer.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0xedb8_8320 & mask);
+        }
+    }
+    !crc
+}
+
+/// A valid gzip member made of stored (uncompressed) deflate blocks: no compressor needed,
+/// and every gzip decoder must accept it.
+pub fn gzip_stored(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    let mut chunks = data.chunks(0xffff).peekable();
+    if chunks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(c) = chunks.next() {
+        let last = chunks.peek().is_none();
+        out.push(if last { 1 } else { 0 });
+        let len = c.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(c);
+    }
+    out.extend_from_slice(&crc32(data).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
 }
 
 fn norm_type(t: &str) -> String {
@@ -413,38 +586,144 @@ fn serve_connection(
         Some((p, q)) => (p.to_string(), parse_query(q)),
         None => (target.clone(), Vec::new()),
     };
-    let req = RecordedRequest {
+    let mut req = RecordedRequest {
         method: method.clone(),
         path: path.clone(),
         query,
         headers,
         at: Instant::now(),
+        clock: now_secs(),
     };
 
     // Record, then decide on a fault while holding the state lock only briefly.
-    let (fault, api_key, max_limit, clock) = {
+    let (fault, api_key, max_limit, clock, tier_lookback, rate, gzip, hook, ioc_index) = {
         let mut s = state.lock().unwrap();
+        let clock = s.clock.unwrap_or_else(|| now_secs() + s.clock_offset);
+        req.clock = clock;
+        let ioc_index = s
+            .requests
+            .iter()
+            .filter(|r| r.path == "/api/v1/iocs")
+            .count();
         s.requests.push(req.clone());
         let fault = match s.faults.pop_front() {
             Some(f) => Some(f),
             None => s.fault_rule.clone().and_then(|rule| rule(&req)),
         };
-        (fault, s.api_key.clone(), s.max_limit, s.clock)
+        let rate = s.rate_headers.pop_front();
+        (
+            fault,
+            s.api_key.clone(),
+            s.max_limit,
+            s.clock,
+            s.tier_lookback,
+            rate,
+            s.gzip,
+            s.feed_hook.clone(),
+            ioc_index,
+        )
+    };
+    let reply = Reply {
+        clock: req.clock,
+        rate,
+        no_reset: false,
+    };
+    if path == "/api/v1/iocs" {
+        if let Some(hook) = hook {
+            hook(ioc_index, &req, &mut feed.lock().unwrap());
+        }
+    }
+    let json_reply = |conn: &mut TcpStream, status: u16, body: &str| {
+        write_response_ex(
+            conn,
+            &reply,
+            status,
+            "application/json",
+            &[],
+            body.as_bytes(),
+            body.len(),
+        )
     };
 
     let mut delay = None;
-    match fault {
+    match &fault {
         Some(Fault::Status(status, code)) => {
             let body = error_body(code, "injected failure");
-            return write_response(&mut conn, status, body.as_bytes(), body.len());
+            return json_reply(&mut conn, *status, &body);
         }
-        Some(Fault::Delay(d)) => delay = Some(d),
+        Some(Fault::Delay(d)) => delay = Some(*d),
+        Some(Fault::RateLimited {
+            retry_after,
+            reset_in,
+        }) => {
+            let mut extra = vec![("X-RateLimit-Remaining".to_string(), "0".to_string())];
+            if let Some(r) = reset_in {
+                extra.push((
+                    "X-RateLimit-Reset".to_string(),
+                    (reply.clock.timestamp() + r).to_string(),
+                ));
+            }
+            let reply = Reply {
+                clock: reply.clock,
+                rate: None,
+                no_reset: reset_in.is_none(),
+            };
+            match retry_after {
+                Some(RetryAfter::Secs(n)) => extra.push(("Retry-After".to_string(), n.to_string())),
+                Some(RetryAfter::DateIn(n)) => extra.push((
+                    "Retry-After".to_string(),
+                    http_date(reply.clock + chrono::Duration::seconds(*n)),
+                )),
+                None => {}
+            }
+            let body = error_body("rate_limit_exceeded", "Rate limit exceeded");
+            return write_response_ex(
+                &mut conn,
+                &reply,
+                429,
+                "application/json",
+                &extra,
+                body.as_bytes(),
+                body.len(),
+            );
+        }
+        Some(Fault::Html) => {
+            let body = "<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body><form action=\"/login\"></form></body></html>\n";
+            return write_response_ex(
+                &mut conn,
+                &reply,
+                200,
+                "text/html; charset=utf-8",
+                &[],
+                body.as_bytes(),
+                body.len(),
+            );
+        }
+        Some(Fault::Raw {
+            status,
+            content_type,
+            body,
+        }) => {
+            return write_response_ex(
+                &mut conn,
+                &reply,
+                *status,
+                content_type,
+                &[],
+                body.as_bytes(),
+                body.len(),
+            );
+        }
+        Some(Fault::Close) => {
+            let _ = conn.shutdown(Shutdown::Both);
+            return Ok(());
+        }
         _ => {}
     }
 
     if method != "GET" || path != "/api/v1/iocs" {
         let body = error_body("not_found", "no such endpoint");
-        return write_response(&mut conn, 404, body.as_bytes(), body.len());
+        return json_reply(&mut conn, 404, &body);
     }
 
     // Authentication: Bearer (recommended) or X-API-Key.
@@ -456,16 +735,16 @@ fn serve_connection(
     match presented {
         None => {
             let body = error_body("missing_api_key", "API key required");
-            return write_response(&mut conn, 401, body.as_bytes(), body.len());
+            return json_reply(&mut conn, 401, &body);
         }
         Some(k) if k != api_key => {
             let body = error_body("invalid_api_key", "Invalid API key");
-            return write_response(&mut conn, 401, body.as_bytes(), body.len());
+            return json_reply(&mut conn, 401, &body);
         }
         Some(_) => {}
     }
 
-    let now = clock.unwrap_or_else(now_secs);
+    let now = clock.unwrap_or(reply.clock);
     let bad = |what: &str| error_body("invalid_parameter", what);
 
     let limit = match req.param("limit") {
@@ -474,7 +753,7 @@ fn serve_connection(
             Ok(n) if n >= 1 => n,
             _ => {
                 let body = bad("limit must be a positive integer");
-                return write_response(&mut conn, 400, body.as_bytes(), body.len());
+                return json_reply(&mut conn, 400, &body);
             }
         },
     }
@@ -485,11 +764,11 @@ fn serve_connection(
             Ok(n) => n,
             Err(_) => {
                 let body = bad("offset must be a non-negative integer");
-                return write_response(&mut conn, 400, body.as_bytes(), body.len());
+                return json_reply(&mut conn, 400, &body);
             }
         },
     };
-    let since = match req.param("since") {
+    let mut since = match req.param("since") {
         None => None,
         Some(v) => {
             // A raw `+` in an offset decodes as a space; accept that form too.
@@ -497,11 +776,16 @@ fn serve_connection(
                 Some(t) => Some(t),
                 None => {
                     let body = bad("since must be an ISO 8601 datetime");
-                    return write_response(&mut conn, 400, body.as_bytes(), body.len());
+                    return json_reply(&mut conn, 400, &body);
                 }
             }
         }
     };
+    if let Some(lb) = tier_lookback {
+        // Older than the tier's window is silently clamped (SPEC "Indicator semantics").
+        let floor = now - lb;
+        since = Some(since.map_or(floor, |s| s.max(floor)));
+    }
     let type_filter = req.param("type").map(norm_type);
     let conf_filter = req.param("confidence").map(|s| s.to_string());
     let cat_filter = req.param("category").map(|s| s.to_string());
@@ -583,15 +867,64 @@ fn serve_connection(
     match fault {
         Some(Fault::MalformedJson) => {
             let cut = &body.as_bytes()[..body.len() / 2];
-            write_response(&mut conn, 200, cut, cut.len())
+            write_response_ex(
+                &mut conn,
+                &reply,
+                200,
+                "application/json",
+                &[],
+                cut,
+                cut.len(),
+            )
         }
         Some(Fault::CutConnection) => {
             let cut = &body.as_bytes()[..body.len() / 2];
-            let r = write_response(&mut conn, 200, cut, body.len());
+            let r = write_response_ex(
+                &mut conn,
+                &reply,
+                200,
+                "application/json",
+                &[],
+                cut,
+                body.len(),
+            );
             let _ = conn.shutdown(Shutdown::Both);
             r
         }
-        _ => write_response(&mut conn, 200, body.as_bytes(), body.len()),
+        Some(Fault::StallBody(d)) => {
+            let cut = &body.as_bytes()[..body.len() / 2];
+            let r = write_response_ex(
+                &mut conn,
+                &reply,
+                200,
+                "application/json",
+                &[],
+                cut,
+                body.len(),
+            );
+            thread::sleep(d);
+            let _ = conn.shutdown(Shutdown::Both);
+            r
+        }
+        _ => {
+            let accepts_gzip = req
+                .header("accept-encoding")
+                .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+            if gzip && accepts_gzip {
+                let gz = gzip_stored(body.as_bytes());
+                write_response_ex(
+                    &mut conn,
+                    &reply,
+                    200,
+                    "application/json",
+                    &[("Content-Encoding".to_string(), "gzip".to_string())],
+                    &gz,
+                    gz.len(),
+                )
+            } else {
+                json_reply(&mut conn, 200, &body)
+            }
+        }
     }
 }
 
@@ -1108,6 +1441,22 @@ impl Agent {
         }
     }
 
+    /// Like `spawn`, for a command built by the caller (extra environment, a wrapper that
+    /// `exec`s the binary, other arguments): stdout and stderr are captured.
+    pub fn spawn_cmd(mut cmd: Command) -> Agent {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn ioc-forwarder");
+        let pid = child.id();
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        Agent {
+            child: Some(child),
+            pid,
+            stderr,
+            stdout,
+        }
+    }
+
     pub fn stderr(&self) -> String {
         text(&self.stderr.lock().unwrap())
     }
@@ -1140,7 +1489,8 @@ impl Agent {
         }
     }
 
-    fn signal(&self, sig: &str) {
+    /// Sends `kill -SIG` (e.g. "HUP") to the agent.
+    pub fn signal(&self, sig: &str) {
         let st = Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(self.pid.to_string())
@@ -1502,3 +1852,10 @@ pub fn tally(values: &[String]) -> HashMap<String, usize> {
     }
     m
 }
+
+// Misbehaving receivers, a private network namespace and wrapped commands for tests/delivery.rs.
+pub mod faults;
+
+// TLS certificates and a rustls receiver; UDP and unix-socket receivers (tests/transports.rs).
+pub mod sockets;
+pub mod tls;

@@ -1,0 +1,218 @@
+//! Datagram and unix-socket receivers for the end-to-end transport tests: a UDP socket on
+//! 127.0.0.1, a unix datagram socket (like `/dev/log`) and a unix stream socket (like a local
+//! relay), each bound by the test and recording exactly what arrived.
+
+use std::io::{ErrorKind, Read};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+type Datagrams = Arc<Mutex<Vec<Vec<u8>>>>;
+/// Every connection's bytes, in accept order.
+type StreamConns = Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>;
+
+fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Receives datagrams until `stop`; each one is kept whole (64 KiB buffer).
+fn collect_datagrams(
+    mut recv: impl FnMut(&mut [u8]) -> std::io::Result<usize> + Send + 'static,
+    stop: Arc<AtomicBool>,
+) -> Datagrams {
+    let got: Datagrams = Arc::default();
+    let g = got.clone();
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        while !stop.load(Ordering::SeqCst) {
+            match recv(&mut buf) {
+                Ok(n) => g.lock().unwrap().push(buf[..n].to_vec()),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    got
+}
+
+/// A UDP syslog receiver on 127.0.0.1: one message per datagram.
+pub struct UdpReceiver {
+    pub addr: SocketAddr,
+    got: Datagrams,
+    stop: Arc<AtomicBool>,
+}
+
+impl UdpReceiver {
+    pub fn start() -> UdpReceiver {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind UDP receiver");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let got = collect_datagrams(move |b| sock.recv(b), stop.clone());
+        UdpReceiver { addr, got, stop }
+    }
+
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Every datagram received, in arrival order.
+    pub fn datagrams(&self) -> Vec<Vec<u8>> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Polls until at least `n` datagrams arrived or `timeout` passed; returns the count.
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> usize {
+        wait_until(timeout, || self.got.lock().unwrap().len() >= n);
+        self.got.lock().unwrap().len()
+    }
+}
+
+impl Drop for UdpReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A unix datagram socket bound by the test (what `/dev/log` is).
+pub struct UnixDgramReceiver {
+    pub path: PathBuf,
+    got: Datagrams,
+    stop: Arc<AtomicBool>,
+}
+
+impl UnixDgramReceiver {
+    pub fn start(path: &Path) -> UnixDgramReceiver {
+        let sock = UnixDatagram::bind(path).expect("bind unix datagram receiver");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let got = collect_datagrams(move |b| sock.recv(b), stop.clone());
+        UnixDgramReceiver {
+            path: path.to_path_buf(),
+            got,
+            stop,
+        }
+    }
+
+    pub fn datagrams(&self) -> Vec<Vec<u8>> {
+        self.got.lock().unwrap().clone()
+    }
+
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> usize {
+        wait_until(timeout, || self.got.lock().unwrap().len() >= n);
+        self.got.lock().unwrap().len()
+    }
+}
+
+impl Drop for UnixDgramReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A unix stream socket bound by the test; keeps every byte of every connection.
+pub struct UnixStreamReceiver {
+    pub path: PathBuf,
+    conns: StreamConns,
+    stop: Arc<AtomicBool>,
+}
+
+impl UnixStreamReceiver {
+    pub fn start(path: &Path) -> UnixStreamReceiver {
+        let listener = UnixListener::bind(path).expect("bind unix stream receiver");
+        let conns: StreamConns = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, s) = (conns.clone(), stop.clone());
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let buf = Arc::new(Mutex::new(Vec::new()));
+                c.lock().unwrap().push(buf.clone());
+                let s = s.clone();
+                thread::spawn(move || {
+                    let _ = conn.set_read_timeout(Some(Duration::from_millis(100)));
+                    let mut chunk = vec![0u8; 64 * 1024];
+                    loop {
+                        match conn.read(&mut chunk) {
+                            Ok(0) => break,
+                            Ok(n) => buf.lock().unwrap().extend_from_slice(&chunk[..n]),
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    ErrorKind::WouldBlock | ErrorKind::TimedOut
+                                ) =>
+                            {
+                                if s.load(Ordering::SeqCst) {
+                                    break;
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                });
+            }
+        });
+        UnixStreamReceiver {
+            path: path.to_path_buf(),
+            conns,
+            stop,
+        }
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.lock().unwrap().len()
+    }
+
+    /// Every byte received, per connection, in accept order.
+    pub fn raw(&self) -> Vec<Vec<u8>> {
+        self.conns
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| b.lock().unwrap().clone())
+            .collect()
+    }
+
+    /// Complete LF-terminated frames (without the LF) of every connection.
+    pub fn frames_lf(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for bytes in self.raw() {
+            let mut rest = &bytes[..];
+            while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+                out.push(String::from_utf8_lossy(&rest[..pos]).into_owned());
+                rest = &rest[pos + 1..];
+            }
+        }
+        out
+    }
+
+    pub fn wait_for_lf(&self, n: usize, timeout: Duration) -> usize {
+        wait_until(timeout, || self.frames_lf().len() >= n);
+        self.frames_lf().len()
+    }
+}
+
+impl Drop for UnixStreamReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = UnixStream::connect(&self.path);
+    }
+}
