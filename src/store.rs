@@ -102,7 +102,7 @@ CREATE TABLE IF NOT EXISTS seen (
     last_seen_us INTEGER,
     confidence TEXT,
     recorded_us INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_recorded ON seen (recorded_us);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -162,6 +162,8 @@ impl Store {
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // 16 MiB of page cache (negative = KiB): dedup lookups of a big backfill stay in memory.
+        conn.pragma_update(None, "cache_size", -16384)?;
         conn.execute_batch(SCHEMA)?;
         // Recount the queue's bytes (one scan at start): the running total can then never
         // drift across versions or repairs. It also touches the tables, so damage shows now.
