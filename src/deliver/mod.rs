@@ -265,7 +265,7 @@ impl Task {
     fn disconnected(&mut self, why: &str) {
         // On plain TCP what the peer acknowledged is delivered. On TLS the failure may be the
         // receiver refusing us, which voids everything it acknowledged: replay it all.
-        if !self.conn.as_ref().is_some_and(|c| c.tls.is_some()) {
+        if self.conn.as_ref().is_none_or(|c| c.tls.is_none()) {
             self.absorb_acks();
         }
         metrics::get().destination_up(&self.dest.name, false);
