@@ -307,9 +307,15 @@ pub enum OnceOutcome {
 pub async fn once(cfg: &Config) -> Result<OnceOutcome, AgentError> {
     let pipeline = Pipeline::start(cfg).await?;
     let mut src = Source::new(cfg)?;
+    // Only `once` may draw a progress bar; `run`'s stderr is a log.
+    src.progress_bar_if_terminal();
     let polled = poll(&mut src, &pipeline.store).await;
     pipeline.notify_committed().await;
-    prune(cfg, &pipeline.store).await;
+    // Only after a successful poll: a failed one leaves the cursor where it was, and the
+    // versions seen since then are needed when the next cycle re-reads that window.
+    if polled.is_ok() {
+        source::prune_seen(cfg.source.lookback, &pipeline.store).await;
+    }
     let delivered = pipeline.drain(cfg.shutdown_timeout, true).await;
     let acked = pipeline.stop().await;
     Ok(match (polled, delivered && acked) {
@@ -339,21 +345,6 @@ async fn poll(src: &mut Source, store: &Store) -> Result<source::CycleReport, Cy
     result
 }
 
-/// Keeps the dedup table bounded: versions recorded longer ago than the lookback plus a day
-/// cannot be served to us again by a `since` query.
-async fn prune(cfg: &Config, store: &Store) {
-    let horizon = chrono::Duration::from_std(cfg.source.lookback)
-        .unwrap_or(chrono::Duration::days(1))
-        .max(chrono::Duration::days(1))
-        + chrono::Duration::days(1);
-    let before = chrono::Utc::now() - horizon;
-    match store.call(move |s| s.prune_seen(before)).await {
-        Ok(0) => {}
-        Ok(n) => tracing::debug!(pruned = n, "forgot old indicator versions"),
-        Err(e) => tracing::warn!(error = %e, "cannot prune old indicator versions"),
-    }
-}
-
 fn notify(state: &[sd_notify::NotifyState<'_>]) {
     // Outside systemd NOTIFY_SOCKET is unset and this is a no-op.
     let _ = sd_notify::notify(false, state);
@@ -376,7 +367,7 @@ fn spawn_poller(
                 tail.send_replace(t);
             }
             if result.is_ok() {
-                prune(&cfg, &store).await;
+                source::prune_seen(cfg.source.lookback, &store).await;
             }
             let _ = results.send(result.map_err(|e| e.kind().to_string())).await;
             tokio::time::sleep(cfg.source.poll_interval).await;

@@ -6,10 +6,19 @@
 //! first page minus [`OVERLAP`] — is committed with the last page only. A cycle that fails
 //! half-way therefore leaves the cursor where it was, and the retry re-walks the window;
 //! dedup by version makes the re-walk harmless.
+//!
+//! The feed moves while we walk: new and re-seen indicators go to the head of the newest-first
+//! order and push everything after them one place further, so a later page starts with items
+//! an earlier page already had. Items are never pushed the other way, so offset paging plus
+//! dedup by version misses nothing that was in the window when the walk began; what arrived
+//! during the walk is newer than the first page's `generated_at` and comes with the next
+//! cycle, whose `since` reaches back [`OVERLAP`] before it.
 
 pub mod file;
+pub mod progress;
 pub mod socdefenders;
 
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -18,6 +27,7 @@ use crate::config::{Config, SourceKind};
 use crate::encode::cef::{self, Act, CefOptions};
 use crate::indicator::{Indicator, IocType};
 use crate::store::{Store, StoreError};
+use progress::{Progress, ProgressMode};
 use socdefenders::{ApiClient, ServerFilters, SourceError};
 
 /// How far behind the server's clock the next cycle starts, so that indicators committed on
@@ -79,7 +89,24 @@ pub struct Source {
     local_types: Vec<IocType>,
     local_confidence: Vec<String>,
     server: ServerFilters,
+    /// Draw a progress line on stderr (`once` on a terminal) instead of logging progress.
+    progress_bar: bool,
 }
+
+/// Types every page of the API's documentation spells the same way, so the server can filter
+/// them. `sha512` is only in the OpenAPI enum and `mitre-attack` is spelled `mitre_attack`
+/// there: those are filtered here, which is always right and costs only requests.
+const SERVER_FILTERABLE_TYPES: &[IocType] = &[
+    IocType::Ipv4,
+    IocType::Ipv6,
+    IocType::Domain,
+    IocType::Url,
+    IocType::Md5,
+    IocType::Sha1,
+    IocType::Sha256,
+    IocType::Cve,
+    IocType::Email,
+];
 
 impl Source {
     pub fn new(cfg: &Config) -> Result<Source, CycleError> {
@@ -97,8 +124,12 @@ impl Source {
         let mut local_types = Vec::new();
         let mut local_confidence = Vec::new();
         let is_api = matches!(backend, Backend::Api(_));
-        if s.types.len() == 1 && is_api {
-            server.ioc_type = Some(s.types[0].clone());
+        let one_type = match s.types.as_slice() {
+            [t] if SERVER_FILTERABLE_TYPES.contains(&IocType::parse(t)) => Some(t.clone()),
+            _ => None,
+        };
+        if let (Some(t), true) = (one_type, is_api) {
+            server.ioc_type = Some(t);
         } else {
             local_types = s.types.iter().map(|t| IocType::parse(t)).collect();
         }
@@ -121,7 +152,14 @@ impl Source {
             local_types,
             local_confidence,
             server,
+            progress_bar: false,
         })
+    }
+
+    /// For `once`: when stderr is a terminal, long walks draw a progress line there instead of
+    /// logging progress every 10 seconds. `run` never calls this (its stderr is a log).
+    pub fn progress_bar_if_terminal(&mut self) {
+        self.progress_bar = std::io::stderr().is_terminal();
     }
 
     fn wanted(&self, i: &Indicator) -> bool {
@@ -143,15 +181,40 @@ impl Source {
         report.pages += 1;
         report.fetched += items.len() as u64;
         let mut indicators = Vec::with_capacity(items.len());
+        // Counted per page, then added to the process-wide metrics in one go per label.
+        let mut by_type: Vec<(&'static str, u64)> = Vec::new();
+        let mut by_reason: Vec<(&'static str, u64)> = Vec::new();
+        let bump = |counts: &mut Vec<(&'static str, u64)>, label: &'static str| match counts
+            .iter_mut()
+            .find(|(l, _)| *l == label)
+        {
+            Some((_, n)) => *n += 1,
+            None => counts.push((label, 1)),
+        };
         for v in &items {
             match Indicator::from_json(v) {
-                Ok(i) if self.wanted(&i) => indicators.push(i),
-                Ok(_) => report.filtered += 1,
+                Ok(i) => {
+                    // `other` for unknown types (SPEC): a bounded label set.
+                    bump(&mut by_type, i.ioc_type.as_str());
+                    if self.wanted(&i) {
+                        indicators.push(i);
+                    } else {
+                        report.filtered += 1;
+                    }
+                }
                 Err(skip) => {
                     report.skipped += 1;
+                    bump(&mut by_reason, skip.reason());
                     tracing::debug!(reason = skip.reason(), "skipped an item of the feed");
                 }
             }
+        }
+        let m = crate::metrics::get();
+        for (t, n) in by_type {
+            m.fetched(t, n);
+        }
+        for (r, n) in by_reason {
+            m.skipped(r, n);
         }
         let opts = self.cef.clone();
         let outcome = store
@@ -199,15 +262,25 @@ impl Source {
         cursor: Option<DateTime<Utc>>,
         report: &mut CycleReport,
     ) -> Result<(), CycleError> {
-        // Without a cursor this is the first cycle: reach back `lookback` on our own clock
-        // (the only time the local clock is used; the API clamps it to the tier's window).
-        let since = cursor.unwrap_or_else(|| {
-            Utc::now()
-                - chrono::Duration::from_std(self.lookback).unwrap_or(chrono::Duration::days(1))
-        });
-        self.warn_about_gap(store, since).await;
+        let lookback = chrono_duration(self.lookback);
+        let overlap = chrono_duration(OVERLAP);
+        // Without a cursor this is the first cycle: reach back `lookback`, on our clock for the
+        // first request (plus the overlap, so a server a few minutes behind loses nothing at the
+        // far edge), then on the server's clock once its first page tells us the time.
+        let mut since = cursor.unwrap_or_else(|| Utc::now() - lookback - overlap);
+        let mut on_server_clock = cursor.is_some();
         let mut offset = 0u64;
         let mut server_time: Option<DateTime<Utc>> = None;
+        let mut first = true;
+        let mut prev_edges = None;
+        let mut progress = Progress::new(
+            if self.progress_bar {
+                ProgressMode::Bar
+            } else {
+                ProgressMode::Log
+            },
+            tokio::time::Instant::now(),
+        );
         loop {
             let Backend::Api(api) = &mut self.backend else {
                 unreachable!("walk is only called for the API backend")
@@ -215,56 +288,186 @@ impl Source {
             let page = api
                 .page(Some(since), offset, self.page_size, &self.server)
                 .await?;
-            if report.pages == 0 {
-                server_time = page.server_time;
-                if server_time.is_none() {
-                    tracing::warn!("the API sent neither meta.generated_at nor a Date header; the cursor will not move this cycle");
-                }
+            let edges = page_edges(&page.items);
+            if offset > 0 && page.items.len() > 1 && edges == prev_edges {
+                // The same page again at a new offset: a cache or proxy that ignores the query
+                // would otherwise feed us page one forever.
+                return Err(SourceError::Decode(format!(
+                    "the API answered offset {offset} with the same page as before (meta.offset {:?}); is a cache ignoring the query string?",
+                    page.offset
+                ))
+                .into());
             }
-            let n = page.items.len() as u64;
-            let server_limit = page
-                .limit
-                .filter(|l| *l > 0)
-                .unwrap_or(self.page_size as u64);
-            let last = n == 0 || n < server_limit;
-            if report.pages == 0 {
+            prev_edges = edges;
+            if first {
+                server_time = page.server_time;
+                if let (Some(t), false) = (server_time, on_server_clock) {
+                    on_server_clock = true;
+                    let skew = t - Utc::now();
+                    if skew.num_seconds().abs() > overlap.num_seconds() {
+                        // Nothing is committed yet: start over from the server's clock, so the
+                        // window is `lookback` on the clock that decides what `since` means (a
+                        // server behind ours would otherwise lose the far edge).
+                        since = t - lookback;
+                        tracing::warn!(
+                            skew_s = skew.num_seconds(),
+                            since = %since.to_rfc3339(),
+                            "the API's clock differs from this host's by {}; the first walk restarts from the server's time minus the lookback",
+                            short_hours(skew)
+                        );
+                        continue;
+                    }
+                }
+                match (cursor, server_time) {
+                    (Some(c), Some(t)) => warn_about_gap(c, t, self.lookback),
+                    (Some(c), None) => {
+                        tracing::warn!("the API sent neither meta.generated_at nor a Date header; the cursor will not move this cycle");
+                        warn_about_gap_local(store, c, self.lookback).await;
+                    }
+                    (None, None) => tracing::warn!("the API sent neither meta.generated_at nor a Date header; the cursor will not move this cycle"),
+                    (None, Some(_)) => {}
+                }
                 if let Some(total) = page.total {
                     tracing::debug!(total, "API reports the size of this cycle's window");
                 }
+                first = false;
             }
+            let n = page.items.len() as u64;
+            let last = is_last_page(n, offset, page.limit, page.total);
             let next_cursor = if last {
                 // Taken as is even when it is earlier than the old cursor (a server clock set
                 // back): re-reading a window costs only duplicates, skipping one loses data.
-                server_time.map(|t| t - chrono::Duration::from_std(OVERLAP).unwrap_or_default())
+                server_time.map(|t| t - overlap)
             } else {
                 None
             };
             let me = &*self;
             me.commit(store, page.items, next_cursor, report).await?;
+            progress.page(n, page.total, tokio::time::Instant::now());
             if last {
+                progress.finish(tokio::time::Instant::now());
                 report.cursor = next_cursor.or(cursor);
                 return Ok(());
             }
             offset += n;
         }
     }
+}
 
-    /// Warns when the agent was away longer than the API can reach back.
-    async fn warn_about_gap(&self, store: &Store, since: DateTime<Utc>) {
-        let Ok(Some(last)) = store.call(|s| s.last_success()).await else {
+/// Warns when the cursor is older than what the API can still serve: `lookback` back from the
+/// server's clock (the API clamps `since` to its tier's window, Free: 1 day). Both times are
+/// the server's, so a skewed host clock can neither fake nor hide a gap.
+fn warn_about_gap(cursor: DateTime<Utc>, server_now: DateTime<Utc>, lookback: Duration) {
+    if let Some(lost) = lost_span(cursor, server_now, lookback) {
+        warn_lost(cursor, lost, lookback);
+    }
+}
+
+/// The same when the API tells us no time: the last successful poll against our clock.
+async fn warn_about_gap_local(store: &Store, cursor: DateTime<Utc>, lookback: Duration) {
+    let Ok(Some(last)) = store.call(|s| s.last_success()).await else {
+        return;
+    };
+    let lost = Utc::now() - last - chrono_duration(lookback);
+    if lost >= chrono::Duration::minutes(1) {
+        warn_lost(cursor, lost, lookback);
+    }
+}
+
+fn warn_lost(cursor: DateTime<Utc>, lost: chrono::Duration, lookback: Duration) {
+    let hours = lost.num_seconds() as f64 / 3600.0;
+    tracing::warn!(
+        since = %cursor.to_rfc3339(),
+        lost_hours = format!("{hours:.1}"),
+        lookback = %humantime::format_duration(lookback),
+        "the last successful poll is older than the lookback the API can serve; indicators from about {hours:.1} hours cannot be recovered"
+    );
+}
+
+/// How much of the feed between the previous cycle and now the API can no longer serve, when
+/// it only reaches `lookback` back from `server_now`. The cursor is the previous cycle's first
+/// `generated_at` minus the overlap, and everything up to that `generated_at` was fetched
+/// then: the loss lies between it and the window's edge. `None` below a minute.
+pub fn lost_span(
+    cursor: DateTime<Utc>,
+    server_now: DateTime<Utc>,
+    lookback: Duration,
+) -> Option<chrono::Duration> {
+    let fetched_up_to = cursor + chrono_duration(OVERLAP);
+    let edge = server_now - chrono_duration(lookback);
+    let lost = edge - fetched_up_to;
+    (lost >= chrono::Duration::minutes(1)).then_some(lost)
+}
+
+/// The end of a walk: an empty page, or one shorter than what the server said it would send
+/// (`meta.limit`; it caps `limit` by tier). Without `meta.limit` we cannot tell a short page
+/// from a capped one: then `meta.total` decides, and without that only an empty page does
+/// (one request more, never a page less).
+fn is_last_page(n: u64, offset: u64, limit: Option<u64>, total: Option<u64>) -> bool {
+    if n == 0 {
+        return true;
+    }
+    match (limit.filter(|l| *l > 0), total) {
+        (Some(limit), _) => n < limit,
+        (None, Some(total)) => offset + n >= total,
+        (None, None) => false,
+    }
+}
+
+/// The first and last item of a page, to notice the same page served twice.
+fn page_edges(items: &[serde_json::Value]) -> Option<(String, String)> {
+    let key = |v: &serde_json::Value| format!("{}|{}|{}", v["id"], v["value"], v["last_seen"]);
+    Some((key(items.first()?), key(items.last()?)))
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(36500))
+}
+
+/// `3.0 h` / `-2.5 h` / `12 min`, for log messages.
+fn short_hours(d: chrono::Duration) -> String {
+    if d.num_minutes().abs() >= 60 {
+        format!("{:+.1} h", d.num_seconds() as f64 / 3600.0)
+    } else {
+        format!("{:+} min", d.num_minutes())
+    }
+}
+
+/// Seen versions recorded before this can be forgotten (the dedup table stays bounded), or
+/// `None` when nothing may be pruned yet. The horizon counts back from the last successful
+/// poll, not from now: after an outage the next cycle re-reads everything since the old
+/// cursor, and the versions seen before the outage must still be known then. Both times are
+/// this host's clock (`recorded` is ours), so skew does not matter. What the API can serve us
+/// again has `last_seen` after the cursor, which is the last successful poll's start on the
+/// server's clock; a day beyond `max(lookback, 1 day)` covers long cycles and a `since` that
+/// matches on the server's update time rather than on `last_seen`.
+pub fn seen_horizon(
+    lookback: Duration,
+    last_success: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let keep = chrono_duration(lookback).max(chrono::Duration::days(1)) + chrono::Duration::days(1);
+    Some(last_success?.min(now) - keep)
+}
+
+/// Forgets seen versions past [`seen_horizon`].
+pub async fn prune_seen(lookback: Duration, store: &Store) {
+    let last = match store.call(|s| s.last_success()).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot prune old indicator versions");
             return;
-        };
-        let away = Utc::now() - last;
-        let lookback =
-            chrono::Duration::from_std(self.lookback).unwrap_or(chrono::Duration::days(1));
-        if away > lookback {
-            let lost = (away - lookback).num_minutes() as f64 / 60.0;
-            tracing::warn!(
-                since = %since.to_rfc3339(),
-                lost_hours = format!("{lost:.1}"),
-                "the last successful poll is older than the lookback the API can serve; indicators from about {lost:.1} hours cannot be recovered"
-            );
         }
+    };
+    let Some(before) = seen_horizon(lookback, last, Utc::now()) else {
+        return;
+    };
+    match store.call(move |s| s.prune_seen(before)).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::debug!(pruned = n, before = %before.to_rfc3339(), "forgot old indicator versions")
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot prune old indicator versions"),
     }
 }
 
@@ -301,5 +504,72 @@ pub async fn poll_and_log(source: &mut Source, store: &Store) -> Result<CycleRep
             }
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn a_page_is_last_when_empty_or_short_of_the_servers_limit() {
+        assert!(is_last_page(0, 0, Some(100), Some(500)));
+        assert!(is_last_page(99, 0, Some(100), Some(500)));
+        assert!(!is_last_page(100, 0, Some(100), Some(100)));
+        // No meta.limit: a capped page is not mistaken for the last one.
+        assert!(!is_last_page(100, 0, None, Some(250)));
+        assert!(is_last_page(50, 200, None, Some(250)));
+        assert!(!is_last_page(100, 0, None, None));
+        assert!(!is_last_page(3, 0, Some(0), None));
+    }
+
+    #[test]
+    fn lost_hours_count_from_what_the_last_cycle_fetched_to_the_windows_edge() {
+        let now = t("2026-05-17T12:00:00Z");
+        // The previous cycle started 30 h ago: its cursor is that minus the overlap.
+        let cursor = t("2026-05-16T06:00:00Z") - chrono::Duration::minutes(5);
+        assert_eq!(
+            lost_span(cursor, now, DAY),
+            Some(chrono::Duration::hours(6))
+        );
+        // 23 h away: nothing lost; exactly at the edge: nothing either.
+        let cursor = t("2026-05-16T13:00:00Z") - chrono::Duration::minutes(5);
+        assert_eq!(lost_span(cursor, now, DAY), None);
+        let cursor = t("2026-05-16T12:00:00Z") - chrono::Duration::minutes(5);
+        assert_eq!(lost_span(cursor, now, DAY), None);
+    }
+
+    #[test]
+    fn seen_versions_are_kept_a_horizon_past_the_last_successful_poll() {
+        let now = t("2026-05-17T12:00:00Z");
+        // Polling fine: two days (max(lookback, 1 day) + 1 day) back from now.
+        assert_eq!(
+            seen_horizon(DAY, Some(now - chrono::Duration::minutes(5)), now),
+            Some(now - chrono::Duration::minutes(5) - chrono::Duration::days(2))
+        );
+        // The API has been failing for three days: nothing seen since before the outage may go,
+        // because the next cycle reads from the old cursor again.
+        let last = now - chrono::Duration::days(3);
+        assert_eq!(
+            seen_horizon(DAY, Some(last), now),
+            Some(last - chrono::Duration::days(2))
+        );
+        assert_eq!(
+            seen_horizon(DAY * 30, Some(now), now),
+            Some(now - chrono::Duration::days(31))
+        );
+        // Never polled successfully: nothing to prune against.
+        assert_eq!(seen_horizon(DAY, None, now), None);
+        // A last success in the future (clock set back) counts as now.
+        assert_eq!(
+            seen_horizon(DAY, Some(now + chrono::Duration::days(1)), now),
+            Some(now - chrono::Duration::days(2))
+        );
     }
 }

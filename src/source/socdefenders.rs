@@ -66,6 +66,18 @@ pub struct Page {
     /// `meta.limit`: how many items the server was willing to send (it caps by tier).
     pub limit: Option<u64>,
     pub total: Option<u64>,
+    /// `meta.offset`: where the server says this page starts.
+    pub offset: Option<u64>,
+}
+
+/// The `X-RateLimit-*` headers of the last response, as read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateBudget {
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+    /// How long until the window resets, measured on the server's clock (its `Date` header)
+    /// when it sent one, so a skewed host clock does not stretch or shrink the wait.
+    pub reset_in: Option<Duration>,
 }
 
 /// Query parameters the server applies for us.
@@ -84,6 +96,8 @@ pub struct ApiClient {
     timeout: Duration,
     /// Do not send before this instant (rate-limit pacing).
     not_before: Option<Instant>,
+    /// What the last response said about the rate-limit budget.
+    budget: Option<RateBudget>,
     /// Retries of transient failures per page request.
     attempts: u32,
     backoff: Backoff,
@@ -92,6 +106,10 @@ pub struct ApiClient {
 const MAX_RATE_LIMIT_WAITS: u32 = 10;
 /// Never sleep longer than this for one rate-limit wait, whatever the server says.
 const MAX_RATE_LIMIT_SLEEP: Duration = Duration::from_secs(3600);
+/// The longest floor of the exponential wait between consecutive 429s (1 s, 2 s, 4 s, ...).
+const MAX_RATE_LIMIT_FLOOR: Duration = Duration::from_secs(64);
+/// Random extra on top of every rate-limit wait, so agents sharing a key do not return in step.
+const RATE_LIMIT_JITTER: Duration = Duration::from_secs(1);
 
 impl ApiClient {
     pub fn new(cfg: &ApiConfig, retry_max: Duration) -> Result<ApiClient, SourceError> {
@@ -121,12 +139,18 @@ impl ApiClient {
             key: cfg.api_key.clone(),
             timeout: cfg.request_timeout,
             not_before: None,
+            budget: None,
             attempts: 5,
             backoff: Backoff::new(
                 Duration::from_secs(1),
                 retry_max.min(Duration::from_secs(60)),
             ),
         })
+    }
+
+    /// The rate-limit budget the last response announced (`None` before the first response).
+    pub fn rate_budget(&self) -> Option<RateBudget> {
+        self.budget
     }
 
     /// Fetches one page, retrying transient failures with backoff and waiting out rate limits.
@@ -171,8 +195,14 @@ impl ApiClient {
                             attempts: rate_waits - 1,
                         });
                     }
-                    let wait = wait.min(MAX_RATE_LIMIT_SLEEP) + jitter(Duration::from_secs(1));
-                    tracing::warn!(wait = ?wait, "API rate limit reached (HTTP 429); waiting");
+                    // What the server asked for, but never less than an exponential floor: a
+                    // server whose Reset is already past must not be asked again at once.
+                    let floor =
+                        Duration::from_secs(1 << (rate_waits - 1).min(6)).min(MAX_RATE_LIMIT_FLOOR);
+                    let wait =
+                        wait.max(floor).min(MAX_RATE_LIMIT_SLEEP) + jitter(RATE_LIMIT_JITTER);
+                    tracing::warn!(wait = ?wait, attempt = rate_waits, offset, "API rate limit reached (HTTP 429); waiting before the next request");
+                    self.not_before = None;
                     tokio::time::sleep(wait).await;
                 }
                 Err(Attempt::Failed(e)) if e.transient() && failures + 1 < self.attempts => {
@@ -188,6 +218,7 @@ impl ApiClient {
 
     async fn request(&mut self, query: &[(&str, String)]) -> Result<Page, Attempt> {
         let url = format!("{}/iocs", self.base_url);
+        let sent = Instant::now();
         let resp = self
             .http
             .get(&url)
@@ -199,7 +230,14 @@ impl ApiClient {
             .map_err(|e| Attempt::Failed(self.transport_error(e)))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        self.pace(&headers);
+        if let Ok(asked) = reqwest::Url::parse(&url) {
+            if resp.url().host_str() != asked.host_str() {
+                // reqwest drops the Authorization header on a redirect to another host, so a
+                // 401 that follows is about the redirect, not the key.
+                tracing::warn!(from = %url, to = %resp.url(), "the API redirected to another host; set [source].base_url to it");
+            }
+        }
+        self.pace(&headers, sent);
         if status == StatusCode::TOO_MANY_REQUESTS {
             return Err(Attempt::RateLimited(retry_after(&headers)));
         }
@@ -246,16 +284,28 @@ impl ApiClient {
         }
     }
 
-    /// Reads `X-RateLimit-*` and, when the budget is spent, holds the next request until the
-    /// window resets instead of provoking a 429.
-    fn pace(&mut self, h: &HeaderMap) {
-        let num = |name: &str| h.get(name)?.to_str().ok()?.trim().parse::<i64>().ok();
-        if num("x-ratelimit-remaining") == Some(0) {
-            if let Some(reset) = num("x-ratelimit-reset") {
-                let wait = until_unix(reset).min(MAX_RATE_LIMIT_SLEEP);
-                tracing::info!(wait = ?wait, "API rate-limit budget spent; pacing the next request until the window resets");
-                self.not_before = Some(Instant::now() + wait + jitter(Duration::from_millis(500)));
-            }
+    /// Reads `X-RateLimit-*` on every response and, when the budget is spent, holds the next
+    /// request until the window resets instead of provoking a 429. `sent` is when the request
+    /// left: the wait is counted from there, the server's answer being at least that recent.
+    fn pace(&mut self, h: &HeaderMap, sent: Instant) {
+        let num = |name: &str| h.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
+        let budget = RateBudget {
+            limit: num("x-ratelimit-limit"),
+            remaining: num("x-ratelimit-remaining"),
+            reset_in: num("x-ratelimit-reset").map(|r| until_reset(h, r)),
+        };
+        if budget != RateBudget::default() {
+            tracing::trace!(limit = ?budget.limit, remaining = ?budget.remaining, reset_in = ?budget.reset_in, "API rate-limit budget");
+        }
+        self.budget = Some(budget);
+        if budget.remaining == Some(0) {
+            // Without a Reset, the documented window is one minute.
+            let wait = budget
+                .reset_in
+                .unwrap_or(Duration::from_secs(60))
+                .min(MAX_RATE_LIMIT_SLEEP);
+            tracing::info!(wait = ?wait, limit = ?budget.limit, "API rate-limit budget spent; holding the next request until the window resets");
+            self.not_before = Some(sent + wait + jitter(RATE_LIMIT_JITTER));
         }
     }
 }
@@ -265,9 +315,31 @@ enum Attempt {
     Failed(SourceError),
 }
 
-fn until_unix(reset: i64) -> Duration {
-    let now = Utc::now().timestamp();
-    Duration::from_secs(reset.saturating_sub(now).max(1) as u64)
+/// The server's clock as its `Date` header tells it, in Unix seconds.
+fn server_now(h: &HeaderMap) -> Option<i64> {
+    let d = h.get(DATE)?.to_str().ok()?;
+    DateTime::parse_from_rfc2822(d.trim())
+        .ok()
+        .map(|t| t.timestamp())
+}
+
+/// Seconds from now until the Unix time `at`, both on the server's clock when it sent a `Date`
+/// header (so a host clock hours off does not turn a one-minute wait into an hour or into
+/// none), else on ours. At least one second.
+fn until_unix(h: &HeaderMap, at: i64) -> Duration {
+    let now = server_now(h).unwrap_or_else(|| Utc::now().timestamp());
+    Duration::from_secs(at.saturating_sub(now).max(1) as u64)
+}
+
+/// `X-RateLimit-Reset` is documented as Unix seconds; a small number can only be a delta
+/// (some gateways send seconds-until-reset), and is taken as one.
+fn until_reset(h: &HeaderMap, reset: u64) -> Duration {
+    const A_YEAR_2001: u64 = 1_000_000_000;
+    if reset < A_YEAR_2001 {
+        Duration::from_secs(reset.max(1))
+    } else {
+        until_unix(h, reset.min(i64::MAX as u64) as i64)
+    }
 }
 
 /// How long a 429 asks us to wait: `Retry-After` (seconds or HTTP date), else
@@ -279,11 +351,11 @@ fn retry_after(h: &HeaderMap) -> Duration {
             return Duration::from_secs(secs.max(1));
         }
         if let Ok(t) = DateTime::parse_from_rfc2822(v) {
-            return until_unix(t.timestamp());
+            return until_unix(h, t.timestamp());
         }
     }
-    if let Some(reset) = text("x-ratelimit-reset").and_then(|v| v.parse::<i64>().ok()) {
-        return until_unix(reset);
+    if let Some(reset) = text("x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok()) {
+        return until_reset(h, reset);
     }
     Duration::from_secs(60)
 }
@@ -342,6 +414,7 @@ fn parse_page(body: &[u8], headers: &HeaderMap) -> Result<Page, SourceError> {
         server_time,
         limit: num("limit"),
         total: num("total"),
+        offset: num("offset"),
     })
 }
 
@@ -391,6 +464,29 @@ mod tests {
             d >= Duration::from_secs(28) && d <= Duration::from_secs(31),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn waits_are_measured_on_the_servers_clock_when_it_sends_a_date() {
+        // The server runs three hours ahead of us: its Reset is a minute after its Date.
+        let server = Utc::now() + chrono::Duration::hours(3);
+        let mut h = HeaderMap::new();
+        let date = server.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        h.insert(DATE, HeaderValue::from_str(&date).unwrap());
+        let reset = (server.timestamp() + 60).to_string();
+        h.insert("x-ratelimit-reset", HeaderValue::from_str(&reset).unwrap());
+        assert_eq!(retry_after(&h), Duration::from_secs(60));
+        let later = (server + chrono::Duration::seconds(45))
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&later).unwrap());
+        assert_eq!(retry_after(&h), Duration::from_secs(45));
+        // A small Reset is a delta, not a date in 1970.
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-reset", HeaderValue::from_static("30"));
+        assert_eq!(retry_after(&h), Duration::from_secs(30));
+        // Nothing at all: the documented one-minute window.
+        assert_eq!(retry_after(&HeaderMap::new()), Duration::from_secs(60));
     }
 
     #[test]

@@ -244,6 +244,8 @@ pub struct FakeApi {
     pub feed: Arc<Mutex<Vec<Value>>>,
     pub state: Arc<Mutex<ApiState>>,
     stop: Arc<AtomicBool>,
+    /// Connections accepted whose answer is not finished yet.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeApi {
@@ -267,8 +269,10 @@ impl FakeApi {
                 feed_hook: None,
             })),
             stop: Arc::new(AtomicBool::new(false)),
+            in_flight: Arc::default(),
         };
         let (feed, state, stop) = (api.feed.clone(), api.state.clone(), api.stop.clone());
+        let in_flight = api.in_flight.clone();
         thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop.load(Ordering::SeqCst) {
@@ -276,12 +280,21 @@ impl FakeApi {
                 }
                 let Ok(conn) = conn else { continue };
                 let (feed, state) = (feed.clone(), state.clone());
+                in_flight.fetch_add(1, Ordering::SeqCst);
+                let in_flight = in_flight.clone();
                 thread::spawn(move || {
                     let _ = serve_connection(conn, addr, &feed, &state);
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
         api
+    }
+
+    /// Connections accepted and not yet answered in full (paused-time tests hold the clock
+    /// while the server is still working).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// `base_url` for the config: `http://127.0.0.1:PORT/api/v1`.
