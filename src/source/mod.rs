@@ -34,6 +34,9 @@ use socdefenders::{ApiClient, ServerFilters, SourceError};
 /// the server while we were paging are not missed.
 pub const OVERLAP: Duration = Duration::from_secs(300);
 
+/// Items per committed page when reading a file.
+const FILE_PAGE: usize = 5000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CycleError {
     #[error(transparent)]
@@ -244,11 +247,22 @@ impl Source {
         let since = store.call(|s| s.cursor()).await?;
         match &mut self.backend {
             Backend::File(f) => {
-                let items = f.read()?;
+                let mut items = f.read()?;
                 let now = Utc::now();
                 report.cursor = Some(now);
+                // Committed in pages like the API's, so one huge file is not one huge
+                // transaction; the last page carries the cursor.
+                let mut rest = items.split_off(items.len().min(FILE_PAGE));
                 let me = &*self;
-                me.commit(store, items, Some(now), &mut report).await?;
+                loop {
+                    let last = rest.is_empty();
+                    me.commit(store, items, last.then_some(now), &mut report).await?;
+                    if last {
+                        break;
+                    }
+                    items = rest;
+                    rest = items.split_off(items.len().min(FILE_PAGE));
+                }
             }
             Backend::Api(_) => self.walk(store, since, &mut report).await?,
         }
