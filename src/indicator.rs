@@ -163,7 +163,10 @@ impl Indicator {
         let Value::Object(o) = v else {
             return Err(Skip::NotAnObject);
         };
-        let value = text(o.get("value")).ok_or(Skip::NoValue)?;
+        // A value of nothing but blanks or control characters would encode to no indicator.
+        let value = text(o.get("value"))
+            .filter(|v| v.chars().any(|c| !c.is_whitespace() && !c.is_control()))
+            .ok_or(Skip::NoValue)?;
         let type_raw = text(o.get("type")).unwrap_or_default();
         let src = o.get("source").and_then(Value::as_object);
         let field = |k: &str| src.and_then(|s| text(s.get(k)));
@@ -232,6 +235,10 @@ mod tests {
         );
         assert_eq!(
             Indicator::from_json(&json!({"value": ""})),
+            Err(Skip::NoValue)
+        );
+        assert_eq!(
+            Indicator::from_json(&json!({"value": " \t\u{0007} "})),
             Err(Skip::NoValue)
         );
         assert_eq!(Indicator::from_json(&json!([1])), Err(Skip::NotAnObject));

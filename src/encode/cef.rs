@@ -5,8 +5,23 @@
 //! `\n`. Every other C0 control character and DEL becomes a space (CEF has no escape for them,
 //! and a raw TAB is a pair separator for some parsers), and so do CR/LF in header fields. No raw
 //! CR or LF can therefore leave this module, so LF framing can never be split by data.
+//!
+//! Values are also trimmed of the spaces they would start or end with on the wire (spaces and
+//! the control characters that become spaces): CEF parsers find a value's end by looking back
+//! from the next key, so a trailing space of the last pair is lost and one of any other pair
+//! is ambiguous (interop.md §1.4). A value that is empty after trimming leaves its key out, like
+//! a missing one: no empty values on the wire.
+//!
+//! Timestamps (`rt`, `deviceCustomDate1/2`) are epoch milliseconds; one before 1970 (an API's
+//! "zero" date such as `0001-01-01T00:00:00Z`) is treated as missing rather than sent negative.
+//!
+//! The hot path (`socdefenders`, typical indicator) does no allocation: escaping copies runs of
+//! ordinary bytes between the few special ASCII bytes, and numbers are formatted on the stack.
 
-use std::fmt::Write as _;
+use std::borrow::Cow;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use chrono::{DateTime, Utc};
 
 use crate::config::{CefProfile, SeverityMap};
 use crate::indicator::{Indicator, IocType};
@@ -40,64 +55,174 @@ pub enum Act {
     Update,
 }
 
-fn is_control(c: char) -> bool {
-    (c as u32) < 0x20 || c == '\u{7f}'
+/// ArcSight's length limit of the Device Event Class ID (Signature ID), applied in bytes.
+pub const SIGNATURE_ID_MAX: usize = 1023;
+
+/// What a byte becomes on the wire: 0 = itself, else the character that follows the
+/// backslash of its escape, or a space. Every special byte is ASCII, so cutting `s` before or
+/// after one is always a char boundary.
+type EscapeTable = [u8; 256];
+
+const fn escape_table(extension: bool) -> EscapeTable {
+    let mut t = [0u8; 256];
+    // C0 controls and DEL: no CEF escape exists for them, so they are sent as a space.
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = b' ';
+        b += 1;
+    }
+    t[0x7f] = b' ';
+    t[b'\\' as usize] = b'\\';
+    if extension {
+        t[b'=' as usize] = b'=';
+        t[b'\n' as usize] = b'n';
+        t[b'\r' as usize] = b'r';
+    } else {
+        t[b'|' as usize] = b'|';
+    }
+    t
 }
 
-/// Appends a header field with `\` and `|` escaped and control characters as spaces.
-pub fn push_header(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '|' => out.push_str("\\|"),
-            c if is_control(c) => out.push(' '),
-            c => out.push(c),
+const HEADER: EscapeTable = escape_table(false);
+const EXTENSION: EscapeTable = escape_table(true);
+
+/// Appends `s` with every special byte replaced per `table`, copying the runs between them.
+/// Replacements are pushed as ASCII chars: hostile values have a special every few bytes, and
+/// a `push_str` per two-byte escape would double their cost.
+#[inline]
+fn push_escaped(out: &mut String, s: &str, table: &EscapeTable) {
+    let mut start = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let rep = table[usize::from(b)];
+        if rep == 0 {
+            continue;
         }
+        if start < i {
+            out.push_str(&s[start..i]);
+        }
+        if rep != b' ' {
+            out.push('\\');
+        }
+        out.push(char::from(rep));
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
+}
+
+/// Appends a header field with `\` and `|` escaped and control characters (CR/LF included) as
+/// spaces.
+pub fn push_header(out: &mut String, s: &str) {
+    push_escaped(out, s, &HEADER);
 }
 
 /// Appends an extension value: `\` `=` escaped, CR/LF as `\r`/`\n`, other controls as spaces.
 pub fn push_ext_value(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '=' => out.push_str("\\="),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c if is_control(c) => out.push(' '),
-            c => out.push(c),
-        }
-    }
+    push_escaped(out, s, &EXTENSION);
 }
 
-/// Appends ` key=value` (no leading space for the first pair), escaping the value and cutting it
-/// to `cap` characters first. Returns true when the value was cut.
-fn pair(out: &mut String, first: &mut bool, key: &str, value: &str, cap: usize) -> bool {
-    if value.is_empty() {
-        return false;
+/// `s` without the leading and trailing characters an extension value would carry as spaces
+/// (space, and controls other than CR/LF, which are escaped and therefore visible).
+fn trim_ext_value(s: &str) -> &str {
+    s.trim_matches(|c: char| c == ' ' || (c.is_ascii_control() && c != '\r' && c != '\n'))
+}
+
+/// `s` without leading and trailing spaces and control characters (header fields).
+fn trim_header(s: &str) -> &str {
+    s.trim_matches(|c: char| c == ' ' || c.is_ascii_control())
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+fn prefix_within(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
     }
-    if !*first {
-        out.push(' ');
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
     }
-    *first = false;
-    out.push_str(key);
-    out.push('=');
-    match value.char_indices().nth(cap) {
-        Some((cut, _)) => {
-            push_ext_value(out, &value[..cut]);
-            true
+    &s[..end]
+}
+
+/// Appends the decimal digits of `n` (no allocation).
+fn push_int(out: &mut String, n: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut v = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
         }
-        None => {
-            push_ext_value(out, value);
-            false
+    }
+    if n < 0 {
+        out.push('-');
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+}
+
+/// Writes the extension pairs: one space between pairs, none before the first.
+struct Pairs<'a> {
+    out: &'a mut String,
+    first: bool,
+    cuts: usize,
+}
+
+impl Pairs<'_> {
+    /// Appends `key=value` with the value trimmed and, when longer than `cap` bytes, cut at a
+    /// char boundary (and counted). An empty value leaves the pair out. Returns whether a pair
+    /// was written.
+    fn put(&mut self, key: &str, value: &str, cap: usize) -> bool {
+        let mut v = trim_ext_value(value);
+        if v.len() > cap {
+            v = trim_ext_value(prefix_within(v, cap));
+            self.cuts += 1;
         }
+        if v.is_empty() {
+            return false;
+        }
+        self.start(key);
+        push_ext_value(self.out, v);
+        true
+    }
+
+    /// `key=value` followed by `label_key=label`, both only when the value is not empty.
+    fn labelled(&mut self, key: &str, value: &str, cap: usize, label_key: &str, label: &str) {
+        if self.put(key, value, cap) {
+            self.start(label_key);
+            self.out.push_str(label);
+        }
+    }
+
+    /// A timestamp as epoch milliseconds; before 1970 counts as missing.
+    fn millis(&mut self, key: &str, t: Option<DateTime<Utc>>) -> bool {
+        match t.map(|t| t.timestamp_millis()) {
+            Some(ms) if ms >= 0 => {
+                self.start(key);
+                push_int(self.out, ms);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn start(&mut self, key: &str) {
+        if !self.first {
+            self.out.push(' ');
+        }
+        self.first = false;
+        self.out.push_str(key);
+        self.out.push('=');
     }
 }
 
 const NO_CAP: usize = usize::MAX;
 
 /// Encodes one indicator as a CEF line into `out` (appending). Returns how many values were cut
-/// to the ArcSight key limits (always 0 for the `socdefenders` profile, which has no limits).
+/// to their length limits: the Signature ID (1023 bytes, both profiles) and, in `extended`, the
+/// ArcSight per-key limits.
 pub fn encode(ind: &Indicator, act: Act, opts: &CefOptions, out: &mut String) -> usize {
     out.push_str("CEF:0|");
     push_header(out, &opts.device_vendor);
@@ -106,11 +231,13 @@ pub fn encode(ind: &Indicator, act: Act, opts: &CefOptions, out: &mut String) ->
     out.push('|');
     push_header(out, &opts.device_version);
     out.push('|');
-    if ind.type_raw.is_empty() {
-        out.push_str("unknown");
-    } else {
-        push_header(out, &ind.type_raw);
-    }
+    let sig = match trim_header(&ind.type_raw) {
+        "" => "unknown",
+        t => t,
+    };
+    let cut_sig = prefix_within(sig, SIGNATURE_ID_MAX);
+    let cuts = usize::from(cut_sig.len() < sig.len());
+    push_header(out, cut_sig);
     out.push('|');
     match ind.ioc_type.label() {
         Some(label) => {
@@ -121,161 +248,129 @@ pub fn encode(ind: &Indicator, act: Act, opts: &CefOptions, out: &mut String) ->
         None => out.push_str("Malicious Indicator"),
     }
     out.push('|');
-    let _ = write!(out, "{}", severity(ind, &opts.severity));
+    push_int(out, i64::from(severity(ind, &opts.severity)));
     out.push('|');
+    let mut p = Pairs {
+        out,
+        first: true,
+        cuts,
+    };
     match opts.profile {
-        CefProfile::SocDefenders => {
-            socdefenders_extension(ind, out);
-            0
-        }
-        CefProfile::Extended => extended_extension(ind, act, out),
+        CefProfile::SocDefenders => socdefenders_extension(ind, &mut p),
+        CefProfile::Extended => extended_extension(ind, act, &mut p),
     }
+    p.cuts
 }
 
 /// Severity from confidence; an unknown or missing confidence gets the `low` severity.
 fn severity(ind: &Indicator, map: &SeverityMap) -> u8 {
-    match ind.confidence.as_deref() {
+    match ind.confidence.as_deref().map(trim_ext_value) {
         Some("high") => map.high,
         Some("medium") => map.medium,
         _ => map.low,
     }
 }
 
-fn socdefenders_extension(ind: &Indicator, out: &mut String) {
-    let mut first = true;
-    pair(out, &mut first, "src", &ind.value, NO_CAP);
+fn socdefenders_extension(ind: &Indicator, p: &mut Pairs) {
+    p.put("src", &ind.value, NO_CAP);
     if let Some(c) = &ind.confidence {
-        pair(out, &mut first, "cs1", c, NO_CAP);
-        pair(out, &mut first, "cs1Label", "confidence", NO_CAP);
+        p.labelled("cs1", c, NO_CAP, "cs1Label", "confidence");
     }
     if let Some(feed) = &ind.source.feed_name {
-        pair(out, &mut first, "cs2", feed, NO_CAP);
-        pair(out, &mut first, "cs2Label", "source", NO_CAP);
+        p.labelled("cs2", feed, NO_CAP, "cs2Label", "source");
     }
-    if let Some(t) = ind.first_seen {
-        pair(
-            out,
-            &mut first,
-            "rt",
-            &t.timestamp_millis().to_string(),
-            NO_CAP,
-        );
+    p.millis("rt", ind.first_seen);
+}
+
+/// `items` joined with `,`, borrowed when there is only one.
+fn joined(items: &[String]) -> Cow<'_, str> {
+    match items {
+        [] => Cow::Borrowed(""),
+        [one] => Cow::Borrowed(one.as_str()),
+        many => Cow::Owned(many.join(",")),
     }
 }
 
-fn extended_extension(ind: &Indicator, act: Act, out: &mut String) -> usize {
-    const LABEL: usize = 1023;
-    const CS: usize = 4000;
-    let mut first = true;
-    let mut cuts = 0usize;
-    let mut p = |out: &mut String, key: &str, value: &str, cap: usize| {
-        if pair(out, &mut first, key, value, cap) {
-            cuts += 1;
+/// ArcSight limits (interop.md §1.5), in bytes so that no receiver's way of counting exceeds them.
+const STRING: usize = 1023;
+const CUSTOM_STRING: usize = 4000;
+const FILE_HASH: usize = 255;
+const EXTERNAL_ID: usize = 40;
+
+fn extended_extension(ind: &Indicator, act: Act, p: &mut Pairs) {
+    // Typed address keys only take what parses as that address: a CIDR range, a bracketed
+    // IPv6 or garbage in `src` would make strict parsers drop the field or the event, so such
+    // a value goes to the generic `cs6` like an unknown type.
+    let v = trim_ext_value(&ind.value);
+    match ind.ioc_type {
+        IocType::Ipv4 if v.parse::<Ipv4Addr>().is_ok() => {
+            p.put("src", v, NO_CAP);
         }
-    };
-    let (key, cap, label) = match ind.ioc_type {
-        IocType::Ipv4 => ("src", NO_CAP, None),
-        IocType::Ipv6 => ("c6a1", NO_CAP, Some("c6a1Label")),
-        IocType::Domain => ("dhost", 1023, None),
-        IocType::Url => ("request", 1023, None),
-        IocType::Md5 | IocType::Sha1 | IocType::Sha256 | IocType::Sha512 => ("fileHash", 255, None),
-        IocType::Email => ("duser", 1023, None),
-        IocType::Cve | IocType::MitreAttack | IocType::Other => ("cs6", CS, Some("cs6Label")),
-    };
-    p(out, key, &ind.value, cap);
-    if let Some(l) = label {
-        p(out, l, "indicator", LABEL);
+        IocType::Ipv6 if v.parse::<Ipv6Addr>().is_ok() => {
+            p.labelled("c6a1", v, NO_CAP, "c6a1Label", "indicator");
+        }
+        IocType::Domain => {
+            p.put("dhost", v, STRING);
+        }
+        IocType::Url => {
+            p.put("request", v, STRING);
+        }
+        IocType::Md5 | IocType::Sha1 | IocType::Sha256 | IocType::Sha512 => {
+            p.put("fileHash", v, FILE_HASH);
+        }
+        IocType::Email => {
+            p.put("duser", v, STRING);
+        }
+        IocType::Ipv4 | IocType::Ipv6 | IocType::Cve | IocType::MitreAttack | IocType::Other => {
+            p.labelled("cs6", v, CUSTOM_STRING, "cs6Label", "indicator")
+        }
     }
-    let labelled = |p: &mut dyn FnMut(&mut String, &str, &str, usize),
-                    out: &mut String,
-                    key: &str,
-                    value: Option<&str>,
-                    label_key: &str,
-                    label: &str| {
-        if let Some(v) = value.filter(|v| !v.is_empty()) {
-            p(out, key, v, CS);
-            p(out, label_key, label, LABEL);
-        }
-    };
-    let tags = (!ind.tags.is_empty()).then(|| ind.tags.join(","));
-    let techniques = (!ind.mitre_techniques.is_empty()).then(|| ind.mitre_techniques.join(","));
-    labelled(
-        &mut p,
-        out,
-        "cs1",
-        ind.confidence.as_deref(),
-        "cs1Label",
-        "confidence",
-    );
-    labelled(
-        &mut p,
-        out,
-        "cs2",
-        ind.source.feed_name.as_deref(),
-        "cs2Label",
-        "source",
-    );
-    labelled(&mut p, out, "cs3", tags.as_deref(), "cs3Label", "tags");
-    labelled(
-        &mut p,
-        out,
+    if let Some(c) = &ind.confidence {
+        p.labelled("cs1", c, CUSTOM_STRING, "cs1Label", "confidence");
+    }
+    if let Some(feed) = &ind.source.feed_name {
+        p.labelled("cs2", feed, CUSTOM_STRING, "cs2Label", "source");
+    }
+    p.labelled("cs3", &joined(&ind.tags), CUSTOM_STRING, "cs3Label", "tags");
+    p.labelled(
         "cs4",
-        techniques.as_deref(),
+        &joined(&ind.mitre_techniques),
+        CUSTOM_STRING,
         "cs4Label",
         "mitreTechniques",
     );
-    labelled(
-        &mut p,
-        out,
-        "cs5",
-        ind.source.article_url.as_deref(),
-        "cs5Label",
-        "reference",
-    );
+    if let Some(url) = &ind.source.article_url {
+        p.labelled("cs5", url, CUSTOM_STRING, "cs5Label", "reference");
+    }
     if let Some(origin) = &ind.source.origin {
-        p(out, "flexString1", origin, CS);
-        p(out, "flexString1Label", "origin", LABEL);
+        p.labelled("flexString1", origin, STRING, "flexString1Label", "origin");
     }
     if let Some(cat) = &ind.source.category {
-        p(out, "cat", cat, 1023);
+        p.put("cat", cat, STRING);
     }
     if let Some(msg) = &ind.context {
-        p(out, "msg", msg, 1023);
+        p.put("msg", msg, STRING);
     }
     if let Some(id) = &ind.id {
-        p(out, "externalId", id, 40);
+        p.put("externalId", id, EXTERNAL_ID);
     }
-    p(
-        out,
+    p.put(
         "act",
         match act {
             Act::Add => "add",
             Act::Update => "update",
         },
-        63,
+        NO_CAP,
     );
-    if let Some(t) = ind.first_seen {
-        p(
-            out,
-            "deviceCustomDate1",
-            &t.timestamp_millis().to_string(),
-            NO_CAP,
-        );
-        p(out, "deviceCustomDate1Label", "firstSeen", LABEL);
+    if p.millis("deviceCustomDate1", ind.first_seen) {
+        p.start("deviceCustomDate1Label");
+        p.out.push_str("firstSeen");
     }
-    if let Some(t) = ind.last_seen {
-        p(
-            out,
-            "deviceCustomDate2",
-            &t.timestamp_millis().to_string(),
-            NO_CAP,
-        );
-        p(out, "deviceCustomDate2Label", "lastSeen", LABEL);
+    if p.millis("deviceCustomDate2", ind.last_seen) {
+        p.start("deviceCustomDate2Label");
+        p.out.push_str("lastSeen");
     }
-    if let Some(t) = ind.first_seen {
-        p(out, "rt", &t.timestamp_millis().to_string(), NO_CAP);
-    }
-    cuts
+    p.millis("rt", ind.first_seen);
 }
 
 /// Byte offset where the extension starts: after the seventh unescaped `|`.
@@ -299,91 +394,98 @@ fn extension_start(line: &str) -> Option<usize> {
     None
 }
 
-/// `(key_start, value_start, value_end)` of every pair of an extension produced by [`encode`].
-/// Our values never hold an unescaped `=`, so each unescaped `=` ends a key that starts after
-/// the last space before it.
-fn pairs(ext: &str) -> Vec<(usize, usize, usize)> {
+/// `(key, escaped value)` of every pair of an extension produced by [`encode`]. Our values
+/// never hold an unescaped `=`, so each unescaped `=` ends a key that starts after the last
+/// space before it, and the previous value ends at that space.
+fn pairs(ext: &str) -> Vec<(&str, &str)> {
     let b = ext.as_bytes();
-    let mut eqs = Vec::new();
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    let mut value_start = 0;
     let mut i = 0;
     while i < b.len() {
         match b[i] {
             b'\\' => i += 1,
-            b'=' => eqs.push(i),
+            b'=' => {
+                let key_start = ext[value_start..i]
+                    .rfind(' ')
+                    .map_or(value_start, |s| value_start + s + 1);
+                if let Some(last) = out.last_mut() {
+                    last.1 = &ext[value_start..key_start.saturating_sub(1).max(value_start)];
+                }
+                out.push((&ext[key_start..i], ""));
+                value_start = i + 1;
+            }
             _ => {}
         }
         i += 1;
     }
-    let mut out: Vec<(usize, usize, usize)> = Vec::with_capacity(eqs.len());
-    for &eq in &eqs {
-        let key_start = ext[..eq].rfind(' ').map(|s| s + 1).unwrap_or(0);
-        if let Some(last) = out.last_mut() {
-            last.2 = key_start.saturating_sub(1);
-        }
-        out.push((key_start, eq + 1, ext.len()));
+    if let Some(last) = out.last_mut() {
+        last.1 = &ext[value_start.min(ext.len())..];
     }
     out
 }
 
-/// Largest prefix length of the escaped value `v` that is at most `max` bytes and ends on a
-/// character and escape boundary.
+/// Largest prefix length of the escaped value `v` that is at most `max` bytes, ends on a
+/// character and escape boundary, and does not end with a space (which the value would lose
+/// or carry ambiguously, see the module doc).
 fn safe_cut(v: &str, max: usize) -> usize {
-    let b = v.as_bytes();
-    let mut i = 0;
-    let mut last_ok = 0;
-    while i < b.len() {
-        let step = if b[i] == b'\\' {
-            2
-        } else {
-            v[i..].chars().next().map(char::len_utf8).unwrap_or(1)
-        };
-        if i + step > max {
+    let mut best = 0;
+    let mut chars = v.char_indices();
+    while let Some((i, c)) = chars.next() {
+        let mut end = i + c.len_utf8();
+        if c == '\\' {
+            if let Some((j, escaped)) = chars.next() {
+                end = j + escaped.len_utf8();
+            }
+        }
+        if end > max {
             break;
         }
-        i += step;
-        last_ok = i;
+        if c != ' ' {
+            best = end;
+        }
     }
-    last_ok
+    best
 }
 
-/// Shortens a CEF line produced by [`encode`] to at most `max` bytes by cutting the longest
-/// extension value (then the next, removing pairs that would become empty), so the result is
-/// still valid CEF. `None` when even the header does not fit.
+/// Shortens a CEF line produced by [`encode`] to at most `max` bytes by cutting its longest
+/// extension value at a character and escape boundary, so the result is still valid CEF.
+///
+/// When cutting the longest value cannot make the line fit, the last pairs are removed first
+/// (the first pair carries the indicator itself; the later ones are context). `None` when even
+/// the header and a cut first pair do not fit: a line without its indicator is not worth
+/// sending.
 pub fn truncate_to(line: &str, max: usize) -> Option<String> {
     if line.len() <= max {
         return Some(line.to_string());
     }
     let start = extension_start(line)?;
-    let header = &line[..start];
-    let ext = &line[start..];
-    let mut kv: Vec<(String, String)> = pairs(ext)
-        .into_iter()
-        .map(|(k, vs, ve)| (ext[k..vs - 1].to_string(), ext[vs..ve].to_string()))
-        .collect();
-    let total = |kv: &[(String, String)]| -> usize {
-        header.len()
-            + kv.iter().map(|(k, v)| k.len() + 1 + v.len()).sum::<usize>()
-            + kv.len().saturating_sub(1)
-    };
+    let (header, ext) = line.split_at(start);
+    let mut kv = pairs(ext);
     loop {
-        let len = total(&kv);
+        let len = header.len()
+            + kv.iter().map(|(k, v)| k.len() + 1 + v.len()).sum::<usize>()
+            + kv.len().saturating_sub(1);
         if len <= max {
             break;
         }
         let excess = len - max;
-        let (idx, _) = kv.iter().enumerate().max_by_key(|(_, (_, v))| v.len())?;
-        let v = &kv[idx].1;
+        let (idx, v) = kv
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, (_, v))| v.len())
+            .map(|(i, (_, v))| (i, *v))?;
         if v.len() > excess {
             let keep = safe_cut(v, v.len() - excess);
             if keep > 0 {
-                kv[idx].1.truncate(keep);
-                continue;
+                kv[idx].1 = &v[..keep];
+                break;
             }
         }
-        kv.remove(idx);
-        if kv.is_empty() && header.len() > max {
+        if kv.len() == 1 {
             return None;
         }
+        kv.pop();
     }
     let mut out = String::with_capacity(max);
     out.push_str(header);
@@ -397,7 +499,6 @@ pub fn truncate_to(line: &str, max: usize) -> Option<String> {
     }
     Some(out)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,10 +547,10 @@ mod tests {
     }
 
     #[test]
-    fn header_fields_escape_pipe_and_backslash() {
+    fn header_fields_escape_pipe_and_backslash_and_the_signature_id_is_trimmed() {
         let v = json!({"type": "we|ird\\type\n", "value": "x"});
         let l = line(v, CefProfile::SocDefenders);
-        assert!(l.starts_with("CEF:0|SOC Defenders|Threat Intelligence|1.0|we\\|ird\\\\type |Malicious Indicator|3|src=x"), "{l}");
+        assert!(l.starts_with("CEF:0|SOC Defenders|Threat Intelligence|1.0|we\\|ird\\\\type|Malicious Indicator|3|src=x"), "{l}");
     }
 
     #[test]

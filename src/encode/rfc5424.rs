@@ -2,25 +2,57 @@
 //!
 //! Header fields are sanitised once per destination ([`Header::new`]): printable US-ASCII only
 //! (anything else becomes `_`), cut to the RFC 5424 lengths, `-` when empty. Per event only the
-//! timestamp, MSGID and MSG change.
-
-use std::fmt::Write as _;
+//! timestamp, MSGID and MSG change, and they are written straight into the caller's buffer.
+//!
+//! `format = "rfc3164"` writes the legacy BSD header of RFC 3164 §4.1
+//! (`<PRI>Mmm dd hh:mm:ss HOSTNAME TAG[PID]: MSG`). Its TAG is at most 32 alphanumeric
+//! characters (§4.1.3: any other character ends the TAG), so APP-NAME keeps only its ASCII
+//! letters and digits there (`ioc-forwarder` → `iocforwarder`).
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use crate::config::{Framing, SyslogFormat};
 
+/// RFC 5424 §6 field lengths.
+pub const HOSTNAME_MAX: usize = 255;
+pub const APP_NAME_MAX: usize = 48;
+pub const MSGID_MAX: usize = 32;
+/// RFC 3164 §4.1.3.
+pub const TAG_MAX: usize = 32;
+/// The TAG when APP-NAME has no ASCII letter or digit at all.
+const TAG_FALLBACK: &str = "iocforwarder";
+
+/// Appends `s` with anything outside PRINTUSASCII (33..=126) as `_`, cut to `max` characters,
+/// `-` (NILVALUE) when empty.
+fn push_field(out: &mut Vec<u8>, s: &str, max: usize) {
+    let before = out.len();
+    for c in s.chars().take(max) {
+        out.push(if c.is_ascii_graphic() { c as u8 } else { b'_' });
+    }
+    if out.len() == before {
+        out.push(b'-');
+    }
+}
+
 /// Replaces anything outside PRINTUSASCII (33..=126) with `_`, cuts to `max`, `-` when empty.
 pub fn sanitize_field(s: &str, max: usize) -> String {
-    let out: String = s
+    let mut out = Vec::with_capacity(s.len().min(max));
+    push_field(&mut out, s, max);
+    // Only ASCII bytes were written.
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The RFC 3164 TAG: ASCII letters and digits of `app_name`, at most 32.
+pub fn tag_field(app_name: &str) -> String {
+    let tag: String = app_name
         .chars()
-        .take(max)
-        .map(|c| if ('!'..='~').contains(&c) { c } else { '_' })
+        .filter(char::is_ascii_alphanumeric)
+        .take(TAG_MAX)
         .collect();
-    if out.is_empty() {
-        "-".to_string()
+    if tag.is_empty() {
+        TAG_FALLBACK.to_string()
     } else {
-        out
+        tag
     }
 }
 
@@ -30,6 +62,7 @@ pub struct Header {
     pub format: SyslogFormat,
     pub pri: u8,
     pub hostname: String,
+    /// APP-NAME (RFC 5424), or the TAG (RFC 3164).
     pub app_name: String,
     pub procid: String,
     /// `Some` = fixed MSGID; `None` = the event's IOC type.
@@ -49,18 +82,19 @@ impl Header {
         msgid: Option<&str>,
         structured_data: bool,
     ) -> Header {
-        let app_max = if format == SyslogFormat::Rfc3164 {
-            32
-        } else {
-            48
+        let app_name = match format {
+            SyslogFormat::Rfc5424 => sanitize_field(app_name, APP_NAME_MAX),
+            SyslogFormat::Rfc3164 => tag_field(app_name),
         };
         Header {
             format,
-            pri: facility * 8 + severity,
-            hostname: sanitize_field(hostname, 255),
-            app_name: sanitize_field(app_name, app_max),
+            // The config only allows 0..=23 and 0..=7; clamping keeps PRIVAL within 0..=191
+            // (and the u8 from overflowing) whatever a caller passes.
+            pri: facility.min(23) * 8 + severity.min(7),
+            hostname: sanitize_field(hostname, HOSTNAME_MAX),
+            app_name,
             procid: procid.to_string(),
-            msgid: msgid.map(|m| sanitize_field(m, 32)),
+            msgid: msgid.map(|m| sanitize_field(m, MSGID_MAX)),
             structured_data,
         }
     }
@@ -71,6 +105,7 @@ pub fn sequence_id(seq: i64) -> i64 {
     (seq - 1).rem_euclid(2_147_483_647) + 1
 }
 
+/// Appends PARAM-VALUE with `"`, `\` and `]` escaped (RFC 5424 §6.3.3).
 fn push_sd_value(out: &mut Vec<u8>, s: &str) {
     for b in s.bytes() {
         if matches!(b, b'"' | b'\\' | b']') {
@@ -78,6 +113,79 @@ fn push_sd_value(out: &mut Vec<u8>, s: &str) {
         }
         out.push(b);
     }
+}
+
+/// Appends the decimal digits of `n`, at least `width` of them (zero-padded).
+fn push_uint(out: &mut Vec<u8>, n: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    let mut i = buf.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let start = i.min(buf.len().saturating_sub(width));
+    out.extend_from_slice(&buf[start..]);
+}
+
+/// Writes `n` as exactly `width` decimal digits into `buf` (the caller keeps `n` in range).
+fn put_digits(buf: &mut [u8], n: u32) {
+    let mut v = n;
+    for d in buf.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+/// RFC 5424 TIMESTAMP: `YYYY-MM-DDThh:mm:ss.uuuuuuZ` in UTC; NILVALUE for a year outside
+/// 0000..=9999, which the RFC's `4DIGIT` cannot carry. A leap second (which chrono represents
+/// as a nanosecond value ≥ 1e9 and RFC 5424 forbids) is sent as :59.999999.
+fn push_timestamp(out: &mut Vec<u8>, ts: DateTime<Utc>) {
+    // One conversion; every accessor of DateTime<Utc> would convert again.
+    let ts = ts.naive_utc();
+    let Ok(year) = u32::try_from(ts.year()) else {
+        out.push(b'-');
+        return;
+    };
+    if year > 9999 {
+        out.push(b'-');
+        return;
+    }
+    let mut b = *b"0000-00-00T00:00:00.000000Z";
+    put_digits(&mut b[0..4], year);
+    put_digits(&mut b[5..7], ts.month());
+    put_digits(&mut b[8..10], ts.day());
+    put_digits(&mut b[11..13], ts.hour());
+    put_digits(&mut b[14..16], ts.minute());
+    put_digits(&mut b[17..19], ts.second().min(59));
+    put_digits(&mut b[20..26], (ts.nanosecond() / 1000).min(999_999));
+    out.extend_from_slice(&b);
+}
+
+/// RFC 3164 §4.1.2 TIMESTAMP: `Mmm dd hh:mm:ss`, the day padded with a space; we send UTC.
+fn push_bsd_timestamp(out: &mut Vec<u8>, ts: DateTime<Utc>) {
+    let ts = ts.naive_utc();
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    out.extend_from_slice(MONTHS[ts.month0() as usize % 12]);
+    out.push(b' ');
+    let day = ts.day();
+    if day < 10 {
+        out.push(b' ');
+    }
+    push_uint(out, u64::from(day), 1);
+    out.push(b' ');
+    push_uint(out, u64::from(ts.hour()), 2);
+    out.push(b':');
+    push_uint(out, u64::from(ts.minute()), 2);
+    out.push(b':');
+    push_uint(out, u64::from(ts.second().min(59)), 2);
 }
 
 /// Writes the syslog message (header + MSG, no framing) for one event into `out`.
@@ -90,31 +198,29 @@ pub fn write_message(
     seq: i64,
     msg: &str,
 ) {
-    // `write!` into a String never fails; the buffer is reused across events by the caller.
-    let mut head = String::with_capacity(96);
+    out.push(b'<');
+    push_uint(out, u64::from(h.pri), 1);
+    out.push(b'>');
     match h.format {
         SyslogFormat::Rfc5424 => {
-            let _ = write!(
-                head,
-                "<{}>1 {} {} {} {} ",
-                h.pri,
-                ts.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
-                h.hostname,
-                h.app_name,
-                h.procid
-            );
+            out.extend_from_slice(b"1 ");
+            push_timestamp(out, ts);
+            out.push(b' ');
+            out.extend_from_slice(h.hostname.as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(h.app_name.as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(h.procid.as_bytes());
+            out.push(b' ');
             match &h.msgid {
-                Some(m) => head.push_str(m),
-                None => head.push_str(&sanitize_field(ioc_type, 32)),
+                Some(m) => out.extend_from_slice(m.as_bytes()),
+                None => push_field(out, ioc_type, MSGID_MAX),
             }
-            out.extend_from_slice(head.as_bytes());
             if h.structured_data {
-                let _ = write!(
-                    out_str(out),
-                    " [meta sequenceId=\"{}\"][origin software=\"",
-                    sequence_id(seq)
-                );
-                push_sd_value(out, "ioc-forwarder");
+                out.extend_from_slice(b" [meta sequenceId=\"");
+                push_uint(out, sequence_id(seq).unsigned_abs(), 1);
+                out.extend_from_slice(b"\"][origin software=\"");
+                push_sd_value(out, env!("CARGO_PKG_NAME"));
                 out.extend_from_slice(b"\" swVersion=\"");
                 push_sd_value(out, env!("CARGO_PKG_VERSION"));
                 out.extend_from_slice(b"\"] ");
@@ -123,46 +229,25 @@ pub fn write_message(
             }
         }
         SyslogFormat::Rfc3164 => {
-            // RFC 3164 §4.1.2: "Mmm dd hh:mm:ss", day space-padded; we send UTC.
-            const MONTHS: [&str; 12] = [
-                "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-            ];
-            let _ = write!(
-                head,
-                "<{}>{} {:>2} {:02}:{:02}:{:02} {} {}[{}]: ",
-                h.pri,
-                MONTHS[ts.month0() as usize],
-                ts.day(),
-                ts.hour(),
-                ts.minute(),
-                ts.second(),
-                h.hostname,
-                h.app_name,
-                h.procid
-            );
-            out.extend_from_slice(head.as_bytes());
+            push_bsd_timestamp(out, ts);
+            out.push(b' ');
+            out.extend_from_slice(h.hostname.as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(h.app_name.as_bytes());
+            out.push(b'[');
+            out.extend_from_slice(h.procid.as_bytes());
+            out.extend_from_slice(b"]: ");
         }
     }
     out.extend_from_slice(msg.as_bytes());
 }
 
-/// Lets `write!` append formatted ASCII straight to a byte buffer.
-fn out_str(out: &mut Vec<u8>) -> impl std::fmt::Write + '_ {
-    struct W<'a>(&'a mut Vec<u8>);
-    impl std::fmt::Write for W<'_> {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            self.0.extend_from_slice(s.as_bytes());
-            Ok(())
-        }
-    }
-    W(out)
-}
-
-/// Appends `message` to `out` with the destination's framing.
+/// Appends `message` to `out` with the destination's framing. MSG-LEN counts the final bytes.
 pub fn frame(out: &mut Vec<u8>, framing: Framing, message: &[u8]) {
     match framing {
         Framing::OctetCounting => {
-            let _ = write!(out_str(out), "{} ", message.len());
+            push_uint(out, message.len() as u64, 1);
+            out.push(b' ');
             out.extend_from_slice(message);
         }
         Framing::Lf => {
@@ -171,7 +256,6 @@ pub fn frame(out: &mut Vec<u8>, framing: Framing, message: &[u8]) {
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,7 +351,38 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "<36>May  7 09:08:07 collector01 ioc-forwarder[4242]: CEF:0|x"
+            "<36>May  7 09:08:07 collector01 iocforwarder[4242]: CEF:0|x"
+        );
+    }
+
+    #[test]
+    fn rfc3164_tag_is_alphanumeric_within_32_characters() {
+        assert_eq!(tag_field("ioc-forwarder"), "iocforwarder");
+        assert_eq!(
+            tag_field(&"ab:c[".repeat(20)),
+            "abcabcabcabcabcabcabcabcabcabcab"
+        );
+        assert_eq!(tag_field("-_-"), "iocforwarder");
+    }
+
+    #[test]
+    fn timestamps_rfc5424_cannot_carry_become_nil_or_clamped() {
+        let h = header(SyslogFormat::Rfc5424, false);
+        let mut out = Vec::new();
+        let far = Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap();
+        write_message(&mut out, &h, far, "ipv4", 1, "m");
+        assert!(out.starts_with(b"<36>1 - collector01 "), "{out:?}");
+        out.clear();
+        let leap = Utc
+            .with_ymd_and_hms(2016, 12, 31, 23, 59, 59)
+            .unwrap()
+            .with_nanosecond(1_500_000_000)
+            .unwrap();
+        write_message(&mut out, &h, leap, "ipv4", 1, "m");
+        assert!(
+            out.starts_with(b"<36>1 2016-12-31T23:59:59.999999Z "),
+            "{}",
+            String::from_utf8_lossy(&out)
         );
     }
 

@@ -227,7 +227,10 @@ impl Source {
                     &indicators,
                     |ind, act: Act| {
                         line.clear();
-                        cef::encode(ind, act, &opts, &mut line);
+                        let cuts = cef::encode(ind, act, &opts, &mut line);
+                        if cuts > 0 {
+                            crate::metrics::get().cef_values_cut.inc_by(cuts as u64);
+                        }
                         Some((ind.type_raw.clone(), line.clone()))
                     },
                     cursor,
@@ -256,7 +259,8 @@ impl Source {
                 let me = &*self;
                 loop {
                     let last = rest.is_empty();
-                    me.commit(store, items, last.then_some(now), &mut report).await?;
+                    me.commit(store, items, last.then_some(now), &mut report)
+                        .await?;
                     if last {
                         break;
                     }
