@@ -34,6 +34,8 @@ pub enum SourceError {
     Decode(String),
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),
+    #[error("TLS to the API failed: {0}")]
+    Tls(String),
 }
 
 impl SourceError {
@@ -43,7 +45,10 @@ impl SourceError {
             SourceError::RateLimited { .. } => "rate_limit",
             SourceError::Timeout(_) => "timeout",
             SourceError::Decode(_) => "decode",
-            SourceError::Status { .. } | SourceError::Connect(_) | SourceError::Client(_) => "http",
+            SourceError::Status { .. }
+            | SourceError::Connect(_)
+            | SourceError::Client(_)
+            | SourceError::Tls(_) => "http",
         }
     }
 
@@ -54,6 +59,43 @@ impl SourceError {
             SourceError::Timeout(_) | SourceError::Connect(_) | SourceError::Decode(_) => true,
             _ => false,
         }
+    }
+}
+
+/// The rustls error somewhere in an error's chain (reqwest → hyper → io → rustls).
+fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        // io::Error's source() skips the error it wraps; step into it instead.
+        cur = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
+}
+
+/// One operator-facing sentence for a TLS failure talking to the API.
+fn describe_tls(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+            "the API's certificate is not issued by a trusted CA; for a private CA or a TLS-inspecting proxy set [source] ca_file".into()
+        }
+        rustls::Error::InvalidCertificate(C::NotValidForName)
+        | rustls::Error::InvalidCertificate(C::NotValidForNameContext { .. }) => {
+            format!("the API's certificate is not valid for the host in base_url ({e})")
+        }
+        rustls::Error::InvalidCertificate(C::Expired) | rustls::Error::InvalidCertificate(C::ExpiredContext { .. }) => {
+            format!("the API's certificate has expired (or this host's clock is wrong): {e}")
+        }
+        other => other.to_string(),
     }
 }
 
@@ -269,6 +311,10 @@ impl ApiClient {
 
     fn transport_error(&self, e: reqwest::Error) -> SourceError {
         // reqwest errors carry the URL (never the key: it travels in a header).
+        if let Some(r) = rustls_error(&e) {
+            // A certificate the client refuses will be refused again in a second: not transient.
+            return SourceError::Tls(describe_tls(r));
+        }
         if e.is_timeout() {
             SourceError::Timeout(self.timeout)
         } else if e.is_decode() || e.is_body() {
