@@ -40,8 +40,14 @@ impl fmt::Debug for Secret {
 }
 
 impl fmt::Display for Secret {
+    /// The 12-character prefix (what the API itself shows as `key_prefix`) of a key long
+    /// enough that the prefix gives nothing away; nothing at all of a short one.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}… (redacted)", self.prefix())
+        if self.0.chars().count() >= 20 {
+            write!(f, "{}… (redacted)", self.prefix())
+        } else {
+            f.write_str("(redacted)")
+        }
     }
 }
 

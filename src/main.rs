@@ -145,12 +145,29 @@ fn fail(e: AgentError) -> u8 {
     }
 }
 
-fn load(path: &std::path::Path) -> Result<Config, u8> {
-    let cfg = Config::load(path).map_err(|e| {
+/// Loads the config; `lenient` lets unset `${VAR}`s through as placeholders.
+fn load(path: &std::path::Path, lenient: bool) -> Result<Config, u8> {
+    let result = if lenient {
+        std::fs::read_to_string(path)
+            .map_err(|e| {
+                format!(
+                    "config error in {}: cannot read the config file: {e}",
+                    path.display()
+                )
+            })
+            .and_then(|text| {
+                Config::parse(&text, path, &|name| {
+                    Some(std::env::var(name).unwrap_or_else(|_| format!("<unset {name}>")))
+                })
+                .map_err(|e| e.to_string())
+            })
+    } else {
+        Config::load(path).map_err(|e| e.to_string())
+    };
+    result.map_err(|e| {
         eprintln!("{e}");
         2
-    })?;
-    Ok(cfg)
+    })
 }
 
 /// A config file that holds the API key must not be readable by everyone, and the agent has
@@ -191,7 +208,10 @@ async fn dispatch(command: Command, path: PathBuf) -> u8 {
             Err(e) => fail(e),
         };
     }
-    let cfg = match load(&path) {
+    // The queue commands only need state_dir: they must work for an operator whose shell
+    // lacks the service's environment (e.g. SOCDEFENDERS_API_KEY).
+    let lenient = matches!(command, Command::Queue { .. });
+    let cfg = match load(&path, lenient) {
         Ok(c) => c,
         Err(code) => return code,
     };
