@@ -279,6 +279,9 @@ impl Pipeline {
         for t in self.tasks {
             all &= t.handle.await.unwrap_or(false);
         }
+        if let Err(e) = self.store.call(|s| s.compact()).await {
+            tracing::debug!(error = %e, "cannot delete delivered events at stop");
+        }
         all
     }
 

@@ -21,6 +21,10 @@ use crate::indicator::Indicator;
 
 pub const FILE_NAME: &str = "state.db";
 
+/// Delivered events are deleted in runs of at least this many (see `collect_garbage`); until
+/// then they stay in the file and in `queue_bytes`, but no destination reads them again.
+const GC_BATCH: i64 = 4096;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create state directory {path}: {source}")]
@@ -318,17 +322,23 @@ impl Store {
                 removed.push(e);
             }
         }
-        Self::collect_garbage(&tx).map_err(|e| self.err(e))?;
+        Self::collect_garbage(&tx, 1).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok((added, removed))
     }
 
-    /// Deletes events every destination has passed.
-    fn collect_garbage(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    /// Deletes events every destination has passed, once at least `at_least` of them are
+    /// deletable: deleting on every acknowledgement would rewrite the same b-tree pages
+    /// hundreds of times a second.
+    fn collect_garbage(tx: &Transaction<'_>, at_least: i64) -> rusqlite::Result<()> {
         let min: Option<i64> =
             tx.query_row("SELECT MIN(acked_seq) FROM positions", [], |r| r.get(0))?;
-        match min {
-            Some(m) if m > 0 => Self::delete_through(tx, m),
+        let Some(m) = min.filter(|m| *m > 0) else {
+            return Ok(());
+        };
+        let first: Option<i64> = tx.query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))?;
+        match first {
+            Some(f) if m - f + 1 >= at_least => Self::delete_through(tx, m),
             _ => Ok(()),
         }
     }
@@ -431,8 +441,13 @@ impl Store {
             .map_err(|e| self.err(e))?;
         }
         if let Some(limit) = self.limit {
-            let total = Self::total(&tx).map_err(|e| self.err(e))?;
+            let mut total = Self::total(&tx).map_err(|e| self.err(e))?;
             let max = i64::try_from(limit.max_bytes).unwrap_or(i64::MAX);
+            if total > max {
+                // Delivered events not yet collected do not count against the limit.
+                Self::collect_garbage(&tx, 1).map_err(|e| self.err(e))?;
+                total = Self::total(&tx).map_err(|e| self.err(e))?;
+            }
             if total > max && page_bytes > 0 {
                 match limit.when_full {
                     crate::config::WhenFull::PausePolling => {
@@ -558,7 +573,7 @@ impl Store {
     }
 
     /// Moves a destination's position forward to `seq` (never backwards) and deletes events
-    /// that every destination has passed.
+    /// that every destination has passed (in runs, see [`GC_BATCH`]).
     pub fn ack(&self, destination: &str, seq: i64) -> Result<(), StoreError> {
         let mut conn = self.lock();
         // Positions need no fsync: WAL survives a killed process either way, and after a power
@@ -571,7 +586,15 @@ impl Store {
             params![destination, seq],
         )
         .map_err(|e| self.err(e))?;
-        Self::collect_garbage(&tx).map_err(|e| self.err(e))?;
+        Self::collect_garbage(&tx, GC_BATCH).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Deletes every event all destinations have passed (at a graceful stop, and in tests).
+    pub fn compact(&self) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        Self::collect_garbage(&tx, 1).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
     }
 
@@ -665,7 +688,7 @@ impl Store {
             ),
         }
         .map_err(|e| self.err(e))?;
-        Self::collect_garbage(&tx).map_err(|e| self.err(e))?;
+        Self::collect_garbage(&tx, 1).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(skipped)
     }
@@ -782,9 +805,12 @@ mod tests {
         )
         .unwrap();
         s.ack("a", 2).unwrap();
+        s.compact().unwrap();
         assert_eq!(s.read_after(0, 10).unwrap().len(), 2);
         assert_eq!(s.pending("b").unwrap(), 2);
         s.ack("b", 1).unwrap();
+        assert_eq!(s.pending("b").unwrap(), 1);
+        s.compact().unwrap();
         assert_eq!(s.read_after(0, 10).unwrap().len(), 1);
         s.ack("a", 1).unwrap(); // never backwards
         assert_eq!(s.position("a").unwrap(), 2);
