@@ -408,8 +408,9 @@ impl Task {
         } else {
             Duration::from_millis(20)
         };
-        let mut tail = self.w.tail.clone();
-        let mut stop = self.w.stop.clone();
+        // The task's own receivers, not clones: `changed()` must mark what it saw, or it
+        // returns at once forever after the first commit and the task spins.
+        let Wiring { tail, stop, .. } = &mut self.w;
         tokio::select! {
             _ = tail.changed() => {}
             _ = stop.wait_for(|s| *s) => {}

@@ -429,11 +429,12 @@ fn parse_page(body: &[u8], headers: &HeaderMap) -> Result<Page, SourceError> {
             "got {ctype} instead of JSON (a proxy or login page?)"
         )));
     }
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
+    let mut v: Value = serde_json::from_slice(body).map_err(|e| {
         SourceError::Decode(format!("invalid JSON ({e}) in a {}-byte body", body.len()))
     })?;
-    let data = match v.get("data") {
-        Some(Value::Array(items)) => items.clone(),
+    // Taken out of the tree, not copied: a page can be tens of megabytes of values.
+    let data = match v.get_mut("data").map(Value::take) {
+        Some(Value::Array(items)) => items,
         Some(Value::Null) | None if v.get("meta").is_some() => vec![],
         _ => {
             return Err(SourceError::Decode(
