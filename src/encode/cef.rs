@@ -145,22 +145,14 @@ fn prefix_within(s: &str, max: usize) -> &str {
 
 /// Appends the decimal digits of `n` (no allocation).
 fn push_int(out: &mut String, n: i64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut v = n.unsigned_abs();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
     if n < 0 {
         out.push('-');
     }
+    let mut buf = [0u8; 20];
     // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+    out.push_str(
+        std::str::from_utf8(super::decimal(&mut buf, n.unsigned_abs(), 1)).unwrap_or_default(),
+    );
 }
 
 /// Writes the extension pairs: one space between pairs, none before the first.

@@ -117,19 +117,8 @@ fn push_sd_value(out: &mut Vec<u8>, s: &str) {
 
 /// Appends the decimal digits of `n`, at least `width` of them (zero-padded).
 fn push_uint(out: &mut Vec<u8>, n: u64, width: usize) {
-    let mut buf = [b'0'; 20];
-    let mut i = buf.len();
-    let mut v = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let start = i.min(buf.len().saturating_sub(width));
-    out.extend_from_slice(&buf[start..]);
+    let mut buf = [0u8; 20];
+    out.extend_from_slice(super::decimal(&mut buf, n, width));
 }
 
 /// Writes `n` as exactly `width` decimal digits into `buf` (the caller keeps `n` in range).
