@@ -23,7 +23,11 @@ pub fn destination(to: Option<&str>) -> Result<DestinationConfig, String> {
             let protocol = match scheme {
                 "tcp" => Protocol::Tcp,
                 "udp" => Protocol::Udp,
-                other => return Err(format!("--to {url:?}: scheme {other:?} is not tcp or udp")),
+                other => {
+                    return Err(format!(
+                        "--to {url:?}: scheme {other:?} is not tcp or udp; expected tcp://HOST:PORT or udp://HOST:PORT"
+                    ))
+                }
             };
             let rest = rest.trim_end_matches('/');
             if split_host_port(rest).is_none() {
@@ -56,8 +60,7 @@ pub fn destination(to: Option<&str>) -> Result<DestinationConfig, String> {
 }
 
 /// Runs the demo in a temporary state directory that is removed afterwards.
-pub async fn run(to: Option<&str>) -> Result<OnceOutcome, AgentError> {
-    let dest = destination(to).map_err(AgentError::Io)?;
+pub async fn run(dest: DestinationConfig) -> Result<OnceOutcome, AgentError> {
     let dir = std::env::temp_dir().join(format!(
         "ioc-forwarder-demo-{}-{}",
         std::process::id(),

@@ -203,7 +203,14 @@ fn outcome_code(o: OnceOutcome) -> u8 {
 
 async fn dispatch(command: Command, path: PathBuf) -> u8 {
     if let Command::Demo { to } = &command {
-        return match demo::run(to.as_deref()).await {
+        let dest = match demo::destination(to.as_deref()) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        };
+        return match demo::run(dest).await {
             Ok(o) => outcome_code(o),
             Err(e) => fail(e),
         };
