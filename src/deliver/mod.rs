@@ -466,7 +466,8 @@ impl Task {
             return;
         };
         if let Some(old) = self.conn.as_mut() {
-            old.wait_acked(Duration::from_secs(2)).await;
+            // Whatever it did not acknowledge is replayed on the primary.
+            let _ = old.wait_acked(Duration::from_secs(2)).await;
         }
         self.settle();
         self.persist(true).await;

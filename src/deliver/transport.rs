@@ -557,18 +557,24 @@ impl Connected {
         }
     }
 
-    /// Waits (up to `timeout`) until the peer acknowledged every byte written. True when it
-    /// did, or when the transport cannot tell. False as soon as the peer refuses or closes.
-    pub async fn wait_acked(&mut self, timeout: Duration) -> bool {
+    /// Waits (up to `timeout`) until the peer acknowledged every byte written. `Ok` when it
+    /// did, or when the transport cannot tell; `Err` with the reason as soon as the peer refuses
+    /// or closes (the reason is read once: a second read of a failed TLS stream may not repeat
+    /// it), or when `timeout` passes.
+    pub async fn wait_acked(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.peer_gone() {
-                return false;
+            if let Some(why) = self.peer_error() {
+                return Err(why);
             }
             match self.acked() {
-                None => return true,
-                Some(a) if a >= self.written() => return true,
-                Some(_) if Instant::now() >= deadline => return false,
+                None => return Ok(()),
+                Some(a) if a >= self.written() => return Ok(()),
+                Some(_) if Instant::now() >= deadline => {
+                    return Err(format!(
+                        "the peer did not acknowledge what was sent within {timeout:?}"
+                    ))
+                }
                 Some(_) => tokio::time::sleep(Duration::from_millis(5)).await,
             }
         }
@@ -643,7 +649,7 @@ mod tests {
         assert_eq!(c.acked(), Some(0));
         let payload = vec![b'x'; 100_000];
         c.send(&payload, &[payload.len()]).await.unwrap();
-        assert!(c.wait_acked(Duration::from_secs(10)).await);
+        assert!(c.wait_acked(Duration::from_secs(10)).await.is_ok());
         assert_eq!(c.acked(), Some(100_000));
         assert_eq!(c.written(), 100_000);
         c.close().await;
@@ -674,7 +680,7 @@ mod tests {
                 _ => break,
             }
         }
-        assert!(!c.wait_acked(Duration::from_millis(300)).await);
+        assert!(c.wait_acked(Duration::from_millis(300)).await.is_err());
         let acked = c.acked().unwrap();
         assert!(
             acked < c.written().max(sent),
