@@ -61,8 +61,6 @@ pub struct Pipeline {
     tasks: Vec<DestTask>,
     tail: Arc<watch::Sender<i64>>,
     metrics: Option<MetricsServer>,
-    queue: QueueConfig,
-    shutdown_timeout: Duration,
 }
 
 fn limit_of(q: &QueueConfig) -> QueueLimit {
@@ -89,8 +87,6 @@ impl Pipeline {
             tasks: Vec::new(),
             tail,
             metrics: None,
-            queue: cfg.queue.clone(),
-            shutdown_timeout: cfg.shutdown_timeout,
         };
         p.sync_destinations(cfg).await?;
         p.sync_metrics(cfg).await?;
@@ -103,8 +99,6 @@ impl Pipeline {
     /// queue. A different `state_dir` needs a full restart (the caller does that).
     pub async fn reload(&mut self, cfg: &Config) -> Result<(), AgentError> {
         self.store = self.store.clone().with_limit(limit_of(&cfg.queue));
-        self.queue = cfg.queue.clone();
-        self.shutdown_timeout = cfg.shutdown_timeout;
         self.sync_destinations(cfg).await?;
         self.sync_metrics(cfg).await
     }
@@ -287,14 +281,6 @@ impl Pipeline {
 
     pub fn destination_count(&self) -> usize {
         self.tasks.len()
-    }
-
-    pub fn queue(&self) -> &QueueConfig {
-        &self.queue
-    }
-
-    pub fn shutdown_timeout(&self) -> Duration {
-        self.shutdown_timeout
     }
 }
 

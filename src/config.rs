@@ -7,7 +7,6 @@
 //!
 //! Secrets (the API key) live in [`Secret`], whose `Debug` and `Display` never show them.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -1430,14 +1429,14 @@ pub fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
-/// Distinct keys named by the problems (used by tests and for summaries).
-pub fn problem_keys(problems: &[Problem]) -> BTreeSet<String> {
-    problems.iter().map(|p| p.key.clone()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Distinct keys named by the problems (used by tests and for summaries).
+    fn problem_keys(problems: &[Problem]) -> std::collections::BTreeSet<String> {
+        problems.iter().map(|p| p.key.clone()).collect()
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/tmp/x.toml"), &|name| {

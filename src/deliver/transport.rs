@@ -5,7 +5,7 @@
 //! in about `write_timeout` instead of the kernel's default quarter of an hour. Both report the
 //! bytes written to the socket (for TLS: ciphertext, counted under rustls) and the bytes the
 //! peer's TCP stack acknowledged (`TCP_INFO`), which is what ack-aware delivery needs.
-//! A TLS receiver only talks to refuse (an alert) or to close, so [`Connected::peer_gone`]
+//! A TLS receiver only talks to refuse (an alert) or to close, so [`Connected::peer_error`]
 //! reads through rustls on every check: an alert fails the connection.
 
 use std::io;
@@ -128,11 +128,6 @@ impl TlsCache {
         self.built = Some((cfg.clone(), now));
         Ok(cfg)
     }
-}
-
-/// Whether frames for this protocol carry stream framing (datagrams do not).
-pub fn is_stream(p: Protocol) -> bool {
-    !matches!(p, Protocol::Udp)
 }
 
 async fn resolve(address: &str) -> Result<Vec<SocketAddr>, TransportError> {
@@ -404,14 +399,9 @@ impl Connected {
         matches!(self.conn, Conn::Tcp(_))
     }
 
-    /// True when the peer closed, reset, or (TLS) sent an alert. Receivers never talk back
-    /// otherwise, so this reads and discards whatever arrived; an EOF or an error means the
-    /// connection is gone and writing would lose data.
-    pub fn peer_gone(&mut self) -> bool {
-        self.peer_error().is_some()
-    }
-
-    /// Like [`Connected::peer_gone`], with the reason.
+    /// The reason the peer is gone — it closed, reset, or (TLS) sent an alert — or `None`
+    /// while the connection is healthy. Receivers never talk back otherwise, so this reads
+    /// and discards whatever arrived; writing after any of these would lose data.
     pub fn peer_error(&mut self) -> Option<String> {
         let mut scratch = [0u8; 4096];
         let waker = std::task::Waker::noop();
