@@ -249,3 +249,39 @@ fn missing_api_key_file_names_the_key() {
     let out = check(dir.path(), &toml);
     assert_config_error(&out, &["source.api_key_file"]);
 }
+
+#[test]
+fn config_path_comes_from_the_environment_when_no_flag_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), &valid(dir.path()));
+    let out = run_cmd({
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ioc-forwarder"));
+        c.arg("check-config").env("IOC_FORWARDER_CONFIG", &path);
+        c
+    })
+    .0;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(text(&out.stdout).contains("siem1"), "{}", describe(&out));
+    // --config wins over the environment.
+    let out = run_cmd({
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ioc-forwarder"));
+        c.args(["--config", "/nonexistent/ioc.toml", "check-config"])
+            .env("IOC_FORWARDER_CONFIG", &path);
+        c
+    })
+    .0;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(text(&out.stderr).contains("/nonexistent/ioc.toml"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = run_cmd({
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ioc-forwarder"));
+        c.arg("no-such-command");
+        c
+    })
+    .0;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert_no_panic(&out);
+}
