@@ -20,8 +20,8 @@
 //!   the wrapper and say so.
 //!
 //! What runs:
-//! 1. Limits, in this process: JSON decoding of the pages (`serde_json::Value`, then also
-//!    `Indicator::from_json`); the queue alone (`Store::commit_page` page by page with a trivial
+//! 1. Limits, in this process: JSON decoding of the pages (into a `serde_json::Value` for
+//!    reference, then straight to indicators with `decode::body`, as the daemon does); the queue alone (`Store::commit_page` page by page with a trivial
 //!    encoder, then `read_after` 512 at a time); raw loopback TCP write of the pre-rendered frames
 //!    to a receiver that counts and discards.
 //! 2. `ioc-forwarder once` (the release binary) backfilling all `N` from a fast local fake API
@@ -46,8 +46,6 @@ mod recv;
 mod rsyslog;
 #[path = "pipeline/sys.rs"]
 mod sys;
-#[path = "pipeline/typed.rs"]
-mod typed;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -60,6 +58,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use ioc_forwarder::config::Config;
+use ioc_forwarder::decode::{self, Data};
 use ioc_forwarder::deliver::{self, Framed};
 use ioc_forwarder::encode::cef::{self, Act, CefOptions};
 use ioc_forwarder::indicator::Indicator;
@@ -463,17 +462,9 @@ fn limits(s: &Settings, feed: &Feed, cfg: &Config, work: &Path, res: &mut Result
     });
     res.figures.push(("json_value", rate));
 
-    // (a'') For reference: a typed, borrowing decoder producing the same owned data.
-    stage("limit: typed serde decode (for reference)");
-    let mut typed_m = Meter::default();
-    for &off in &offsets {
-        let body = page_of(off);
-        typed_m.best_of(REPS, || drop(std::hint::black_box(typed::decode(&body))));
-    }
-    let typed_rate = n as f64 / typed_m.secs();
-
-    // (a') JSON + Indicator::from_json, (c) queue insert, and the frames, page by page.
-    stage("limit: JSON decode + Indicator::from_json, queue insert (commit_page), frames");
+    // (a') JSON straight to indicators (what the daemon does), (c) queue insert, and the
+    // frames, page by page.
+    stage("limit: JSON decode → Indicator (decode::body), queue insert (commit_page), frames");
     let opts = CefOptions::from_config(&cfg.cef);
     let dest = &cfg.destinations[0];
     let header = deliver::header_for(dest, &cfg.syslog);
@@ -488,15 +479,11 @@ fn limits(s: &Settings, feed: &Feed, cfg: &Config, work: &Path, res: &mut Result
     for (k, &off) in offsets.iter().enumerate() {
         let body = page_of(off);
         let inds: Vec<Indicator> = full.best_of(REPS, || {
-            let v: Value = serde_json::from_slice(&body).expect("generated JSON parses");
-            let inds = v["data"]
-                .as_array()
-                .expect("data array")
-                .iter()
-                .filter_map(|i| Indicator::from_json(i).ok())
-                .collect();
-            drop(std::hint::black_box(v));
-            inds
+            let page = decode::body(&body).expect("generated JSON parses");
+            let Data::Items(items) = page.data else {
+                panic!("generated pages have a data array")
+            };
+            items.into_iter().filter_map(|i| i.0.ok()).collect()
         });
         // Untimed: the CEF lines (the "trivial encoder" below hands them out) and the frames.
         let mut lines = Vec::with_capacity(inds.len());
@@ -535,28 +522,17 @@ fn limits(s: &Settings, feed: &Feed, cfg: &Config, work: &Path, res: &mut Result
     assert_eq!(seq as usize, n, "every generated item parses");
     let rate = n as f64 / full.secs();
     res.rows.push(Row {
-        scenario: "limit: JSON decode + Indicator::from_json".into(),
+        scenario: "limit: JSON decode → Indicator (decode::body)".into(),
         rate: thousands(rate),
         mbps: format!("{:.0}", mb(json_bytes as f64) / full.secs()),
         cpu: per_million(full.cpu, n),
         rss: "-".into(),
         notes: format!(
-            "one thread, best of {REPS} per page; what the daemon must do per page before encoding; MB/s of JSON{}",
+            "one thread, best of {REPS} per page; what the daemon does per page before encoding (typed, lenient, no Value tree); MB/s of JSON{}",
             full.waited()
         ),
     });
     res.figures.push(("json_decode", rate));
-    res.rows.push(Row {
-        scenario: "reference: typed serde decode (borrowed struct → owned fields)".into(),
-        rate: thousands(typed_rate),
-        mbps: format!("{:.0}", mb(json_bytes as f64) / typed_m.secs()),
-        cpu: per_million(typed_m.cpu, n),
-        rss: "-".into(),
-        notes: format!(
-            "NOT what the daemon does: what decoding could cost without a serde_json::Value tree (same fields, timestamps parsed); best of {REPS} per page{}",
-            typed_m.waited()
-        ),
-    });
     res.figures
         .push((cpu_key("json_decode"), full.cpu * 1e6 / n as f64));
     let rate = n as f64 / ins.secs();
@@ -1011,13 +987,13 @@ fn render(
     };
     let lines: [(&str, &str, &str, Option<f64>); 6] = [
         (
-            "TCP backfill ÷ JSON-decode limit (Value + from_json)",
+            "TCP backfill ÷ JSON-decode limit (decode::body)",
             "tcp",
             "json_decode",
             Some(0.8),
         ),
         (
-            "TLS backfill ÷ JSON-decode limit (Value + from_json)",
+            "TLS backfill ÷ JSON-decode limit (decode::body)",
             "tls",
             "json_decode",
             Some(0.8),

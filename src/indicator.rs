@@ -125,70 +125,14 @@ impl Skip {
     }
 }
 
-fn text(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-fn time(v: Option<&Value>) -> Option<DateTime<Utc>> {
-    let s = v?.as_str()?;
-    DateTime::parse_from_rfc3339(s.trim())
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-/// A list of strings; objects such as `{id, name}` (the article shape of techniques) give their `id`.
-fn strings(v: Option<&Value>) -> Vec<String> {
-    let Some(Value::Array(items)) = v else {
-        return match text(v) {
-            Some(s) => vec![s],
-            None => vec![],
-        };
-    };
-    items
-        .iter()
-        .filter_map(|item| match item {
-            Value::Object(o) => text(o.get("id")),
-            other => text(Some(other)),
-        })
-        .collect()
-}
-
 impl Indicator {
+    /// Decodes one item held as a JSON tree (tests, the demo feed); the daemon decodes pages
+    /// straight from their bytes with the same rules ([`crate::decode`]).
     pub fn from_json(v: &Value) -> Result<Indicator, Skip> {
-        let Value::Object(o) = v else {
-            return Err(Skip::NotAnObject);
-        };
-        // A value of nothing but blanks or control characters would encode to no indicator.
-        let value = text(o.get("value"))
-            .filter(|v| v.chars().any(|c| !c.is_whitespace() && !c.is_control()))
-            .ok_or(Skip::NoValue)?;
-        let type_raw = text(o.get("type")).unwrap_or_default();
-        let src = o.get("source").and_then(Value::as_object);
-        let field = |k: &str| src.and_then(|s| text(s.get(k)));
-        Ok(Indicator {
-            id: text(o.get("id")),
-            ioc_type: IocType::parse(&type_raw),
-            type_raw,
-            value,
-            confidence: text(o.get("confidence")).map(|c| c.to_ascii_lowercase()),
-            first_seen: time(o.get("first_seen")),
-            last_seen: time(o.get("last_seen")),
-            source: Provenance {
-                feed_name: field("feed_name"),
-                category: field("category"),
-                article_url: field("article_url"),
-                reference_url: field("reference_url"),
-                origin: field("origin"),
-            },
-            context: text(o.get("context")),
-            tags: strings(o.get("tags")),
-            mitre_techniques: strings(o.get("mitre_techniques")),
-        })
+        use serde::Deserialize;
+        crate::decode::Item::deserialize(v)
+            .map(|i| i.0)
+            .unwrap_or(Err(Skip::NotAnObject))
     }
 
     /// What identifies the indicator across versions: its `id`, else its type and value.

@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod backoff;
 pub mod config;
+pub mod decode;
 pub mod deliver;
 pub mod demo;
 pub mod encode;

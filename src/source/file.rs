@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use serde_json::Value;
+use crate::decode::{self, Data, Item};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -30,7 +30,7 @@ impl FileSource {
     }
 
     /// Every item of the file, in file order.
-    pub fn read(&self) -> Result<Vec<Value>, FileError> {
+    pub fn read(&self) -> Result<Vec<Item>, FileError> {
         let text = std::fs::read_to_string(&self.path).map_err(|source| FileError::Io {
             path: self.path.clone(),
             source,
@@ -44,22 +44,21 @@ impl FileSource {
 }
 
 /// Items of an API body, a JSON array or NDJSON. Errors carry the 1-based line.
-pub fn parse(text: &str) -> Result<Vec<Value>, (usize, String)> {
+pub fn parse(text: &str) -> Result<Vec<Item>, (usize, String)> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('[') {
-        return match serde_json::from_str::<Value>(text) {
-            Ok(Value::Array(items)) => Ok(items),
-            Ok(_) => Err((1, "expected an array".into())),
-            Err(e) => Err((e.line(), e.to_string())),
-        };
+        return serde_json::from_str::<Vec<Item>>(text).map_err(|e| (e.line(), e.to_string()));
     }
     if trimmed.starts_with('{') {
-        // A whole-file object is an API body; otherwise it is NDJSON, parsed below.
-        if let Ok(Value::Object(mut o)) = serde_json::from_str::<Value>(text) {
-            if let Some(Value::Array(items)) = o.remove("data") {
+        // A whole-file object is an API body when it has a `data` array, else one item;
+        // anything that is not one whole JSON object is NDJSON, parsed below.
+        if let Ok(body) = decode::body(text.as_bytes()) {
+            if let Data::Items(items) = body.data {
                 return Ok(items);
             }
-            return Ok(vec![Value::Object(o)]);
+            if let Ok(item) = serde_json::from_str::<Item>(text) {
+                return Ok(vec![item]);
+            }
         }
     }
     let mut items = Vec::new();

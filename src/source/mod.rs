@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, SourceKind};
+use crate::decode::Item;
 use crate::encode::cef::{self, Act, CefOptions};
 use crate::indicator::{Indicator, IocType};
 use crate::store::{Store, StoreError};
@@ -177,7 +178,7 @@ impl Source {
     async fn commit(
         &self,
         store: &Store,
-        items: Vec<serde_json::Value>,
+        items: Vec<Item>,
         cursor: Option<DateTime<Utc>>,
         report: &mut CycleReport,
     ) -> Result<(), CycleError> {
@@ -194,8 +195,8 @@ impl Source {
             Some((_, n)) => *n += 1,
             None => counts.push((label, 1)),
         };
-        for v in &items {
-            match Indicator::from_json(v) {
+        for Item(decoded) in items {
+            match decoded {
                 Ok(i) => {
                     // `other` for unknown types (SPEC): a bounded label set.
                     bump(&mut by_type, i.ioc_type.as_str());
@@ -433,8 +434,11 @@ fn is_last_page(n: u64, offset: u64, limit: Option<u64>, total: Option<u64>) -> 
 }
 
 /// The first and last item of a page, to notice the same page served twice.
-fn page_edges(items: &[serde_json::Value]) -> Option<(String, String)> {
-    let key = |v: &serde_json::Value| format!("{}|{}|{}", v["id"], v["value"], v["last_seen"]);
+fn page_edges(items: &[Item]) -> Option<(String, String)> {
+    let key = |item: &Item| match &item.0 {
+        Ok(i) => format!("{:?}|{}|{:?}", i.id, i.value, i.last_seen),
+        Err(skip) => format!("{skip:?}"),
+    };
     Some((key(items.first()?), key(items.last()?)))
 }
 

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::backoff::{jitter, Backoff};
 use crate::config::{ApiConfig, Secret};
+use crate::decode::{self, Data, Item};
 
 /// How a request failed; `kind()` is the `ioc_forwarder_source_errors_total` label.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +103,7 @@ fn describe_tls(e: &rustls::Error) -> String {
 /// One page as served.
 #[derive(Debug)]
 pub struct Page {
-    pub items: Vec<Value>,
+    pub items: Vec<Item>,
     /// `meta.generated_at`, else the HTTP `Date` header: the server's clock either way.
     pub server_time: Option<DateTime<Utc>>,
     /// `meta.limit`: how many items the server was willing to send (it caps by tier).
@@ -429,23 +430,21 @@ fn parse_page(body: &[u8], headers: &HeaderMap) -> Result<Page, SourceError> {
             "got {ctype} instead of JSON (a proxy or login page?)"
         )));
     }
-    let mut v: Value = serde_json::from_slice(body).map_err(|e| {
+    let parsed = decode::body(body).map_err(|e| {
         SourceError::Decode(format!("invalid JSON ({e}) in a {}-byte body", body.len()))
     })?;
-    // Taken out of the tree, not copied: a page can be tens of megabytes of values.
-    let data = match v.get_mut("data").map(Value::take) {
-        Some(Value::Array(items)) => items,
-        Some(Value::Null) | None if v.get("meta").is_some() => vec![],
+    let items = match parsed.data {
+        Data::Items(items) => items,
+        Data::Null | Data::Missing if parsed.has_meta => vec![],
         _ => {
             return Err(SourceError::Decode(
                 "the body has no `data` array".to_string(),
             ))
         }
     };
-    let meta = v.get("meta");
-    let server_time = meta
-        .and_then(|m| m.get("generated_at"))
-        .and_then(Value::as_str)
+    let server_time = parsed
+        .generated_at
+        .as_deref()
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
         .map(|t| t.with_timezone(&Utc))
         .or_else(|| {
@@ -455,13 +454,12 @@ fn parse_page(body: &[u8], headers: &HeaderMap) -> Result<Page, SourceError> {
                 .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
                 .map(|t| t.with_timezone(&Utc))
         });
-    let num = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_u64);
     Ok(Page {
-        items: data,
+        items,
         server_time,
-        limit: num("limit"),
-        total: num("total"),
-        offset: num("offset"),
+        limit: parsed.limit,
+        total: parsed.total,
+        offset: parsed.offset,
     })
 }
 
