@@ -19,6 +19,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use crate::encode::cef::Act;
 use crate::indicator::Indicator;
 
+mod seen;
+use seen::{SeenIndex, Version};
+
 pub const FILE_NAME: &str = "state.db";
 
 /// Delivered events are deleted in runs of at least this many (see `collect_garbage`); until
@@ -78,9 +81,28 @@ pub struct QueueLimit {
     pub when_full: crate::config::WhenFull,
 }
 
+/// The connection and the in-memory dedup index, which only changes with what commits.
+struct Inner {
+    conn: Connection,
+    seen: SeenIndex,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Inner {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<Inner>>,
     path: PathBuf,
     limit: Option<QueueLimit>,
 }
@@ -101,19 +123,14 @@ CREATE TABLE IF NOT EXISTS positions (
     destination TEXT PRIMARY KEY,
     acked_seq INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS seen (
-    identity TEXT PRIMARY KEY,
-    last_seen_us INTEGER,
-    confidence TEXT,
-    recorded_us INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS seen_recorded ON seen (recorded_us);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-PRAGMA user_version = 1;
 ";
+
+/// Version 2 replaced the `seen` b-tree keyed by identity text with `seen_log` (see `seen`).
+const USER_VERSION: i64 = 2;
 
 fn now_us() -> i64 {
     Utc::now().timestamp_micros()
@@ -161,16 +178,17 @@ impl Store {
         }
     }
 
-    fn open_file(path: &Path) -> rusqlite::Result<Connection> {
-        let conn = Connection::open(path)?;
+    fn open_file(path: &Path) -> rusqlite::Result<Inner> {
+        let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        // 16 MiB of page cache (negative = KiB): dedup lookups of a big backfill stay in memory.
-        conn.pragma_update(None, "cache_size", -16384)?;
-        // Checkpoint every ~40 MB of WAL instead of every 4 MB: a backfill rewrites the same
-        // dedup pages again and again, and each checkpoint copies them once more. The file is
-        // truncated back to 64 MiB after a checkpoint.
+        // 4 MiB of page cache (negative = KiB): the queue is appended at its tail and read
+        // near its head, and dedup lookups are in memory (see `seen`); more only costs RSS.
+        conn.pragma_update(None, "cache_size", -4096)?;
+        // Checkpoint every ~40 MB of WAL instead of every 4 MB: fewer, larger checkpoints, and
+        // events delivered meanwhile are often deleted before their pages are copied. The
+        // file is truncated back to 64 MiB after a checkpoint.
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         conn.execute_batch(SCHEMA)?;
@@ -181,7 +199,16 @@ impl Store {
             [],
         )?;
         conn.query_row("SELECT COUNT(*) FROM positions", [], |r| r.get::<_, i64>(0))?;
-        Ok(conn)
+        let tx = conn.transaction()?;
+        tx.execute_batch(seen::SCHEMA)?;
+        let index = SeenIndex::new(seen::sip_key(&tx)?);
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version < USER_VERSION {
+            seen::migrate_v1(&tx, &index)?;
+            tx.pragma_update(None, "user_version", USER_VERSION)?;
+        }
+        tx.commit()?;
+        Ok(Inner { conn, seen: index })
     }
 
     /// Enforce `max_bytes` / `when_full` on every commit from now on.
@@ -262,7 +289,7 @@ impl Store {
         &self.path
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
         // back on drop), so a poisoned lock is safe to keep using.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -348,35 +375,6 @@ impl Store {
         }
     }
 
-    /// Decides whether this version of an indicator is new to us.
-    fn classify(
-        tx: &Transaction<'_>,
-        identity: &str,
-        ind: &Indicator,
-    ) -> rusqlite::Result<Option<Act>> {
-        let row: Option<(Option<i64>, Option<String>)> = tx
-            .prepare_cached("SELECT last_seen_us, confidence FROM seen WHERE identity = ?1")?
-            .query_row(params![identity], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let Some((seen_last, seen_conf)) = row else {
-            return Ok(Some(Act::Add));
-        };
-        let last = ind.last_seen.map(|t| t.timestamp_micros());
-        // A newer last_seen, or a changed confidence at the same last_seen, is a new version.
-        // An older last_seen (a stale copy served by a cache or a shifted page) is not.
-        let newer = match (last, seen_last) {
-            (Some(a), Some(b)) => a > b,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        let same_time = last == seen_last;
-        if newer || (same_time && ind.confidence != seen_conf) {
-            Ok(Some(Act::Update))
-        } else {
-            Ok(None)
-        }
-    }
-
     /// Commits one page in one transaction: every indicator whose version is new is encoded by
     /// `encode` and queued, its version recorded; `cursor`, when given, is stored too (the
     /// last page of a cycle). `encode` returns the IOC type label and the CEF line, or `None`
@@ -390,30 +388,36 @@ impl Store {
     where
         F: FnMut(&Indicator, Act) -> Option<(String, String)>,
     {
-        let mut conn = self.lock();
-        conn.pragma_update(None, "synchronous", "FULL")
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner
+            .conn
+            .pragma_update(None, "synchronous", "FULL")
             .map_err(|e| self.err(e))?;
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        inner
+            .seen
+            .ensure_loaded(&inner.conn)
+            .map_err(|e| self.err(e))?;
+        let seen = &mut inner.seen;
+        let tx = inner.conn.transaction().map_err(|e| self.err(e))?;
         let mut outcome = PageOutcome::default();
         let now = now_us();
         let mut page_bytes = 0i64;
+        // This page's versions, applied to the index once the transaction commits; looked up
+        // first, so an identity twice in one page is judged against its earlier copy.
+        let mut recorded: Vec<(u64, Version)> = Vec::new();
+        let mut in_page: std::collections::HashMap<u64, Version> = std::collections::HashMap::new();
         {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO events (enqueued_us, ioc_type, cef, size) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(|e| self.err(e))?;
-            let mut upsert = tx
-                .prepare_cached(
-                    "INSERT INTO seen (identity, last_seen_us, confidence, recorded_us) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(identity) DO UPDATE SET last_seen_us = excluded.last_seen_us,
-                     confidence = excluded.confidence, recorded_us = excluded.recorded_us",
-                )
-                .map_err(|e| self.err(e))?;
             for ind in items {
-                let identity = ind.identity();
-                let Some(act) = Self::classify(&tx, &identity, ind).map_err(|e| self.err(e))?
-                else {
+                let key = seen.key(ind);
+                let version = Version::of(ind);
+                let before = in_page.get(&key).copied().or_else(|| seen.get(key));
+                let Some(act) = version.against(before) else {
                     outcome.duplicates += 1;
                     continue;
                 };
@@ -424,20 +428,15 @@ impl Store {
                     .execute(params![now, ioc_type, line, line.len() as i64])
                     .map_err(|e| self.err(e))?;
                 page_bytes += line.len() as i64;
-                upsert
-                    .execute(params![
-                        identity,
-                        ind.last_seen.map(|t| t.timestamp_micros()),
-                        ind.confidence,
-                        now
-                    ])
-                    .map_err(|e| self.err(e))?;
+                in_page.insert(key, version);
+                recorded.push((key, version));
                 match act {
                     Act::Add => outcome.added += 1,
                     Act::Update => outcome.updated += 1,
                 }
             }
         }
+        seen::record(&tx, &recorded, now).map_err(|e| self.err(e))?;
         if page_bytes > 0 {
             tx.execute(
                 "UPDATE totals SET queue_bytes = queue_bytes + ?1 WHERE id = 1",
@@ -491,6 +490,7 @@ impl Store {
             Self::set_meta(&tx, "last_success_us", &now.to_string()).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))?;
+        seen.apply(&recorded);
         let m = crate::metrics::get();
         m.enqueued.inc_by((outcome.added + outcome.updated) as u64);
         for (d, n) in &outcome.dropped {
@@ -535,12 +535,20 @@ impl Store {
     /// Forgets versions recorded before `before`, so the dedup table stays bounded. Anything
     /// that old is outside every window the API can still serve us again.
     pub fn prune_seen(&self, before: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.lock()
-            .execute(
-                "DELETE FROM seen WHERE recorded_us < ?1",
-                params![before.timestamp_micros()],
-            )
-            .map_err(|e| self.err(e))
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let tx = inner.conn.transaction().map_err(|e| self.err(e))?;
+        let n = inner
+            .seen
+            .prune(&tx, before.timestamp_micros())
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(n)
+    }
+
+    /// Identities in the in-memory dedup index (loaded by the first commit).
+    pub fn seen_in_memory(&self) -> usize {
+        self.lock().seen.len()
     }
 
     /// The destination's acknowledged position.
@@ -726,7 +734,7 @@ pub fn verify(state_dir: &Path) -> Result<Vec<String>, StoreError> {
         .collect::<Result<_, _>>()
         .map_err(err)?;
     let mut problems: Vec<String> = rows.into_iter().filter(|r| r != "ok").collect();
-    for table in ["events", "positions", "seen", "meta"] {
+    for table in ["events", "positions", "seen_log", "meta"] {
         if let Err(e) = conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
             r.get::<_, i64>(0)
         }) {
@@ -793,6 +801,131 @@ mod tests {
             ev.iter().map(|e| e.cef.as_str()).collect::<Vec<_>>(),
             ["x:Add", "x:Update"]
         );
+    }
+
+    #[test]
+    fn versions_seen_before_a_restart_are_still_known_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let o = s
+                .commit_page(&[ind("x", "2026-05-17T00:00:00Z", "low")], enc, None)
+                .unwrap();
+            assert_eq!(o.added, 1);
+            let o = s
+                .commit_page(&[ind("x", "2026-05-17T00:00:00Z", "high")], enc, None)
+                .unwrap();
+            assert_eq!(o.updated, 1);
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.seen_in_memory(), 0, "loaded lazily, by the first commit");
+        let o = s
+            .commit_page(
+                &[
+                    ind("x", "2026-05-17T00:00:00Z", "high"),
+                    ind("x", "2026-05-17T00:00:00Z", "low"),
+                    ind("y", "2026-05-17T00:00:00Z", "low"),
+                ],
+                enc,
+                None,
+            )
+            .unwrap();
+        // The newest row of `x` (high) wins over the older (low): high is a duplicate, low a
+        // change, y new.
+        assert_eq!((o.added, o.updated, o.duplicates), (1, 1, 1));
+        assert_eq!(s.seen_in_memory(), 2);
+    }
+
+    #[test]
+    fn pruning_forgets_only_identities_whose_last_version_is_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.commit_page(
+            &[
+                ind("old", "2026-05-17T00:00:00Z", "low"),
+                ind("both", "2026-05-17T00:00:00Z", "low"),
+            ],
+            enc,
+            None,
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let cut = Utc::now();
+        std::thread::sleep(Duration::from_millis(5));
+        s.commit_page(&[ind("both", "2026-05-18T00:00:00Z", "low")], enc, None)
+            .unwrap();
+        assert_eq!(s.prune_seen(cut).unwrap(), 2, "the two rows before the cut");
+        assert_eq!(s.prune_seen(cut).unwrap(), 0);
+        assert_eq!(s.seen_in_memory(), 1);
+        let o = s
+            .commit_page(
+                &[
+                    ind("old", "2026-05-17T00:00:00Z", "low"),
+                    ind("both", "2026-05-18T00:00:00Z", "low"),
+                ],
+                enc,
+                None,
+            )
+            .unwrap();
+        assert_eq!((o.added, o.duplicates), (1, 1));
+        // The same after a restart (memory rebuilt from what is left on disk).
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        let o = s
+            .commit_page(&[ind("both", "2026-05-18T00:00:00Z", "low")], enc, None)
+            .unwrap();
+        assert_eq!(o.duplicates, 1);
+    }
+
+    #[test]
+    fn a_version_1_state_file_keeps_what_it_had_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+            c.execute_batch(
+                "CREATE TABLE seen (identity TEXT PRIMARY KEY, last_seen_us INTEGER,
+                     confidence TEXT, recorded_us INTEGER NOT NULL) WITHOUT ROWID;
+                 CREATE INDEX seen_recorded ON seen (recorded_us);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            let last = ind("x", "2026-05-17T00:00:00Z", "low")
+                .last_seen
+                .unwrap()
+                .timestamp_micros();
+            c.execute(
+                "INSERT INTO seen VALUES ('id:x', ?1, 'low', ?2), ('tv:ipv4:192.0.2.9', NULL, NULL, ?2)",
+                params![last, now_us()],
+            )
+            .unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let mut by_value = ind("unused", "2026-05-17T00:00:00Z", "low");
+        by_value.id = None;
+        by_value.value = "192.0.2.9".into();
+        by_value.last_seen = None;
+        by_value.confidence = None;
+        let o = s
+            .commit_page(
+                &[ind("x", "2026-05-17T00:00:00Z", "low"), by_value],
+                enc,
+                None,
+            )
+            .unwrap();
+        assert_eq!(o.duplicates, 2);
+        let c = s.lock();
+        let tables: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('seen', 'seen_recorded')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0, "the old table and its index are gone");
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, USER_VERSION);
     }
 
     #[test]

@@ -458,7 +458,7 @@ fn versions_seen_before_an_outage_are_not_forgotten_during_it() {
     pretend_last_poll(&state, 72);
     let db = rusqlite::Connection::open(state.join("state.db")).unwrap();
     db.execute(
-        "UPDATE seen SET recorded_us = ?1",
+        "UPDATE seen_log SET recorded_us = ?1",
         [(Utc::now() - CDuration::hours(61)).timestamp_micros()],
     )
     .unwrap();

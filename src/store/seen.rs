@@ -1,0 +1,497 @@
+//! The dedup index: the last queued version of every indicator in the dedup window.
+//!
+//! On disk it is an append-only table, `seen_log`: one row per committed page, written in the
+//! same transaction as the page's events, holding every version the page queued as packed
+//! 20-byte records (identity hash u64, `last_seen` µs i64, confidence hash u32; little-endian;
+//! `last_seen` absent = i64::MIN, confidence absent = 0). One row per page costs next to
+//! nothing; the b-tree keyed by identity text that it replaces cost 10–30 CPU seconds per
+//! million indicators on a backfill (every commit rewrote pages all over the tree) and was the
+//! pipeline's bottleneck.
+//!
+//! Lookups go to memory: a sorted array of (identity hash, `last_seen`, confidence hash),
+//! 20 bytes per indicator, loaded from `seen_log` on the first commit after start (the newest
+//! row of each identity wins). It changes only after a transaction commits, so a page that
+//! fails leaves both in step.
+//!
+//! The identity hash is SipHash-2-4 under a random key made when the state file is created
+//! (kept in `meta`): 64 bits make an accidental collision in a million identities about one in
+//! fifty million, and without the key nobody can craft one to hide an indicator behind another.
+//! The confidence is compared by a 32-bit hash; a change between two confidences that collide
+//! (one in two billion) is taken as no change.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::encode::cef::Act;
+use crate::indicator::Indicator;
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS seen_log (
+    id INTEGER PRIMARY KEY,
+    recorded_us INTEGER NOT NULL,
+    versions BLOB NOT NULL
+);
+";
+
+/// `last_seen` absent (no real timestamp is this far back: chrono stops at year −262144).
+const NO_TIME: i64 = i64::MIN;
+
+/// The version of an indicator as the index keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    last_us: i64,
+    /// 0 = no confidence.
+    conf: u32,
+}
+
+impl Version {
+    pub fn of(ind: &Indicator) -> Version {
+        Version {
+            last_us: ind.last_seen.map_or(NO_TIME, |t| t.timestamp_micros()),
+            conf: conf_hash(ind.confidence.as_deref()),
+        }
+    }
+
+    /// Whether `self` (just fetched) is news against `seen` (the last queued): a newer
+    /// `last_seen`, or a changed confidence at the same `last_seen`. An older `last_seen`
+    /// (a stale copy from a cache or a shifted page) is not; neither is a missing one.
+    pub fn against(self, seen: Option<Version>) -> Option<Act> {
+        let Some(seen) = seen else {
+            return Some(Act::Add);
+        };
+        let newer = self.last_us != NO_TIME && self.last_us > seen.last_us;
+        let same_time = self.last_us == seen.last_us;
+        (newer || (same_time && self.conf != seen.conf)).then_some(Act::Update)
+    }
+}
+
+fn conf_hash(c: Option<&str>) -> u32 {
+    let Some(c) = c else { return 0 };
+    // FNV-1a; 0 is kept for "none".
+    let mut h: u32 = 0x811c_9dc5;
+    for b in c.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h.max(1)
+}
+
+/// One identity's last version; packed so a million take 20 MB.
+#[repr(C, packed(4))]
+#[derive(Clone, Copy)]
+struct Entry {
+    key: u64,
+    last_us: i64,
+    conf: u32,
+}
+
+const RECORD: usize = 20;
+
+impl Entry {
+    fn write(self, out: &mut Vec<u8>) {
+        let (key, last_us, conf) = (self.key, self.last_us, self.conf);
+        out.extend_from_slice(&key.to_le_bytes());
+        out.extend_from_slice(&last_us.to_le_bytes());
+        out.extend_from_slice(&conf.to_le_bytes());
+    }
+
+    /// The records of one `seen_log` row (a torn trailing record is ignored).
+    fn read_all(blob: &[u8]) -> impl Iterator<Item = Entry> + '_ {
+        blob.chunks_exact(RECORD).map(|r| {
+            let u64_at = |i: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&r[i..i + 8]);
+                b
+            };
+            let mut c = [0u8; 4];
+            c.copy_from_slice(&r[16..20]);
+            Entry {
+                key: u64::from_le_bytes(u64_at(0)),
+                last_us: i64::from_le_bytes(u64_at(8)),
+                conf: u32::from_le_bytes(c),
+            }
+        })
+    }
+
+    fn version(self) -> Version {
+        Version {
+            last_us: self.last_us,
+            conf: self.conf,
+        }
+    }
+}
+
+pub struct SeenIndex {
+    sip: (u64, u64),
+    /// Sorted by key, one entry per key.
+    entries: Vec<Entry>,
+    loaded: bool,
+}
+
+impl SeenIndex {
+    pub fn new(sip: (u64, u64)) -> SeenIndex {
+        SeenIndex {
+            sip,
+            entries: Vec::new(),
+            loaded: false,
+        }
+    }
+
+    /// The identity's hash: its `id`, else its type and value (SPEC "dedup").
+    pub fn key(&self, ind: &Indicator) -> u64 {
+        use std::hash::Hasher;
+        // SipHash-2-4 exactly (checked against the reference vectors in the tests); std keeps
+        // it stable under the deprecated name, unlike `DefaultHasher`.
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new_with_keys(self.sip.0, self.sip.1);
+        match &ind.id {
+            Some(id) => {
+                h.write(b"id:");
+                h.write(id.as_bytes());
+            }
+            None => {
+                h.write(b"tv:");
+                h.write(ind.ioc_type.as_str().as_bytes());
+                h.write(b":");
+                h.write(ind.value.as_bytes());
+            }
+        }
+        h.finish()
+    }
+
+    /// Reads `seen_log` into memory unless that was done already.
+    pub fn ensure_loaded(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        if self.loaded {
+            return Ok(());
+        }
+        let mut entries = Vec::new();
+        let mut st = conn.prepare("SELECT versions FROM seen_log ORDER BY id")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            entries.extend(Entry::read_all(r.get_ref(0)?.as_blob()?));
+        }
+        // Stable: rows of one key stay in commit order, and the last of each run wins.
+        entries.sort_by_key(|e| e.key);
+        let mut kept = 0;
+        for i in 0..entries.len() {
+            let is_last = i + 1 == entries.len() || entries[i + 1].key != entries[i].key;
+            if is_last {
+                entries[kept] = entries[i];
+                kept += 1;
+            }
+        }
+        entries.truncate(kept);
+        entries.shrink_to_fit();
+        self.entries = entries;
+        self.loaded = true;
+        Ok(())
+    }
+
+    pub fn get(&self, key: u64) -> Option<Version> {
+        self.entries
+            .binary_search_by_key(&key, |e| e.key)
+            .ok()
+            .map(|i| self.entries[i].version())
+    }
+
+    /// Takes in what a committed page recorded (in page order: a later one of the same key
+    /// wins).
+    pub fn apply(&mut self, updates: &[(u64, Version)]) {
+        if !self.loaded || updates.is_empty() {
+            return;
+        }
+        let mut fresh: Vec<Entry> = Vec::new();
+        for &(key, v) in updates {
+            let e = Entry {
+                key,
+                last_us: v.last_us,
+                conf: v.conf,
+            };
+            match self.entries.binary_search_by_key(&key, |e| e.key) {
+                Ok(i) => self.entries[i] = e,
+                Err(_) => fresh.push(e),
+            }
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        fresh.sort_by_key(|e| e.key);
+        // Within the page a key can be new twice: keep its last.
+        let mut kept = 0;
+        for i in 0..fresh.len() {
+            if i + 1 == fresh.len() || fresh[i + 1].key != fresh[i].key {
+                fresh[kept] = fresh[i];
+                kept += 1;
+            }
+        }
+        fresh.truncate(kept);
+        // Merge from the back, in place.
+        let old = self.entries.len();
+        let filler = fresh[0];
+        self.entries.resize(old + fresh.len(), filler);
+        let (mut i, mut j, mut w) = (old, fresh.len(), old + fresh.len());
+        while j > 0 {
+            w -= 1;
+            if i > 0 && self.entries[i - 1].key > fresh[j - 1].key {
+                self.entries[w] = self.entries[i - 1];
+                i -= 1;
+            } else {
+                self.entries[w] = fresh[j - 1];
+                j -= 1;
+            }
+        }
+    }
+
+    /// Forgets versions recorded before `before_us`: deletes their rows, and drops an identity
+    /// from memory when a version deleted was its last. Costs in proportion to what it
+    /// deletes (rows are in commit order, so the old ones come first). Returns how many
+    /// versions were forgotten.
+    pub fn prune(&mut self, tx: &Transaction<'_>, before_us: i64) -> rusqlite::Result<usize> {
+        let mut last_id = None;
+        let mut versions = 0;
+        let mut gone: Vec<(u64, Version)> = Vec::new();
+        {
+            let mut st =
+                tx.prepare("SELECT id, recorded_us, versions FROM seen_log ORDER BY id")?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                // A clock set back can leave an older time after a newer one: those rows wait
+                // for the next prune that reaches past them.
+                if r.get::<_, i64>(1)? >= before_us {
+                    break;
+                }
+                last_id = Some(r.get::<_, i64>(0)?);
+                let blob = r.get_ref(2)?.as_blob()?;
+                versions += blob.len() / RECORD;
+                if self.loaded {
+                    gone.extend(Entry::read_all(blob).map(|e| (e.key, e.version())));
+                }
+            }
+        }
+        let Some(last_id) = last_id else {
+            return Ok(0);
+        };
+        tx.execute("DELETE FROM seen_log WHERE id <= ?1", params![last_id])?;
+        if !gone.is_empty() {
+            // An identity whose last version equals a deleted row's is forgotten. (If an older
+            // identical version was deleted while the same version came back later, it is
+            // forgotten early: it is then queued once more, never lost.)
+            gone.sort_by_key(|g| g.0);
+            self.entries.retain(|e| {
+                let key = e.key;
+                let v = e.version();
+                match gone.binary_search_by_key(&key, |g| g.0) {
+                    Ok(_) => {
+                        // Any deleted row of this key with this exact version.
+                        let start = gone.partition_point(|g| g.0 < key);
+                        !gone[start..]
+                            .iter()
+                            .take_while(|g| g.0 == key)
+                            .any(|g| g.1 == v)
+                    }
+                    Err(_) => true,
+                }
+            });
+        }
+        Ok(versions)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// Records the versions a page queued, in page order (inside the page's transaction).
+pub fn record(
+    tx: &Transaction<'_>,
+    versions: &[(u64, Version)],
+    recorded_us: i64,
+) -> rusqlite::Result<()> {
+    if versions.is_empty() {
+        return Ok(());
+    }
+    let mut blob = Vec::with_capacity(versions.len() * RECORD);
+    for &(key, v) in versions {
+        Entry {
+            key,
+            last_us: v.last_us,
+            conf: v.conf,
+        }
+        .write(&mut blob);
+    }
+    tx.prepare_cached("INSERT INTO seen_log (recorded_us, versions) VALUES (?1, ?2)")?
+        .execute(params![recorded_us, blob])?;
+    Ok(())
+}
+
+/// The SipHash key of this state file, made on first use.
+pub fn sip_key(tx: &Transaction<'_>) -> rusqlite::Result<(u64, u64)> {
+    let stored: Option<String> = tx
+        .query_row("SELECT value FROM meta WHERE key = 'seen_key'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if let Some(k) = stored.as_deref().and_then(parse_key) {
+        return Ok(k);
+    }
+    let mut bytes = [0u8; 16];
+    let made = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    if made.is_err() {
+        // No randomness from the OS: fall back to the clock and pid (still unpredictable
+        // enough to stop a crafted collision, and never fatal).
+        let t = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64;
+        bytes[..8].copy_from_slice(&t.to_le_bytes());
+        bytes[8..].copy_from_slice(&u64::from(std::process::id()).to_le_bytes());
+    }
+    let k0 = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default());
+    let k1 = u64::from_le_bytes(bytes[8..].try_into().unwrap_or_default());
+    tx.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('seen_key', ?1)",
+        params![format!("{k0:016x}{k1:016x}")],
+    )?;
+    Ok((k0, k1))
+}
+
+fn parse_key(s: &str) -> Option<(u64, u64)> {
+    if s.len() != 32 || !s.is_ascii() {
+        return None;
+    }
+    Some((
+        u64::from_str_radix(&s[..16], 16).ok()?,
+        u64::from_str_radix(&s[16..], 16).ok()?,
+    ))
+}
+
+/// Moves a version-1 state file's `seen` table (keyed by the identity text) into `seen_log`.
+pub fn migrate_v1(tx: &Transaction<'_>, index: &SeenIndex) -> rusqlite::Result<()> {
+    let old: bool = tx.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'seen'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !old {
+        return Ok(());
+    }
+    {
+        let mut read = tx.prepare(
+            "SELECT identity, last_seen_us, confidence, recorded_us FROM seen ORDER BY recorded_us",
+        )?;
+        let mut rows = read.query([])?;
+        // Rows of up to a page's size; each is stamped with its newest `recorded_us`, so
+        // nothing is forgotten earlier than it would have been.
+        let mut chunk: Vec<(u64, Version)> = Vec::new();
+        let mut newest = 0i64;
+        loop {
+            let row = rows.next()?;
+            if let Some(r) = row {
+                let identity: String = r.get(0)?;
+                let v = Version {
+                    last_us: r.get::<_, Option<i64>>(1)?.unwrap_or(NO_TIME),
+                    conf: conf_hash(r.get_ref(2)?.as_str_or_null()?),
+                };
+                chunk.push((index.key_of_identity(&identity), v));
+                newest = newest.max(r.get(3)?);
+            }
+            if chunk.len() >= 10_000 || (row.is_none() && !chunk.is_empty()) {
+                record(tx, &chunk, newest)?;
+                chunk.clear();
+            }
+            if row.is_none() {
+                break;
+            }
+        }
+    }
+    tx.execute_batch("DROP INDEX IF EXISTS seen_recorded; DROP TABLE seen;")?;
+    Ok(())
+}
+
+impl SeenIndex {
+    /// The hash of an identity written out (`id:…` / `tv:type:value`), as version 1 kept it:
+    /// the same bytes [`SeenIndex::key`] hashes.
+    fn key_of_identity(&self, identity: &str) -> u64 {
+        use std::hash::Hasher;
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new_with_keys(self.sip.0, self.sip.1);
+        h.write(identity.as_bytes());
+        h.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_is_siphash_2_4() {
+        use std::hash::Hasher;
+        // Reference vectors (Aumasson & Bernstein): key 00..0f, message 00..(len-1).
+        let k0 = u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7]);
+        let k1 = u64::from_le_bytes([8, 9, 10, 11, 12, 13, 14, 15]);
+        let expect: [(usize, u64); 3] = [
+            (0, 0x726f_db47_dd0e_0e31),
+            (1, 0x74f8_39c5_93dc_67fd),
+            (15, 0xa129_ca61_49be_45e5),
+        ];
+        for (len, want) in expect {
+            let msg: Vec<u8> = (0..len as u8).collect();
+            #[allow(deprecated)]
+            let mut h = std::hash::SipHasher::new_with_keys(k0, k1);
+            h.write(&msg);
+            assert_eq!(h.finish(), want, "length {len}");
+        }
+    }
+
+    #[test]
+    fn hashing_an_indicator_equals_hashing_its_identity_text() {
+        let idx = SeenIndex::new((7, 9));
+        let mut ind =
+            Indicator::from_json(&serde_json::json!({"id": "abc", "type": "ipv4", "value": "v"}))
+                .unwrap();
+        assert_eq!(idx.key(&ind), idx.key_of_identity(&ind.identity()));
+        ind.id = None;
+        assert_eq!(idx.key(&ind), idx.key_of_identity(&ind.identity()));
+        assert_ne!(SeenIndex::new((7, 10)).key(&ind), idx.key(&ind));
+    }
+
+    #[test]
+    fn apply_merges_new_keys_in_order_and_updates_old_ones() {
+        let mut idx = SeenIndex::new((1, 2));
+        idx.loaded = true;
+        let v = |t| Version {
+            last_us: t,
+            conf: 0,
+        };
+        idx.apply(&[(50, v(1)), (10, v(1)), (30, v(1))]);
+        idx.apply(&[(20, v(2)), (30, v(2)), (60, v(2)), (20, v(3)), (5, v(2))]);
+        let keys: Vec<u64> = idx.entries.iter().map(|e| e.key).collect();
+        assert_eq!(keys, vec![5, 10, 20, 30, 50, 60]);
+        assert_eq!(idx.get(20), Some(v(3)));
+        assert_eq!(idx.get(30), Some(v(2)));
+        assert_eq!(idx.get(10), Some(v(1)));
+        assert_eq!(idx.get(11), None);
+    }
+
+    #[test]
+    fn versions_compare_as_the_spec_says() {
+        let v = |t: Option<i64>, c: Option<&str>| Version {
+            last_us: t.unwrap_or(NO_TIME),
+            conf: conf_hash(c),
+        };
+        let seen = Some(v(Some(100), Some("high")));
+        assert_eq!(v(Some(100), Some("high")).against(None), Some(Act::Add));
+        assert_eq!(v(Some(100), Some("high")).against(seen), None);
+        assert_eq!(v(Some(101), Some("high")).against(seen), Some(Act::Update));
+        assert_eq!(v(Some(99), Some("low")).against(seen), None);
+        assert_eq!(v(Some(100), Some("low")).against(seen), Some(Act::Update));
+        assert_eq!(v(Some(100), None).against(seen), Some(Act::Update));
+        assert_eq!(v(None, Some("low")).against(seen), None);
+        assert_eq!(
+            v(Some(1), None).against(Some(v(None, None))),
+            Some(Act::Update)
+        );
+        assert_eq!(v(None, None).against(Some(v(None, None))), None);
+        assert_eq!(
+            v(None, Some("x")).against(Some(v(None, None))),
+            Some(Act::Update)
+        );
+    }
+}
