@@ -82,6 +82,7 @@ impl Pipeline {
             metrics::get().mark_success(t.timestamp());
         }
         let tail = Arc::new(watch::channel(tail_now).0);
+        let store = store.with_tail_watch(tail.clone());
         let mut p = Pipeline {
             store,
             tasks: Vec::new(),

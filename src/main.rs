@@ -102,6 +102,29 @@ fn init_logging(format: LogFormat, level: Option<&str>) {
     }
 }
 
+/// glibc's allocator gives every thread that allocates its own arena, and raises its mmap
+/// threshold after the first multi-megabyte page body is freed, so later bodies are carved
+/// from (and fragment) the heap. Decoding and committing pages on different blocking threads
+/// made peak RSS of a 200k backfill 131 MiB; with two arenas and a fixed 4 MiB threshold
+/// (page bodies are mapped and unmapped whole) it is 64–74 MiB at the same CPU cost
+/// (mimalloc, tried instead: 200 MiB and 40 % more CPU). The environment
+/// (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`) still wins when set.
+fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only changes allocator parameters; called before any other thread
+        // exists.
+        unsafe {
+            if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+                libc::mallopt(libc::M_ARENA_MAX, 2);
+            }
+            if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // A file-size limit (ulimit -f) must surface as a write error (EFBIG) that the store
     // handles like a full disk, not as a signal that kills the agent mid-transaction.
@@ -109,6 +132,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+    tune_malloc();
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.log_level.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -105,6 +105,9 @@ pub struct Store {
     conn: Arc<Mutex<Inner>>,
     path: PathBuf,
     limit: Option<QueueLimit>,
+    /// Told the new tail after every commit that queued something, so delivery starts on a
+    /// page as soon as it is durable rather than at the end of the cycle.
+    tail: Option<Arc<tokio::sync::watch::Sender<i64>>>,
 }
 
 const SCHEMA: &str = "
@@ -151,6 +154,7 @@ impl Store {
                 conn: Arc::new(Mutex::new(conn)),
                 path,
                 limit: None,
+                tail: None,
             }),
             Err(e) if is_damage(&e) => {
                 let moved_to = state_dir.join(format!(
@@ -172,6 +176,7 @@ impl Store {
                     conn: Arc::new(Mutex::new(conn)),
                     path,
                     limit: None,
+                    tail: None,
                 })
             }
             Err(source) => Err(StoreError::Sqlite { path, source }),
@@ -209,6 +214,12 @@ impl Store {
         }
         tx.commit()?;
         Ok(Inner { conn, seen: index })
+    }
+
+    /// Publish the queue's tail to `watch` after every commit that queued events.
+    pub fn with_tail_watch(mut self, watch: Arc<tokio::sync::watch::Sender<i64>>) -> Store {
+        self.tail = Some(watch);
+        self
     }
 
     /// Enforce `max_bytes` / `when_full` on every commit from now on.
@@ -436,6 +447,8 @@ impl Store {
                 }
             }
         }
+        // Before any other insert changes it: the last event's seq.
+        let new_tail = (page_bytes > 0).then(|| tx.last_insert_rowid());
         seen::record(&tx, &recorded, now).map_err(|e| self.err(e))?;
         if page_bytes > 0 {
             tx.execute(
@@ -491,6 +504,9 @@ impl Store {
         }
         tx.commit().map_err(|e| self.err(e))?;
         seen.apply(&recorded);
+        if let (Some(t), Some(watch)) = (new_tail, &self.tail) {
+            watch.send_replace(t);
+        }
         let m = crate::metrics::get();
         m.enqueued.inc_by((outcome.added + outcome.updated) as u64);
         for (d, n) in &outcome.dropped {

@@ -108,6 +108,51 @@ fn every_indicator_reaches_the_tcp_receiver_exactly_once() {
     }
 }
 
+/// A backfill does not wait for its last page before delivering: each page goes out as soon
+/// as it is committed. The API holds the second page for a minute; the first page's events
+/// must reach the receiver meanwhile (no timing is asserted: the process is still waiting on
+/// that request when they arrive, and is killed then).
+#[test]
+fn each_page_is_delivered_as_soon_as_it_is_committed() {
+    let now = now_secs();
+    let api = FakeApi::start(ipv4_feed(25, now - mins(1), Duration::from_secs(1)));
+    api.set_max_limit(10);
+    api.set_clock(now);
+    api.set_fault_rule(|r| (r.offset() >= 10).then_some(Fault::Delay(Duration::from_secs(60))));
+    let rx = TcpReceiver::start(Framing::Lf);
+    let dir = tempdir();
+    let opts = ConfigOpts {
+        request_timeout: "120s".to_string(),
+        ..ConfigOpts::default()
+    };
+    let cfg = write_config_with(
+        dir.path(),
+        &api.base_url(),
+        &[Dest::tcp("siem1", rx.addr)],
+        &opts,
+    );
+    let mut once = Agent::spawn_cmd(command(&cfg, &["once"]));
+    let got = rx.wait_for(10, WAIT);
+    let offsets: Vec<usize> = api.ioc_requests().iter().map(|r| r.offset()).collect();
+    assert!(
+        once.is_running(),
+        "once ended before the held page was served: {}",
+        once.stderr()
+    );
+    assert_eq!(
+        got,
+        10,
+        "the first page was not delivered while the second was held (requests at offsets {offsets:?}): {}",
+        once.stderr()
+    );
+    assert_eq!(
+        offsets,
+        vec![0, 10],
+        "the second page is the one being held"
+    );
+    once.kill9();
+}
+
 /// The golden feed: five types, distinct `last_seen` so the served order (newest first) is
 /// the order of `tests/fixtures/golden_frames.txt`.
 fn golden_feed() -> Vec<serde_json::Value> {

@@ -46,6 +46,8 @@ pub enum CycleError {
     File(#[from] file::FileError),
     #[error("cannot commit to the queue: {0}")]
     Store(#[from] StoreError),
+    #[error("a page commit was interrupted (the runtime is shutting down)")]
+    Interrupted,
 }
 
 impl CycleError {
@@ -53,7 +55,7 @@ impl CycleError {
         match self {
             CycleError::Source(e) => e.kind(),
             CycleError::File(_) => "decode",
-            CycleError::Store(_) => "store",
+            CycleError::Store(_) | CycleError::Interrupted => "store",
         }
     }
 }
@@ -174,14 +176,18 @@ impl Source {
                     .is_some_and(|c| self.local_confidence.contains(c)))
     }
 
-    /// Parses, filters and commits one page; `cursor` goes in with it when this is the last.
+    /// Filters one page and starts its commit once the previous page's commit has finished;
+    /// `cursor` goes in with it when this is the last. The commit runs on a blocking thread
+    /// while the caller fetches and decodes the next page ([`Committer::settle`] waits).
     async fn commit(
         &self,
         store: &Store,
         items: Vec<Item>,
         cursor: Option<DateTime<Utc>>,
         report: &mut CycleReport,
+        committer: &mut Committer,
     ) -> Result<(), CycleError> {
+        committer.settle(report).await?;
         report.pages += 1;
         report.fetched += items.len() as u64;
         let mut indicators = Vec::with_capacity(items.len());
@@ -221,26 +227,22 @@ impl Source {
             m.skipped(r, n);
         }
         let opts = self.cef.clone();
-        let outcome = store
-            .call(move |s| {
-                let mut line = String::with_capacity(256);
-                s.commit_page(
-                    &indicators,
-                    |ind, act: Act| {
-                        line.clear();
-                        let cuts = cef::encode(ind, act, &opts, &mut line);
-                        if cuts > 0 {
-                            crate::metrics::get().cef_values_cut.inc_by(cuts as u64);
-                        }
-                        Some((ind.type_raw.clone(), line.clone()))
-                    },
-                    cursor,
-                )
-            })
-            .await?;
-        report.added += outcome.added as u64;
-        report.updated += outcome.updated as u64;
-        report.duplicates += outcome.duplicates as u64;
+        let store = store.clone();
+        committer.pending = Some(tokio::task::spawn_blocking(move || {
+            let mut line = String::with_capacity(256);
+            store.commit_page(
+                &indicators,
+                |ind, act: Act| {
+                    line.clear();
+                    let cuts = cef::encode(ind, act, &opts, &mut line);
+                    if cuts > 0 {
+                        crate::metrics::get().cef_values_cut.inc_by(cuts as u64);
+                    }
+                    Some((ind.type_raw.clone(), line.clone()))
+                },
+                cursor,
+            )
+        }));
         Ok(())
     }
 
@@ -258,18 +260,34 @@ impl Source {
                 // transaction; the last page carries the cursor.
                 let mut rest = items.split_off(items.len().min(FILE_PAGE));
                 let me = &*self;
+                let mut committer = Committer::default();
                 loop {
                     let last = rest.is_empty();
-                    me.commit(store, items, last.then_some(now), &mut report)
-                        .await?;
-                    if last {
+                    let submitted = me
+                        .commit(
+                            store,
+                            items,
+                            last.then_some(now),
+                            &mut report,
+                            &mut committer,
+                        )
+                        .await;
+                    if last || submitted.is_err() {
+                        committer.settle(&mut report).await?;
+                        submitted?;
                         break;
                     }
                     items = rest;
                     rest = items.split_off(items.len().min(FILE_PAGE));
                 }
             }
-            Backend::Api(_) => self.walk(store, since, &mut report).await?,
+            Backend::Api(_) => {
+                let mut committer = Committer::default();
+                let walked = self.walk(store, since, &mut report, &mut committer).await;
+                // Whatever ended the walk, the page in flight finishes and is counted.
+                committer.settle(&mut report).await?;
+                walked?;
+            }
         }
         report.duration = started.elapsed();
         Ok(report)
@@ -280,6 +298,7 @@ impl Source {
         store: &Store,
         cursor: Option<DateTime<Utc>>,
         report: &mut CycleReport,
+        committer: &mut Committer,
     ) -> Result<(), CycleError> {
         let lookback = chrono_duration(self.lookback);
         let overlap = chrono_duration(OVERLAP);
@@ -361,15 +380,44 @@ impl Source {
                 None
             };
             let me = &*self;
-            me.commit(store, page.items, next_cursor, report).await?;
+            me.commit(store, page.items, next_cursor, report, committer)
+                .await?;
             progress.page(n, page.total, tokio::time::Instant::now());
             if last {
+                committer.settle(report).await?;
                 progress.finish(tokio::time::Instant::now());
                 report.cursor = next_cursor.or(cursor);
                 return Ok(());
             }
             offset += n;
         }
+    }
+}
+
+/// The page commit in flight, if any: at most one runs (on a blocking thread) while the walk
+/// fetches and decodes the next page, and pages commit in order.
+#[derive(Default)]
+struct Committer {
+    pending: Option<tokio::task::JoinHandle<Result<crate::store::PageOutcome, StoreError>>>,
+}
+
+impl Committer {
+    /// Waits for the commit in flight and adds what it did to the report.
+    async fn settle(&mut self, report: &mut CycleReport) -> Result<(), CycleError> {
+        let Some(h) = self.pending.take() else {
+            return Ok(());
+        };
+        let outcome = match h.await {
+            Ok(r) => r?,
+            Err(e) => match e.try_into_panic() {
+                Ok(p) => std::panic::resume_unwind(p),
+                Err(_) => return Err(CycleError::Interrupted),
+            },
+        };
+        report.added += outcome.added as u64;
+        report.updated += outcome.updated as u64;
+        report.duplicates += outcome.duplicates as u64;
+        Ok(())
     }
 }
 

@@ -307,7 +307,17 @@ impl ApiClient {
                 detail,
             }));
         }
-        parse_page(&body, &headers).map_err(Attempt::Failed)
+        // Decoding a full page takes tens of milliseconds of CPU: off the async workers, so
+        // delivery keeps running meanwhile (and a backfill decodes on one core while the
+        // previous page commits on the other).
+        tokio::task::spawn_blocking(move || parse_page(&body, &headers))
+            .await
+            .unwrap_or_else(|e| {
+                Err(SourceError::Decode(format!(
+                    "the page decoder stopped: {e}"
+                )))
+            })
+            .map_err(Attempt::Failed)
     }
 
     fn transport_error(&self, e: reqwest::Error) -> SourceError {
