@@ -219,7 +219,7 @@ impl Pipeline {
         }
     }
 
-    /// Events not yet delivered, summed over destinations, and the sum of positions (to see
+    /// How many destinations still have events to deliver, and the sum of positions (to see
     /// progress).
     async fn backlog(&self) -> Option<(i64, i64)> {
         let names: Vec<String> = self.tasks.iter().map(|t| t.cfg.name.clone()).collect();
@@ -228,7 +228,7 @@ impl Pipeline {
                 let mut pending = 0;
                 let mut positions = 0;
                 for n in &names {
-                    pending += s.pending(n).ok()?;
+                    pending += i64::from(s.has_pending(n).ok()?);
                     positions += s.position(n).ok()?;
                 }
                 Some((pending, positions))

@@ -103,6 +103,9 @@ impl std::ops::DerefMut for Inner {
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Inner>>,
+    /// A second connection for delivery's reads: in WAL mode it reads the last committed
+    /// state while a page commit (and its fsync) holds the writer.
+    reader: Arc<Mutex<Connection>>,
     path: PathBuf,
     limit: Option<QueueLimit>,
     /// Told the new tail after every commit that queued something, so delivery starts on a
@@ -152,6 +155,12 @@ impl Store {
         match Self::open_file(&path) {
             Ok(conn) => Ok(Store {
                 conn: Arc::new(Mutex::new(conn)),
+                reader: Arc::new(Mutex::new(Self::open_reader(&path).map_err(|source| {
+                    StoreError::Sqlite {
+                        path: path.clone(),
+                        source,
+                    }
+                })?)),
                 path,
                 limit: None,
                 tail: None,
@@ -172,8 +181,13 @@ impl Store {
                     path: path.clone(),
                     detail: format!("{source} (the damaged file is at {})", moved_to.display()),
                 })?;
+                let reader = Self::open_reader(&path).map_err(|source| StoreError::Sqlite {
+                    path: path.clone(),
+                    source,
+                })?;
                 Ok(Store {
                     conn: Arc::new(Mutex::new(conn)),
+                    reader: Arc::new(Mutex::new(reader)),
                     path,
                     limit: None,
                     tail: None,
@@ -222,6 +236,17 @@ impl Store {
         self
     }
 
+    fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "cache_size", -2048)?;
+        Ok(conn)
+    }
+
+    fn read_lock(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Enforce `max_bytes` / `when_full` on every commit from now on.
     pub fn with_limit(mut self, limit: QueueLimit) -> Store {
         self.limit = Some(limit);
@@ -245,13 +270,16 @@ impl Store {
 
     /// Deletes events up to `cut` (inclusive), keeping the byte total right.
     fn delete_through(tx: &Transaction<'_>, cut: i64) -> rusqlite::Result<()> {
-        let freed: i64 = tx.query_row(
-            "SELECT COALESCE(SUM(size), 0) FROM events WHERE seq <= ?1",
-            params![cut],
-            |r| r.get(0),
-        )?;
+        // One pass: the rows deleted report their sizes.
+        let mut freed = 0i64;
+        {
+            let mut st = tx.prepare_cached("DELETE FROM events WHERE seq <= ?1 RETURNING size")?;
+            let mut rows = st.query(params![cut])?;
+            while let Some(r) = rows.next()? {
+                freed += r.get::<_, i64>(0)?;
+            }
+        }
         if freed > 0 {
-            tx.execute("DELETE FROM events WHERE seq <= ?1", params![cut])?;
             tx.execute(
                 "UPDATE totals SET queue_bytes = MAX(0, queue_bytes - ?1) WHERE id = 1",
                 params![freed],
@@ -569,7 +597,7 @@ impl Store {
 
     /// The destination's acknowledged position.
     pub fn position(&self, destination: &str) -> Result<i64, StoreError> {
-        self.lock()
+        self.read_lock()
             .query_row(
                 "SELECT acked_seq FROM positions WHERE destination = ?1",
                 params![destination],
@@ -582,7 +610,7 @@ impl Store {
 
     /// Up to `limit` events after `after`, oldest first.
     pub fn read_after(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read_lock();
         let mut st = conn
             .prepare_cached(
                 "SELECT seq, enqueued_us, ioc_type, cef FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
@@ -639,6 +667,18 @@ impl Store {
         self.lock()
             .query_row(
                 "SELECT COUNT(*) FROM events WHERE seq > (SELECT acked_seq FROM positions WHERE destination = ?1)",
+                params![destination],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Whether anything waits for one destination: one index probe, where `pending` counts
+    /// every waiting row (a million on a backfill). Reads through the reader connection.
+    pub fn has_pending(&self, destination: &str) -> Result<bool, StoreError> {
+        self.read_lock()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE seq > (SELECT acked_seq FROM positions WHERE destination = ?1))",
                 params![destination],
                 |r| r.get(0),
             )
@@ -962,6 +1002,7 @@ mod tests {
         s.compact().unwrap();
         assert_eq!(s.read_after(0, 10).unwrap().len(), 2);
         assert_eq!(s.pending("b").unwrap(), 2);
+        assert!(s.has_pending("b").unwrap());
         s.ack("b", 1).unwrap();
         assert_eq!(s.pending("b").unwrap(), 1);
         s.compact().unwrap();

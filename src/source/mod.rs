@@ -253,20 +253,23 @@ impl Source {
         let since = store.call(|s| s.cursor()).await?;
         match &mut self.backend {
             Backend::File(f) => {
-                let mut items = f.read()?;
+                let items = f.read()?;
                 let now = Utc::now();
                 report.cursor = Some(now);
                 // Committed in pages like the API's, so one huge file is not one huge
-                // transaction; the last page carries the cursor.
-                let mut rest = items.split_off(items.len().min(FILE_PAGE));
+                // transaction; the last page carries the cursor. (Pages are moved out of one
+                // iterator: splitting the rest off the front page by page copied what was
+                // left each time, quadratic in the file's size.)
+                let mut items = items.into_iter().peekable();
                 let me = &*self;
                 let mut committer = Committer::default();
                 loop {
-                    let last = rest.is_empty();
+                    let page: Vec<Item> = items.by_ref().take(FILE_PAGE).collect();
+                    let last = items.peek().is_none();
                     let submitted = me
                         .commit(
                             store,
-                            items,
+                            page,
                             last.then_some(now),
                             &mut report,
                             &mut committer,
@@ -277,8 +280,6 @@ impl Source {
                         submitted?;
                         break;
                     }
-                    items = rest;
-                    rest = items.split_off(items.len().min(FILE_PAGE));
                 }
             }
             Backend::Api(_) => {
