@@ -359,6 +359,12 @@ fn spawn_poller(
             if result.is_ok() {
                 source::prune_seen(cfg.source.lookback, &store).await;
             }
+            // Between polls the dedup index is only memory: give it back (see the store).
+            let freed = store.call(|s| s.release_seen_index()).await;
+            tracing::debug!(
+                bytes = freed,
+                "released the dedup index until the next poll"
+            );
             let _ = results.send(result.map_err(|e| e.kind().to_string())).await;
             tokio::time::sleep(cfg.source.poll_interval).await;
         }

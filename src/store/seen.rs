@@ -342,6 +342,18 @@ impl SeenIndex {
     pub fn len(&self) -> usize {
         self.entries.len()
     }
+
+    /// Frees the in-memory copy (the next commit reads `seen_log` again). Returns the bytes
+    /// given back.
+    pub fn unload(&mut self) -> usize {
+        let bytes = self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.dir.capacity() * std::mem::size_of::<u32>();
+        self.entries = Vec::new();
+        self.dir = vec![0, 0];
+        self.bits = 0;
+        self.loaded = false;
+        bytes
+    }
 }
 
 /// Records the versions a page queued, in page order (inside the page's transaction).
