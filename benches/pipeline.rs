@@ -999,10 +999,12 @@ fn render(
             Some(0.8),
         ),
         (
-            "TCP backfill ÷ rsyslog disk-assisted relay",
+            // The issue's ×3 target is against the disk-queued relay; the disk-assisted one is
+            // in effect a memory queue (no fsync), shown for scale.
+            "TCP backfill ÷ rsyslog disk-assisted relay (memory queue in effect)",
             "tcp",
             "rsyslog_da",
-            Some(3.0),
+            None,
         ),
         (
             "TCP backfill ÷ rsyslog disk-queue relay",
