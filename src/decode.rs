@@ -460,6 +460,10 @@ impl<'de> Deserialize<'de> for Data {
                 while let Some(item) = seq.next_element::<Item>()? {
                     items.push(item);
                 }
+                // Growth by doubling leaves up to half the array unused for as long as the
+                // page lives (10,000 items: 5.2 MB for 3.2); the shrink of a buffer this size
+                // is an mremap, not a copy.
+                items.shrink_to_fit();
                 Ok(Data::Items(items))
             }
             fn visit_unit<E: de::Error>(self) -> Result<Data, E> {
@@ -706,6 +710,20 @@ impl<'de> Deserialize<'de> for MetaKey {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_item_is_laid_out_like_an_indicator() {
+        // `Source::commit` collects a page's indicators in place only when this holds; if a
+        // change breaks it, pages are held twice again (memory, not correctness).
+        assert_eq!(
+            std::mem::size_of::<Item>(),
+            std::mem::size_of::<Indicator>()
+        );
+        assert_eq!(
+            std::mem::align_of::<Item>(),
+            std::mem::align_of::<Indicator>()
+        );
+    }
     use serde_json::{json, Value};
 
     /// The decoder this module replaced (a `Value` tree read field by field), kept as the

@@ -190,7 +190,6 @@ impl Source {
         committer.settle(report).await?;
         report.pages += 1;
         report.fetched += items.len() as u64;
-        let mut indicators = Vec::with_capacity(items.len());
         // Counted per page, then added to the process-wide metrics in one go per label.
         let mut by_type: Vec<(&'static str, u64)> = Vec::new();
         let mut by_reason: Vec<(&'static str, u64)> = Vec::new();
@@ -201,24 +200,29 @@ impl Source {
             Some((_, n)) => *n += 1,
             None => counts.push((label, 1)),
         };
-        for Item(decoded) in items {
-            match decoded {
+        // Collected in place (an `Item` and an `Indicator` have the same layout), so a page is
+        // not held twice.
+        let indicators: Vec<Indicator> = items
+            .into_iter()
+            .filter_map(|Item(decoded)| match decoded {
                 Ok(i) => {
                     // `other` for unknown types (SPEC): a bounded label set.
                     bump(&mut by_type, i.ioc_type.as_str());
                     if self.wanted(&i) {
-                        indicators.push(i);
+                        Some(i)
                     } else {
                         report.filtered += 1;
+                        None
                     }
                 }
                 Err(skip) => {
                     report.skipped += 1;
                     bump(&mut by_reason, skip.reason());
                     tracing::debug!(reason = skip.reason(), "skipped an item of the feed");
+                    None
                 }
-            }
-        }
+            })
+            .collect();
         let m = crate::metrics::get();
         for (t, n) in by_type {
             m.fetched(t, n);
