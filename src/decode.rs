@@ -53,6 +53,34 @@ pub fn body(bytes: &[u8]) -> serde_json::Result<Body> {
     serde_json::from_slice(bytes)
 }
 
+/// The visits of every JSON scalar a visitor does not want (strings, booleans, numbers, and
+/// with `unit` also null): each gives the same value.
+macro_rules! scalars_are {
+    ($ty:ty, $value:expr, unit) => {
+        scalars_are!($ty, $value);
+        fn visit_unit<E: de::Error>(self) -> Result<$ty, E> {
+            Ok($value)
+        }
+    };
+    ($ty:ty, $value:expr) => {
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<$ty, E> {
+            Ok($value)
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<$ty, E> {
+            Ok($value)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<$ty, E> {
+            Ok($value)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<$ty, E> {
+            Ok($value)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<$ty, E> {
+            Ok($value)
+        }
+    };
+}
+
 /// Drains whatever value comes next; used for every shape we do not use.
 fn skip<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
     while seq.next_element::<IgnoredAny>()?.is_some() {}
@@ -328,36 +356,13 @@ impl<'de> Deserialize<'de> for SourceField {
                 skip(seq)?;
                 Ok(SourceField(Provenance::default()))
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<SourceField, E> {
-                Ok(SourceField(Provenance::default()))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<SourceField, E> {
-                Ok(SourceField(Provenance::default()))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<SourceField, E> {
-                Ok(SourceField(Provenance::default()))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<SourceField, E> {
-                Ok(SourceField(Provenance::default()))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<SourceField, E> {
-                Ok(SourceField(Provenance::default()))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<SourceField, E> {
-                Ok(SourceField(Provenance::default()))
-            }
+            scalars_are!(SourceField, SourceField(Provenance::default()), unit);
         }
         d.deserialize_any(V)
     }
 }
 
 struct ItemVisitor;
-
-impl ItemVisitor {
-    fn not_an_object<E>(self) -> Result<Item, E> {
-        Ok(Item(Err(Skip::NotAnObject)))
-    }
-}
 
 impl<'de> Visitor<'de> for ItemVisitor {
     type Value = Item;
@@ -419,26 +424,9 @@ impl<'de> Visitor<'de> for ItemVisitor {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Item, A::Error> {
         skip(seq)?;
-        self.not_an_object()
+        Ok(Item(Err(Skip::NotAnObject)))
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Item, E> {
-        self.not_an_object()
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Item, E> {
-        self.not_an_object()
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Item, E> {
-        self.not_an_object()
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Item, E> {
-        self.not_an_object()
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Item, E> {
-        self.not_an_object()
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Item, E> {
-        self.not_an_object()
-    }
+    scalars_are!(Item, Item(Err(Skip::NotAnObject)), unit);
 }
 
 impl<'de> Deserialize<'de> for Item {
@@ -473,21 +461,7 @@ impl<'de> Deserialize<'de> for Data {
                 skip_map(map)?;
                 Ok(Data::Invalid)
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Data, E> {
-                Ok(Data::Invalid)
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Data, E> {
-                Ok(Data::Invalid)
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Data, E> {
-                Ok(Data::Invalid)
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Data, E> {
-                Ok(Data::Invalid)
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Data, E> {
-                Ok(Data::Invalid)
-            }
+            scalars_are!(Data, Data::Invalid);
         }
         d.deserialize_any(V)
     }
@@ -568,24 +542,7 @@ impl<'de> Deserialize<'de> for Body {
                 skip(seq)?;
                 Ok(Body::default())
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Body, E> {
-                Ok(Body::default())
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Body, E> {
-                Ok(Body::default())
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Body, E> {
-                Ok(Body::default())
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Body, E> {
-                Ok(Body::default())
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Body, E> {
-                Ok(Body::default())
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Body, E> {
-                Ok(Body::default())
-            }
+            scalars_are!(Body, Body::default(), unit);
         }
         d.deserialize_any(V)
     }
@@ -653,24 +610,7 @@ impl<'de> Deserialize<'de> for Meta {
                 skip(seq)?;
                 Ok(Meta::default())
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Meta, E> {
-                Ok(Meta::default())
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Meta, E> {
-                Ok(Meta::default())
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Meta, E> {
-                Ok(Meta::default())
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Meta, E> {
-                Ok(Meta::default())
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Meta, E> {
-                Ok(Meta::default())
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Meta, E> {
-                Ok(Meta::default())
-            }
+            scalars_are!(Meta, Meta::default(), unit);
         }
         d.deserialize_any(V)
     }
