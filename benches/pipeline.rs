@@ -551,7 +551,7 @@ fn limits(s: &Settings, feed: &Feed, cfg: &Config, work: &Path, res: &mut Result
         cpu: per_million(ins.cpu, n),
         rss: "-".into(),
         notes: format!(
-            "1 transaction per {}-item page, WAL, synchronous=FULL, dedup lookup + seen upsert; trivial encoder; MB/s of CEF; state files {db_mb:.0} MB after{}",
+            "1 transaction per {}-item page, WAL, synchronous=FULL, in-memory dedup lookup, one seen_log row per page; trivial encoder; MB/s of CEF; state files {db_mb:.0} MB after{}",
             s.page,
             ins.waited()
         ),
