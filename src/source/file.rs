@@ -20,8 +20,17 @@ pub enum FileError {
     },
 }
 
+#[derive(Clone)]
 pub struct FileSource {
     path: PathBuf,
+}
+
+/// How a file is laid out, told from its first line.
+enum Layout {
+    /// One JSON object per line, at least two lines: read line by line.
+    Ndjson,
+    /// One JSON value (an array, an API body, one object): parsed whole.
+    Whole,
 }
 
 impl FileSource {
@@ -29,17 +38,116 @@ impl FileSource {
         FileSource { path }
     }
 
-    /// Every item of the file, in file order.
-    pub fn read(&self) -> Result<Vec<Item>, FileError> {
-        let text = std::fs::read_to_string(&self.path).map_err(|source| FileError::Io {
+    fn io(&self, source: std::io::Error) -> FileError {
+        FileError::Io {
             path: self.path.clone(),
             source,
-        })?;
-        parse(&text).map_err(|(line, message)| FileError::Json {
+        }
+    }
+
+    fn json(&self, line: usize, message: String) -> FileError {
+        FileError::Json {
             path: self.path.clone(),
             line,
             message,
-        })
+        }
+    }
+
+    /// Every item of the file, in file order.
+    pub fn read(&self) -> Result<Vec<Item>, FileError> {
+        let text = std::fs::read_to_string(&self.path).map_err(|e| self.io(e))?;
+        parse(&text).map_err(|(line, message)| self.json(line, message))
+    }
+
+    /// Hands the file's items to `page` in pages of at most `size`, in file order, until
+    /// `page` returns false. NDJSON is read line by line, twice: first to check every line
+    /// (a bad line fails the import before anything is handed out, as it always did), then to
+    /// hand out pages — so a million-line import holds a page, not the file (it held ~1 GiB).
+    /// Other layouts are one JSON value and are parsed whole. Blocking: run it off the async
+    /// workers.
+    pub fn pages(
+        &self,
+        size: usize,
+        mut page: impl FnMut(Vec<Item>) -> bool,
+    ) -> Result<(), FileError> {
+        let size = size.max(1);
+        if let Layout::Whole = self.layout()? {
+            let mut items = self.read()?.into_iter().peekable();
+            while items.peek().is_some() {
+                if !page(items.by_ref().take(size).collect()) {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+        self.each_line(|_, _| true)?;
+        let mut buf = Vec::with_capacity(size);
+        let mut open = true;
+        self.each_line(|_, item| {
+            buf.push(item);
+            if buf.len() >= size {
+                open = page(std::mem::replace(&mut buf, Vec::with_capacity(size)));
+            }
+            open
+        })?;
+        if open && !buf.is_empty() {
+            page(buf);
+        }
+        Ok(())
+    }
+
+    /// NDJSON when the first non-blank line is a whole JSON value by itself and another
+    /// non-blank line follows; anything else is one JSON value.
+    fn layout(&self) -> Result<Layout, FileError> {
+        use std::io::BufRead;
+        let file = std::fs::File::open(&self.path).map_err(|e| self.io(e))?;
+        let mut lines = std::io::BufReader::new(file).lines();
+        let mut first = None;
+        for line in lines.by_ref() {
+            let line = line.map_err(|e| self.io(e))?;
+            if !line.trim().is_empty() {
+                first = Some(line);
+                break;
+            }
+        }
+        let Some(first) = first else {
+            return Ok(Layout::Whole);
+        };
+        let t = first.trim_start();
+        if !t.starts_with('{') || serde_json::from_str::<serde::de::IgnoredAny>(t).is_err() {
+            return Ok(Layout::Whole);
+        }
+        for line in lines {
+            if !line.map_err(|e| self.io(e))?.trim().is_empty() {
+                return Ok(Layout::Ndjson);
+            }
+        }
+        Ok(Layout::Whole)
+    }
+
+    /// Calls `f` with each NDJSON line's item (1-based line number) until it returns false.
+    fn each_line(&self, mut f: impl FnMut(usize, Item) -> bool) -> Result<(), FileError> {
+        use std::io::BufRead;
+        let file = std::fs::File::open(&self.path).map_err(|e| self.io(e))?;
+        let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+        let mut line = String::new();
+        let mut n = 0usize;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).map_err(|e| self.io(e))? == 0 {
+                return Ok(());
+            }
+            n += 1;
+            let text = line.trim();
+            if text.is_empty() {
+                continue;
+            }
+            let item =
+                serde_json::from_str::<Item>(text).map_err(|e| self.json(n, e.to_string()))?;
+            if !f(n, item) {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -98,5 +206,89 @@ mod tests {
     fn broken_ndjson_names_the_line() {
         let e = parse("{\"value\":\"a\"}\n{\"value\":\n").unwrap_err();
         assert_eq!(e.0, 2);
+    }
+
+    fn write(text: &str) -> (tempfile::TempDir, FileSource) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("feed");
+        std::fs::write(&path, text).unwrap();
+        (dir, FileSource::new(path))
+    }
+
+    fn values(items: &[Item]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| i.0.as_ref().map(|i| i.value.clone()).unwrap_or_default())
+            .collect()
+    }
+
+    fn pages_of(f: &FileSource, size: usize) -> Result<Vec<Vec<String>>, FileError> {
+        let mut out = Vec::new();
+        f.pages(size, |p| {
+            out.push(values(&p));
+            true
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn ndjson_is_handed_out_in_pages_in_file_order() {
+        let text: String = (0..12)
+            .map(|i| {
+                format!(
+                    "{{\"value\":\"v{i}\"}}\r\n{}",
+                    if i == 3 { "\n  \n" } else { "" }
+                )
+            })
+            .collect();
+        let (_d, f) = write(&text);
+        let pages = pages_of(&f, 5).unwrap();
+        assert_eq!(
+            pages.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![5, 5, 2]
+        );
+        let all: Vec<String> = pages.concat();
+        assert_eq!(all, (0..12).map(|i| format!("v{i}")).collect::<Vec<_>>());
+        // Stopping early stops reading.
+        let mut calls = 0;
+        f.pages(5, |_| {
+            calls += 1;
+            false
+        })
+        .unwrap();
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn a_bad_ndjson_line_fails_before_any_page_is_handed_out() {
+        let mut text: String = (0..9)
+            .map(|i| format!("{{\"value\":\"v{i}\"}}\n"))
+            .collect();
+        text.push_str("{\"value\":\n{\"value\":\"last\"}\n");
+        let (_d, f) = write(&text);
+        let mut handed = 0;
+        let e = f
+            .pages(2, |_| {
+                handed += 1;
+                true
+            })
+            .unwrap_err();
+        assert!(matches!(e, FileError::Json { line: 10, .. }), "{e}");
+        assert_eq!(handed, 0);
+    }
+
+    #[test]
+    fn whole_value_layouts_give_what_parse_gives() {
+        for text in [
+            r#"{"meta":{},"data":[{"value":"a"},{"value":"b"},{"value":"c"}]}"#,
+            "{\n  \"meta\": {},\n  \"data\": [{\"value\": \"a\"}, {\"value\": \"b\"}]\n}\n",
+            r#"[{"value":"a"},{"value":"b"},{"value":"c"}]"#,
+            "{\"value\":\"only\"}\n\n",
+            "",
+        ] {
+            let (_d, f) = write(text);
+            let want = values(&parse(text).unwrap());
+            assert_eq!(pages_of(&f, 2).unwrap().concat(), want, "{text}");
+        }
     }
 }

@@ -257,34 +257,15 @@ impl Source {
         let since = store.call(|s| s.cursor()).await?;
         match &mut self.backend {
             Backend::File(f) => {
-                let items = f.read()?;
+                let f = f.clone();
                 let now = Utc::now();
                 report.cursor = Some(now);
-                // Committed in pages like the API's, so one huge file is not one huge
-                // transaction; the last page carries the cursor. (Pages are moved out of one
-                // iterator: splitting the rest off the front page by page copied what was
-                // left each time, quadratic in the file's size.)
-                let mut items = items.into_iter().peekable();
-                let me = &*self;
                 let mut committer = Committer::default();
-                loop {
-                    let page: Vec<Item> = items.by_ref().take(FILE_PAGE).collect();
-                    let last = items.peek().is_none();
-                    let submitted = me
-                        .commit(
-                            store,
-                            page,
-                            last.then_some(now),
-                            &mut report,
-                            &mut committer,
-                        )
-                        .await;
-                    if last || submitted.is_err() {
-                        committer.settle(&mut report).await?;
-                        submitted?;
-                        break;
-                    }
-                }
+                let imported = self
+                    .import(&f, store, now, &mut report, &mut committer)
+                    .await;
+                committer.settle(&mut report).await?;
+                imported?;
             }
             Backend::Api(_) => {
                 let mut committer = Committer::default();
@@ -296,6 +277,46 @@ impl Source {
         }
         report.duration = started.elapsed();
         Ok(report)
+    }
+
+    /// Commits a file in pages like the API's, so one huge file is not one huge transaction;
+    /// the last page carries the cursor. A blocking thread reads the file and hands pages over
+    /// one at a time, so memory holds a page or two whatever the file's size.
+    async fn import(
+        &self,
+        f: &file::FileSource,
+        store: &Store,
+        now: DateTime<Utc>,
+        report: &mut CycleReport,
+        committer: &mut Committer,
+    ) -> Result<(), CycleError> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Item>>(1);
+        let f = f.clone();
+        let reader = tokio::task::spawn_blocking(move || {
+            f.pages(FILE_PAGE, |p| tx.blocking_send(p).is_ok())
+        });
+        // One page is held back: only when the reader is done is it known to be the last.
+        let mut held: Option<Vec<Item>> = None;
+        while let Some(page) = rx.recv().await {
+            if let Some(prev) = held.replace(page) {
+                self.commit(store, prev, None, report, committer).await?;
+            }
+        }
+        match reader.await {
+            Ok(read) => read?,
+            Err(e) => match e.try_into_panic() {
+                Ok(p) => std::panic::resume_unwind(p),
+                Err(_) => return Err(CycleError::Interrupted),
+            },
+        }
+        self.commit(
+            store,
+            held.unwrap_or_default(),
+            Some(now),
+            report,
+            committer,
+        )
+        .await
     }
 
     async fn walk(
