@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::decode::{self, Data, Item};
+use crate::decode::{self, Data, Item, Shape};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -60,10 +60,11 @@ impl FileSource {
     }
 
     /// Hands the file's items to `page` in pages of at most `size`, in file order, until
-    /// `page` returns false. NDJSON is read line by line, twice: first to check every line
-    /// (a bad line fails the import before anything is handed out, as it always did), then to
-    /// hand out pages — so a million-line import holds a page, not the file (it held ~1 GiB).
-    /// Other layouts are one JSON value and are parsed whole. Blocking: run it off the async
+    /// `page` returns false. The file is read twice: first to check all of it (a bad line
+    /// fails the import before anything is handed out, as it always did), then to hand out
+    /// pages as they are decoded — so a million-item import holds a page, not the file (it
+    /// held ~1 GiB). NDJSON is read line by line; an array or an API body streams through
+    /// `decode::stream`; a single object is read whole. Blocking: run it off the async
     /// workers.
     pub fn pages(
         &self,
@@ -72,6 +73,21 @@ impl FileSource {
     ) -> Result<(), FileError> {
         let size = size.max(1);
         if let Layout::Whole = self.layout()? {
+            // An array, or an API body with a `data` array: checked whole first, then streamed
+            // (two reads, like NDJSON). Anything else — a single object, or a file that does
+            // not check out — is parsed in memory as it always was, with the same errors.
+            let open = || {
+                std::fs::File::open(&self.path)
+                    .map(|f| std::io::BufReader::with_capacity(1 << 16, f))
+                    .map_err(|e| self.io(e))
+            };
+            if let Ok(Some(Shape::Array | Shape::Object { data_array: true })) =
+                decode::stream(open()?, size, None)
+            {
+                decode::stream(open()?, size, Some(&mut page))
+                    .map_err(|e| self.json(e.line(), e.to_string()))?;
+                return Ok(());
+            }
             let mut items = self.read()?.into_iter().peekable();
             while items.peek().is_some() {
                 if !page(items.by_ref().take(size).collect()) {
@@ -290,5 +306,56 @@ mod tests {
             let want = values(&parse(text).unwrap());
             assert_eq!(pages_of(&f, 2).unwrap().concat(), want, "{text}");
         }
+    }
+
+    #[test]
+    fn arrays_and_api_bodies_stream_in_pages_and_bad_ones_fail_before_any_page() {
+        let items: Vec<String> = (0..7)
+            .map(|i| format!("{{\"value\":\"v{i}\",\"tags\":[\"t\"]}}"))
+            .collect();
+        let array = format!("[\n{}\n]\n", items.join(",\n"));
+        let body = format!(
+            "{{\"meta\":{{\"total\":7}},\n\"data\":[{}],\"x\":{{}}}}",
+            items.join(",")
+        );
+        for text in [&array, &body] {
+            let (_d, f) = write(text);
+            let pages = pages_of(&f, 3).unwrap();
+            assert_eq!(
+                pages.iter().map(Vec::len).collect::<Vec<_>>(),
+                vec![3, 3, 1],
+                "{text}"
+            );
+            assert_eq!(
+                pages.concat(),
+                (0..7).map(|i| format!("v{i}")).collect::<Vec<_>>()
+            );
+            let mut calls = 0;
+            f.pages(3, |_| {
+                calls += 1;
+                false
+            })
+            .unwrap();
+            assert_eq!(calls, 1, "stopping early stops reading");
+        }
+        // Broken at the end (line 4): nothing is handed out, and the error is the one a whole
+        // read gives.
+        let broken = format!("[\n{},\n{}\n{{\"value\":\n", items[0], items[1]);
+        let (_d, f) = write(&broken);
+        let mut handed = 0;
+        let e = f
+            .pages(1, |_| {
+                handed += 1;
+                true
+            })
+            .unwrap_err();
+        assert_eq!(handed, 0);
+        assert!(matches!(e, FileError::Json { line: 4, .. }), "{e}");
+        // Two `data` keys: the whole read keeps the last, as before.
+        let (_d, f) = write(r#"{"data":[{"value":"first"}],"data":[{"value":"second"}]}"#);
+        assert_eq!(
+            pages_of(&f, 5).unwrap().concat(),
+            vec!["second".to_string()]
+        );
     }
 }
