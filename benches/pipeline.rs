@@ -1332,7 +1332,7 @@ fn main() {
     let state_dir = work.clone();
     let head = format!(
         "Same generated pages for every row ({} IOC types incl. both mitre spellings). Limits run in the bench process; backfills run `{}`; the fake API, the receivers and the feeders share the same {} cores.\n",
-        feed::TYPES.len(),
+        feed::types().len(),
         bin.file_name().unwrap().to_string_lossy(),
         machine.nproc
     );

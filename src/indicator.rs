@@ -135,23 +135,14 @@ impl Indicator {
             .unwrap_or(Err(Skip::NotAnObject))
     }
 
-    /// What identifies the indicator across versions: its `id`, else its type and value.
+    /// What identifies the indicator across versions: its `id`, else its type and value. The
+    /// dedup index hashes exactly these bytes (`store::seen`, which writes them without
+    /// building the string); a version is its `last_seen` and confidence (`seen::Version`).
     pub fn identity(&self) -> String {
         match &self.id {
             Some(id) => format!("id:{id}"),
             None => format!("tv:{}:{}", self.ioc_type.as_str(), self.value),
         }
-    }
-
-    /// The version (SPEC): `last_seen` and `confidence` for a given identity.
-    pub fn version(&self) -> String {
-        format!(
-            "{}|{}",
-            self.last_seen
-                .map(|t| t.timestamp_micros().to_string())
-                .unwrap_or_default(),
-            self.confidence.as_deref().unwrap_or("")
-        )
     }
 }
 

@@ -155,18 +155,7 @@ impl Store {
         })?;
         let path = state_dir.join(FILE_NAME);
         match Self::open_file(&path) {
-            Ok(conn) => Ok(Store {
-                conn: Arc::new(Mutex::new(conn)),
-                reader: Arc::new(Mutex::new(Self::open_reader(&path).map_err(|source| {
-                    StoreError::Sqlite {
-                        path: path.clone(),
-                        source,
-                    }
-                })?)),
-                path,
-                limit: None,
-                tail: None,
-            }),
+            Ok(conn) => Self::with_writer(conn, path),
             Err(e) if is_damage(&e) => {
                 let moved_to = state_dir.join(format!(
                     "{FILE_NAME}.corrupt-{}",
@@ -183,17 +172,7 @@ impl Store {
                     path: path.clone(),
                     detail: format!("{source} (the damaged file is at {})", moved_to.display()),
                 })?;
-                let reader = Self::open_reader(&path).map_err(|source| StoreError::Sqlite {
-                    path: path.clone(),
-                    source,
-                })?;
-                Ok(Store {
-                    conn: Arc::new(Mutex::new(conn)),
-                    reader: Arc::new(Mutex::new(reader)),
-                    path,
-                    limit: None,
-                    tail: None,
-                })
+                Self::with_writer(conn, path)
             }
             Err(source) => Err(StoreError::Sqlite { path, source }),
         }
@@ -236,6 +215,21 @@ impl Store {
     pub fn with_tail_watch(mut self, watch: Arc<tokio::sync::watch::Sender<i64>>) -> Store {
         self.tail = Some(watch);
         self
+    }
+
+    /// The store around an opened (and migrated) writer: adds the reader connection.
+    fn with_writer(conn: Inner, path: PathBuf) -> Result<Store, StoreError> {
+        let reader = Self::open_reader(&path).map_err(|source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            reader: Arc::new(Mutex::new(reader)),
+            path,
+            limit: None,
+            tail: None,
+        })
     }
 
     fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
@@ -682,7 +676,9 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Events waiting for one destination.
+    /// Events waiting for one destination (counts every row: the daemon asks
+    /// [`Store::has_pending`]; `queue stats` uses [`Store::stats`]).
+    #[cfg(test)]
     pub fn pending(&self, destination: &str) -> Result<i64, StoreError> {
         self.lock()
             .query_row(

@@ -8,21 +8,13 @@ use std::io::Write;
 
 use chrono::DateTime;
 
-/// Every type the SPEC names; `mitre-attack` in both of the API's spellings.
-pub const TYPES: [&str; 12] = [
-    "ipv4",
-    "ipv6",
-    "domain",
-    "url",
-    "md5",
-    "sha1",
-    "sha256",
-    "sha512",
-    "cve",
-    "email",
-    "mitre-attack",
-    "mitre_attack",
-];
+/// Every type the SPEC names (`config::IOC_TYPES`), plus `mitre_attack`, the API's other
+/// spelling of `mitre-attack`.
+pub fn types() -> Vec<&'static str> {
+    let mut t = ioc_forwarder::config::IOC_TYPES.to_vec();
+    t.push("mitre_attack");
+    t
+}
 
 const FEEDS: [&str; 5] = [
     "CISA Alerts",
@@ -135,6 +127,7 @@ impl Feed {
     /// `n` indicators, newest `last_seen` = `newest` (Unix seconds), [`PER_SECOND`] per second
     /// going back.
     pub fn generate(n: usize, newest: i64) -> Feed {
+        let types = types();
         let mut body = Vec::with_capacity(n * 560);
         let mut starts = Vec::with_capacity(n + 1);
         let mut last_seen = Vec::with_capacity(n);
@@ -152,7 +145,7 @@ impl Feed {
             }
             starts.push(body.len());
             last_seen.push(t);
-            let ty = TYPES[i % TYPES.len()];
+            let ty = types[i % types.len()];
             let h = mix(i as u64 ^ 0xabcdef);
             let article = i / 20;
             write!(

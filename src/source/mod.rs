@@ -302,13 +302,7 @@ impl Source {
                 self.commit(store, prev, None, report, committer).await?;
             }
         }
-        match reader.await {
-            Ok(read) => read?,
-            Err(e) => match e.try_into_panic() {
-                Ok(p) => std::panic::resume_unwind(p),
-                Err(_) => return Err(CycleError::Interrupted),
-            },
-        }
+        joined(reader).await??;
         self.commit(
             store,
             held.unwrap_or_default(),
@@ -420,6 +414,18 @@ impl Source {
     }
 }
 
+/// What a blocking task returned; its panic goes on in the caller, and a task the runtime
+/// dropped (shutting down) is `Interrupted`.
+async fn joined<T>(h: tokio::task::JoinHandle<T>) -> Result<T, CycleError> {
+    match h.await {
+        Ok(v) => Ok(v),
+        Err(e) => match e.try_into_panic() {
+            Ok(p) => std::panic::resume_unwind(p),
+            Err(_) => Err(CycleError::Interrupted),
+        },
+    }
+}
+
 /// The page commit in flight, if any: at most one runs (on a blocking thread) while the walk
 /// fetches and decodes the next page, and pages commit in order.
 #[derive(Default)]
@@ -433,13 +439,7 @@ impl Committer {
         let Some(h) = self.pending.take() else {
             return Ok(());
         };
-        let outcome = match h.await {
-            Ok(r) => r?,
-            Err(e) => match e.try_into_panic() {
-                Ok(p) => std::panic::resume_unwind(p),
-                Err(_) => return Err(CycleError::Interrupted),
-            },
-        };
+        let outcome = joined(h).await??;
         report.added += outcome.added as u64;
         report.updated += outcome.updated as u64;
         report.duplicates += outcome.duplicates as u64;

@@ -120,6 +120,19 @@ impl Entry {
     }
 }
 
+/// Sorts by key (stably) and keeps only the last entry of each key.
+fn sort_keeping_last(entries: &mut Vec<Entry>) {
+    entries.sort_by_key(|e| e.key);
+    let mut kept = 0;
+    for i in 0..entries.len() {
+        if i + 1 == entries.len() || entries[i + 1].key != entries[i].key {
+            entries[kept] = entries[i];
+            kept += 1;
+        }
+    }
+    entries.truncate(kept);
+}
+
 pub struct SeenIndex {
     sip: (u64, u64),
     /// Sorted by key, one entry per key.
@@ -146,10 +159,9 @@ impl SeenIndex {
     /// The identity's hash: its `id`, else its type and value (SPEC "dedup").
     pub fn key(&self, ind: &Indicator) -> u64 {
         use std::hash::Hasher;
-        // SipHash-2-4 exactly (checked against the reference vectors in the tests); std keeps
-        // it stable under the deprecated name, unlike `DefaultHasher`.
-        #[allow(deprecated)]
-        let mut h = std::hash::SipHasher::new_with_keys(self.sip.0, self.sip.1);
+        // The bytes of `Indicator::identity`, written without building the string (the tests
+        // check that both agree).
+        let mut h = self.hasher();
         match &ind.id {
             Some(id) => {
                 h.write(b"id:");
@@ -176,17 +188,8 @@ impl SeenIndex {
         while let Some(r) = rows.next()? {
             entries.extend(Entry::read_all(r.get_ref(0)?.as_blob()?));
         }
-        // Stable: rows of one key stay in commit order, and the last of each run wins.
-        entries.sort_by_key(|e| e.key);
-        let mut kept = 0;
-        for i in 0..entries.len() {
-            let is_last = i + 1 == entries.len() || entries[i + 1].key != entries[i].key;
-            if is_last {
-                entries[kept] = entries[i];
-                kept += 1;
-            }
-        }
-        entries.truncate(kept);
+        // Rows of one key are in commit order: the last wins.
+        sort_keeping_last(&mut entries);
         entries.shrink_to_fit();
         self.entries = entries;
         self.loaded = true;
@@ -256,16 +259,8 @@ impl SeenIndex {
         if fresh.is_empty() {
             return;
         }
-        fresh.sort_by_key(|e| e.key);
         // Within the page a key can be new twice: keep its last.
-        let mut kept = 0;
-        for i in 0..fresh.len() {
-            if i + 1 == fresh.len() || fresh[i + 1].key != fresh[i].key {
-                fresh[kept] = fresh[i];
-                kept += 1;
-            }
-        }
-        fresh.truncate(kept);
+        sort_keeping_last(&mut fresh);
         // Merge from the back, in place.
         let old = self.entries.len();
         let filler = fresh[0];
@@ -465,10 +460,17 @@ impl SeenIndex {
     /// the same bytes [`SeenIndex::key`] hashes.
     fn key_of_identity(&self, identity: &str) -> u64 {
         use std::hash::Hasher;
-        #[allow(deprecated)]
-        let mut h = std::hash::SipHasher::new_with_keys(self.sip.0, self.sip.1);
+        let mut h = self.hasher();
         h.write(identity.as_bytes());
         h.finish()
+    }
+
+    /// SipHash-2-4 under this state file's key: exactly that algorithm (checked against the
+    /// reference vectors in the tests), which std keeps stable under the deprecated name,
+    /// unlike `DefaultHasher`.
+    #[allow(deprecated)]
+    fn hasher(&self) -> std::hash::SipHasher {
+        std::hash::SipHasher::new_with_keys(self.sip.0, self.sip.1)
     }
 }
 
