@@ -512,7 +512,10 @@ fn limits(s: &Settings, feed: &Feed, cfg: &Config, work: &Path, res: &mut Result
             store
                 .commit_page(
                     &inds,
-                    |ind, _act| Some((ind.type_raw.clone(), it.next().unwrap_or_default())),
+                    |_ind, _act, out: &mut String| {
+                        out.push_str(&it.next().unwrap_or_default());
+                        true
+                    },
                     last.then(Utc::now),
                 )
                 .expect("commit_page")

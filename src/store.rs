@@ -5,7 +5,8 @@
 //! It is the only thing the polling side and the delivery side share. Polling commits whole
 //! pages ([`Store::commit_page`]): the page's events, its dedup entries and — on the last page
 //! of a cycle — the cursor, in one transaction. Delivery reads after its own position and moves
-//! it forward ([`Store::ack`]); an event is deleted once every destination has passed it.
+//! it forward ([`Store::ack`]); events are stored in chunks (see `queue`), and a chunk is
+//! deleted once every destination has passed all of it.
 //! A crash at any point therefore either keeps a page whole or loses it whole, and the cursor
 //! never gets ahead of what is queued.
 
@@ -19,16 +20,16 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use crate::encode::cef::Act;
 use crate::indicator::Indicator;
 
+mod queue;
 mod seen;
 use seen::{SeenIndex, Version};
 
 pub const FILE_NAME: &str = "state.db";
 
-/// Delivered events are deleted when every destination has passed the whole queue (cheap: a
-/// truncate), else in runs of at least this many (row by row, ~1.3 µs each, so a run holds
-/// the store ~20 ms); until then they stay in the file and in `queue_bytes` (at ~300 bytes an
-/// event, ~5 MB at most), but no destination reads them again.
-const GC_BATCH: i64 = 16_384;
+/// Delivered events are deleted when every destination has passed the whole queue (a
+/// truncate), else a whole chunk at a time once at least this many are deletable; until then
+/// they stay in the file and in `queue_bytes`, but no destination reads them again.
+const GC_BATCH: i64 = 4 * queue::CHUNK_EVENTS as i64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -87,6 +88,8 @@ pub struct QueueLimit {
 struct Inner {
     conn: Connection,
     seen: SeenIndex,
+    /// The highest sequence number ever assigned (also in `meta`, see `queue`).
+    last_seq: i64,
 }
 
 impl std::ops::Deref for Inner {
@@ -116,13 +119,6 @@ pub struct Store {
 }
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    enqueued_us INTEGER NOT NULL,
-    ioc_type TEXT NOT NULL,
-    cef TEXT NOT NULL,
-    size INTEGER NOT NULL
-);
 CREATE TABLE IF NOT EXISTS totals (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     queue_bytes INTEGER NOT NULL
@@ -137,8 +133,9 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 ";
 
-/// Version 2 replaced the `seen` b-tree keyed by identity text with `seen_log` (see `seen`).
-const USER_VERSION: i64 = 2;
+/// Version 2 replaced the `seen` b-tree keyed by identity text with `seen_log` (see `seen`);
+/// version 3 the row-per-event `events` table with `chunks` (see `queue`).
+const USER_VERSION: i64 = 3;
 
 fn now_us() -> i64 {
     Utc::now().timestamp_micros()
@@ -192,23 +189,45 @@ impl Store {
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         conn.execute_batch(SCHEMA)?;
-        // Recount the queue's bytes (one scan at start): the running total can then never
-        // drift across versions or repairs. It also touches the tables, so damage shows now.
-        conn.execute(
-            "INSERT OR REPLACE INTO totals (id, queue_bytes) VALUES (1, (SELECT COALESCE(SUM(size), 0) FROM events))",
-            [],
-        )?;
+        conn.execute_batch(queue::SCHEMA)?;
         conn.query_row("SELECT COUNT(*) FROM positions", [], |r| r.get::<_, i64>(0))?;
         let tx = conn.transaction()?;
         tx.execute_batch(seen::SCHEMA)?;
         let index = SeenIndex::new(seen::sip_key(&tx)?);
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let mut last_seq = Self::meta_i64(&tx, queue::LAST_SEQ_KEY)?.unwrap_or(0);
         if version < USER_VERSION {
             seen::migrate_v1(&tx, &index)?;
+            last_seq = last_seq.max(queue::migrate_v2(&tx)?);
             tx.pragma_update(None, "user_version", USER_VERSION)?;
         }
+        // Never reuse a sequence number, whatever the meta row says.
+        if let Some(t) = queue::tail(&tx)? {
+            last_seq = last_seq.max(t.last);
+        }
+        Self::set_meta(&tx, queue::LAST_SEQ_KEY, &last_seq.to_string())?;
+        // Recount the queue's bytes (one scan of the chunk rows at start): the running total
+        // can then never drift across versions or repairs. It also touches the tables, so
+        // damage shows now.
+        tx.execute(
+            "INSERT OR REPLACE INTO totals (id, queue_bytes) VALUES (1, (SELECT COALESCE(SUM(bytes), 0) FROM chunks))",
+            [],
+        )?;
         tx.commit()?;
-        Ok(Inner { conn, seen: index })
+        Ok(Inner {
+            conn,
+            seen: index,
+            last_seq,
+        })
+    }
+
+    fn meta_i64(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<i64>> {
+        let v: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(v.and_then(|v| v.parse().ok()))
     }
 
     /// Publish the queue's tail to `watch` after every commit that queued events.
@@ -264,52 +283,64 @@ impl Store {
         })
     }
 
-    /// Deletes events up to `cut` (inclusive), keeping the byte total right.
+    /// Deletes the chunks wholly at or below `cut`, keeping the byte total right.
     fn delete_through(tx: &Transaction<'_>, cut: i64) -> rusqlite::Result<()> {
-        // One pass: the rows deleted report their sizes.
-        let mut freed = 0i64;
-        {
-            let mut st = tx.prepare_cached("DELETE FROM events WHERE seq <= ?1 RETURNING size")?;
-            let mut rows = st.query(params![cut])?;
-            while let Some(r) = rows.next()? {
-                freed += r.get::<_, i64>(0)?;
-            }
-        }
-        if freed > 0 {
+        let freed = queue::delete_through(tx, cut)?;
+        Self::free(tx, freed)
+    }
+
+    fn free(tx: &Transaction<'_>, bytes: i64) -> rusqlite::Result<()> {
+        if bytes > 0 {
             tx.execute(
                 "UPDATE totals SET queue_bytes = MAX(0, queue_bytes - ?1) WHERE id = 1",
-                params![freed],
+                params![bytes],
             )?;
         }
         Ok(())
     }
 
-    /// Drops the oldest events until at least `excess` bytes are free; every destination's
-    /// position moves past them. Returns (destination, events it lost) for those that lost any.
+    /// Drops the oldest events until at least `excess` bytes are free (splitting a chunk if
+    /// need be, so no more is dropped than needed); every destination's position moves past
+    /// them. Returns (destination, events it lost) for those that lost any.
     fn drop_oldest(tx: &Transaction<'_>, excess: i64) -> rusqlite::Result<Vec<(String, i64)>> {
-        let mut cut = 0i64;
+        let all = queue::chunks(tx)?;
         let mut freed = 0i64;
-        {
-            let mut st = tx.prepare("SELECT seq, size FROM events ORDER BY seq")?;
-            let mut rows = st.query([])?;
-            while let Some(r) = rows.next()? {
-                cut = r.get(0)?;
-                freed += r.get::<_, i64>(1)?;
+        let mut cut = None;
+        for c in &all {
+            if freed >= excess {
+                break;
+            }
+            if freed + c.bytes <= excess {
+                freed += c.bytes;
+                cut = Some(c.last);
+                continue;
+            }
+            for (seq, size) in (c.first..).zip(queue::sizes(tx, c)?) {
+                freed += size;
+                cut = Some(seq);
                 if freed >= excess {
                     break;
                 }
             }
         }
+        let Some(cut) = cut else {
+            return Ok(Vec::new());
+        };
         let mut lost = Vec::new();
         {
-            let mut st = tx.prepare(
-                "SELECT p.destination, COUNT(e.seq) FROM positions p
-                 JOIN events e ON e.seq > p.acked_seq AND e.seq <= ?1
-                 GROUP BY p.destination ORDER BY p.destination",
-            )?;
-            let rows = st.query_map(params![cut], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let mut st =
+                tx.prepare("SELECT destination, acked_seq FROM positions ORDER BY destination")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
             for row in rows {
-                lost.push(row?);
+                let (d, acked) = row?;
+                let n: i64 = all
+                    .iter()
+                    .filter(|c| c.first <= cut)
+                    .map(|c| (c.last.min(cut) - acked.max(c.first - 1)).max(0))
+                    .sum();
+                if n > 0 {
+                    lost.push((d, n));
+                }
             }
         }
         tx.execute(
@@ -317,6 +348,10 @@ impl Store {
             params![cut],
         )?;
         Self::delete_through(tx, cut)?;
+        if let Some(c) = all.iter().find(|c| c.first <= cut && cut < c.last) {
+            let f = queue::trim_head(tx, c, cut)?;
+            Self::free(tx, f)?;
+        }
         Ok(lost)
     }
 
@@ -358,6 +393,7 @@ impl Store {
         names: &[String],
     ) -> Result<(Vec<String>, Vec<String>), StoreError> {
         let mut conn = self.lock();
+        let conn_last_seq = conn.last_seq;
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let existing: Vec<String> = {
             let mut st = tx
@@ -366,10 +402,8 @@ impl Store {
             let rows = st.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
             rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?
         };
-        let tail: i64 = tx
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
-        // A brand-new state file has no events: every destination starts at the beginning.
+        // New destinations start after everything queued so far (at 0 in a new state file).
+        let tail = conn_last_seq;
         let mut added = Vec::new();
         for n in names {
             if !existing.contains(n) {
@@ -403,28 +437,25 @@ impl Store {
         let Some(m) = min.filter(|m| *m > 0) else {
             return Ok(());
         };
-        // Two queries: SQLite answers a lone MIN() or MAX() from the b-tree's edge, but scans
-        // the whole table for both in one.
-        let first: Option<i64> = tx.query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))?;
-        let last: Option<i64> = tx.query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))?;
-        match (first, last) {
-            (Some(_), Some(l)) if m >= l => {
-                // Everything is delivered everywhere: emptying the table is SQLite's truncate
-                // (pages go to the free list whole), about 30× cheaper than deleting a range
-                // row by row. AUTOINCREMENT keeps the sequence going.
-                tx.execute("DELETE FROM events", [])?;
-                tx.execute("UPDATE totals SET queue_bytes = 0 WHERE id = 1", [])?;
-                Ok(())
-            }
-            (Some(f), Some(_)) if m - f + 1 >= at_least => Self::delete_through(tx, m),
-            _ => Ok(()),
+        let (Some(head), Some(tail)) = (queue::head(tx)?, queue::tail(tx)?) else {
+            return Ok(());
+        };
+        if m >= tail.last {
+            // Everything is delivered everywhere: emptying the table is SQLite's truncate.
+            // Sequence numbers go on from `meta` (see `queue`).
+            tx.execute("DELETE FROM chunks", [])?;
+            tx.execute("UPDATE totals SET queue_bytes = 0 WHERE id = 1", [])?;
+        } else if head.last <= m && m - head.first + 1 >= at_least {
+            Self::delete_through(tx, m)?;
         }
+        Ok(())
     }
 
     /// Commits one page in one transaction: every indicator whose version is new is encoded by
     /// `encode` and queued, its version recorded; `cursor`, when given, is stored too (the
-    /// last page of a cycle). `encode` returns the IOC type label and the CEF line, or `None`
-    /// to skip (for example a filtered-out type).
+    /// last page of a cycle). `encode` writes the CEF line into the (cleared) buffer and
+    /// returns false to skip the indicator (for example a filtered-out type); the event's type
+    /// label is the indicator's type as the source spelled it.
     pub fn commit_page<F>(
         &self,
         items: &[Indicator],
@@ -432,7 +463,7 @@ impl Store {
         cursor: Option<DateTime<Utc>>,
     ) -> Result<PageOutcome, StoreError>
     where
-        F: FnMut(&Indicator, Act) -> Option<(String, String)>,
+        F: FnMut(&Indicator, Act, &mut String) -> bool,
     {
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -445,6 +476,7 @@ impl Store {
             .ensure_loaded(&inner.conn)
             .map_err(|e| self.err(e))?;
         let seen = &mut inner.seen;
+        let last_seq = inner.last_seq;
         let tx = inner.conn.transaction().map_err(|e| self.err(e))?;
         let mut outcome = PageOutcome::default();
         let now = now_us();
@@ -453,12 +485,9 @@ impl Store {
         // first, so an identity twice in one page is judged against its earlier copy.
         let mut recorded: Vec<(u64, Version)> = Vec::new();
         let mut in_page: std::collections::HashMap<u64, Version> = std::collections::HashMap::new();
+        let mut chunks = queue::Writer::new(last_seq, now);
+        let mut line = String::with_capacity(1024);
         {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO events (enqueued_us, ioc_type, cef, size) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(|e| self.err(e))?;
             for ind in items {
                 let key = seen.key(ind);
                 let version = Version::of(ind);
@@ -467,11 +496,12 @@ impl Store {
                     outcome.duplicates += 1;
                     continue;
                 };
-                let Some((ioc_type, line)) = encode(ind, act) else {
+                line.clear();
+                if !encode(ind, act, &mut line) {
                     continue;
-                };
-                insert
-                    .execute(params![now, ioc_type, line, line.len() as i64])
+                }
+                chunks
+                    .push(&tx, &ind.type_raw, &line)
                     .map_err(|e| self.err(e))?;
                 page_bytes += line.len() as i64;
                 in_page.insert(key, version);
@@ -482,8 +512,11 @@ impl Store {
                 }
             }
         }
-        // Before any other insert changes it: the last event's seq.
-        let new_tail = (page_bytes > 0).then(|| tx.last_insert_rowid());
+        let new_last = chunks.finish(&tx).map_err(|e| self.err(e))?;
+        let new_tail = (new_last > last_seq).then_some(new_last);
+        if let Some(t) = new_tail {
+            Self::set_meta(&tx, queue::LAST_SEQ_KEY, &t.to_string()).map_err(|e| self.err(e))?;
+        }
         seen::record(&tx, &recorded, now).map_err(|e| self.err(e))?;
         if page_bytes > 0 {
             tx.execute(
@@ -538,6 +571,7 @@ impl Store {
             Self::set_meta(&tx, "last_success_us", &now.to_string()).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))?;
+        inner.last_seq = new_last;
         seen.apply(&recorded);
         if let (Some(t), Some(watch)) = (new_tail, &self.tail) {
             watch.send_replace(t);
@@ -622,29 +656,14 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Up to `limit` events after `after`, oldest first.
+    /// Up to `limit` events after `after`, oldest first (fewer when the next chunk would not
+    /// fit whole; see `queue::read_after`).
     pub fn read_after(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let conn = self.read_lock();
-        let mut st = conn
-            .prepare_cached(
-                "SELECT seq, enqueued_us, ioc_type, cef FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map(params![after, limit as i64], |r| {
-                Ok(Event {
-                    seq: r.get(0)?,
-                    enqueued: DateTime::from_timestamp_micros(r.get(1)?).unwrap_or_default(),
-                    ioc_type: r.get(2)?,
-                    cef: r.get(3)?,
-                })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        queue::read_after(&self.read_lock(), after, limit).map_err(|e| self.err(e))
     }
 
-    /// Moves a destination's position forward to `seq` (never backwards) and deletes events
-    /// that every destination has passed (in runs, see [`GC_BATCH`]).
+    /// Moves a destination's position forward to `seq` (never backwards) and deletes chunks
+    /// that every destination has passed (see [`GC_BATCH`]).
     pub fn ack(&self, destination: &str, seq: i64) -> Result<(), StoreError> {
         let mut conn = self.lock();
         // Positions need no fsync: WAL survives a killed process either way, and after a power
@@ -671,59 +690,64 @@ impl Store {
 
     /// Highest sequence number ever queued that is still in the queue (0 when empty).
     pub fn tail(&self) -> Result<i64, StoreError> {
-        self.lock()
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+        queue::tail(&self.lock())
+            .map(|t| t.map_or(0, |t| t.last))
             .map_err(|e| self.err(e))
     }
 
-    /// Events waiting for one destination (counts every row: the daemon asks
-    /// [`Store::has_pending`]; `queue stats` uses [`Store::stats`]).
+    /// Events waiting for one destination.
     #[cfg(test)]
     pub fn pending(&self, destination: &str) -> Result<i64, StoreError> {
-        self.lock()
-            .query_row(
-                "SELECT COUNT(*) FROM events WHERE seq > (SELECT acked_seq FROM positions WHERE destination = ?1)",
-                params![destination],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.err(e))
+        let after = self.position(destination)?;
+        let conn = self.lock();
+        let all = queue::chunks(&conn).map_err(|e| self.err(e))?;
+        Ok(queue::waiting(&conn, &all, after)
+            .map_err(|e| self.err(e))?
+            .0)
     }
 
-    /// Whether anything waits for one destination: one index probe, where `pending` counts
-    /// every waiting row (a million on a backfill). Reads through the reader connection.
+    /// Whether anything waits for one destination: two index probes. Reads through the reader
+    /// connection.
     pub fn has_pending(&self, destination: &str) -> Result<bool, StoreError> {
-        self.read_lock()
+        let conn = self.read_lock();
+        let acked: Option<i64> = conn
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM events WHERE seq > (SELECT acked_seq FROM positions WHERE destination = ?1))",
+                "SELECT acked_seq FROM positions WHERE destination = ?1",
                 params![destination],
                 |r| r.get(0),
             )
-            .map_err(|e| self.err(e))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let tail = queue::tail(&conn).map_err(|e| self.err(e))?;
+        Ok(matches!((acked, tail), (Some(a), Some(t)) if t.last > a))
     }
 
     /// Events, bytes and oldest event per destination.
     pub fn stats(&self) -> Result<Vec<DestinationStats>, StoreError> {
         let conn = self.lock();
-        let mut st = conn
-            .prepare(
-                "SELECT p.destination, COUNT(e.seq), COALESCE(SUM(e.size), 0), MIN(e.enqueued_us)
-                 FROM positions p LEFT JOIN events e ON e.seq > p.acked_seq
-                 GROUP BY p.destination ORDER BY p.destination",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
+        let all = queue::chunks(&conn).map_err(|e| self.err(e))?;
+        let positions: Vec<(String, i64)> = {
+            let mut st = conn
+                .prepare("SELECT destination, acked_seq FROM positions ORDER BY destination")
+                .map_err(|e| self.err(e))?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(|e| self.err(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?
+        };
+        positions
+            .into_iter()
+            .map(|(name, acked)| {
+                let (events, bytes, oldest) =
+                    queue::waiting(&conn, &all, acked).map_err(|e| self.err(e))?;
                 Ok(DestinationStats {
-                    name: r.get(0)?,
-                    events: r.get(1)?,
-                    bytes: r.get(2)?,
-                    oldest: r
-                        .get::<_, Option<i64>>(3)?
-                        .and_then(DateTime::from_timestamp_micros),
+                    name,
+                    events,
+                    bytes,
+                    oldest: oldest.and_then(DateTime::from_timestamp_micros),
                 })
             })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+            .collect()
     }
 }
 
@@ -745,23 +769,27 @@ impl Store {
     /// tail. Returns how many events that destination (or the slowest one) skipped.
     pub fn purge(&self, destination: Option<&str>) -> Result<i64, StoreError> {
         let mut conn = self.lock();
+        let conn_last_seq = conn.last_seq;
         let tx = conn.transaction().map_err(|e| self.err(e))?;
-        let tail: i64 = tx
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
-        let skipped: i64 = match destination {
-            Some(d) => tx.query_row(
-                "SELECT COUNT(*) FROM events WHERE seq > (SELECT acked_seq FROM positions WHERE destination = ?1)",
-                params![d],
-                |r| r.get(0),
-            ),
-            None => tx.query_row(
-                "SELECT COUNT(*) FROM events WHERE seq > (SELECT COALESCE(MIN(acked_seq), 0) FROM positions)",
-                [],
-                |r| r.get(0),
-            ),
+        let tail = conn_last_seq;
+        let acked: Option<i64> = match destination {
+            Some(d) => tx
+                .query_row(
+                    "SELECT acked_seq FROM positions WHERE destination = ?1",
+                    params![d],
+                    |r| r.get(0),
+                )
+                .optional(),
+            None => tx.query_row("SELECT MIN(acked_seq) FROM positions", [], |r| r.get(0)),
         }
         .map_err(|e| self.err(e))?;
+        let skipped = match acked {
+            Some(a) => {
+                let all = queue::chunks(&tx).map_err(|e| self.err(e))?;
+                queue::waiting(&tx, &all, a).map_err(|e| self.err(e))?.0
+            }
+            None => 0,
+        };
         match destination {
             Some(d) => tx.execute(
                 "UPDATE positions SET acked_seq = MAX(acked_seq, ?2) WHERE destination = ?1",
@@ -806,7 +834,7 @@ pub fn verify(state_dir: &Path) -> Result<Vec<String>, StoreError> {
         .collect::<Result<_, _>>()
         .map_err(err)?;
     let mut problems: Vec<String> = rows.into_iter().filter(|r| r != "ok").collect();
-    for table in ["events", "positions", "seen_log", "meta"] {
+    for table in ["chunks", "positions", "seen_log", "meta"] {
         if let Err(e) = conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
             r.get::<_, i64>(0)
         }) {
@@ -847,11 +875,10 @@ mod tests {
         .unwrap()
     }
 
-    fn enc(i: &Indicator, act: Act) -> Option<(String, String)> {
-        Some((
-            i.type_raw.clone(),
-            format!("{}:{:?}", i.id.clone().unwrap_or_default(), act),
-        ))
+    fn enc(i: &Indicator, act: Act, out: &mut String) -> bool {
+        use std::fmt::Write;
+        let _ = write!(out, "{}:{:?}", i.id.clone().unwrap_or_default(), act);
+        true
     }
 
     #[test]
@@ -1009,6 +1036,55 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_queue_is_moved_into_chunks_with_its_sequence_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+            c.execute_batch(
+                "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                     enqueued_us INTEGER NOT NULL, ioc_type TEXT NOT NULL, cef TEXT NOT NULL,
+                     size INTEGER NOT NULL);
+                 CREATE TABLE positions (destination TEXT PRIMARY KEY, acked_seq INTEGER NOT NULL);
+                 INSERT INTO events VALUES (4, 10, 'ipv4', 'four', 4), (5, 10, 'url', 'five', 4),
+                     (7, 10, 'ipv4', 'seven', 5), (8, 11, 'hash', 'eight|=\\', 8);
+                 UPDATE sqlite_sequence SET seq = 20 WHERE name = 'events';
+                 INSERT INTO positions VALUES ('a', 4);
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let ev = s.read_after(0, 10).unwrap();
+        assert_eq!(
+            ev.iter()
+                .map(|e| (e.seq, e.ioc_type.as_str(), e.cef.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                (4, "ipv4", "four"),
+                (5, "url", "five"),
+                (7, "ipv4", "seven"),
+                (8, "hash", "eight|=\\")
+            ]
+        );
+        assert_eq!(ev[3].enqueued.timestamp_micros(), 11);
+        assert_eq!(s.queue_bytes().unwrap(), 21);
+        assert_eq!(s.pending("a").unwrap(), 3);
+        // AUTOINCREMENT had handed out 20: the next event is 21, never a reused number.
+        s.commit_page(&[ind("n", "2026-05-17T00:00:00Z", "low")], enc, None)
+            .unwrap();
+        assert_eq!(s.tail().unwrap(), 21);
+        let c = s.lock();
+        let old: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'events'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0);
+    }
+
+    #[test]
     fn events_are_deleted_only_when_every_destination_passed_them() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
@@ -1030,9 +1106,22 @@ mod tests {
         s.ack("b", 1).unwrap();
         assert_eq!(s.pending("b").unwrap(), 1);
         s.compact().unwrap();
-        assert_eq!(s.read_after(0, 10).unwrap().len(), 1);
+        let left = s.read_after(s.position("b").unwrap(), 10).unwrap();
+        assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
         s.ack("a", 1).unwrap(); // never backwards
         assert_eq!(s.position("a").unwrap(), 2);
+        s.ack("b", 2).unwrap();
+        s.compact().unwrap();
+        assert!(s.read_after(0, 10).unwrap().is_empty());
+        assert_eq!(s.queue_bytes().unwrap(), 0);
+        assert!(!s.has_pending("a").unwrap());
+        // Sequence numbers go on after the queue was emptied, across a restart too.
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        s.commit_page(&[ind("3", "2026-05-17T00:00:00Z", "low")], enc, None)
+            .unwrap();
+        assert_eq!(s.read_after(0, 10).unwrap()[0].seq, 3);
+        assert!(s.has_pending("a").unwrap());
     }
 
     #[test]

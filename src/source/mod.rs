@@ -233,16 +233,14 @@ impl Source {
         let opts = self.cef.clone();
         let store = store.clone();
         committer.pending = Some(tokio::task::spawn_blocking(move || {
-            let mut line = String::with_capacity(256);
             store.commit_page(
                 &indicators,
-                |ind, act: Act| {
-                    line.clear();
-                    let cuts = cef::encode(ind, act, &opts, &mut line);
+                |ind, act: Act, line: &mut String| {
+                    let cuts = cef::encode(ind, act, &opts, line);
                     if cuts > 0 {
                         crate::metrics::get().cef_values_cut.inc_by(cuts as u64);
                     }
-                    Some((ind.type_raw.clone(), line.clone()))
+                    true
                 },
                 cursor,
             )
