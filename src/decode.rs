@@ -50,7 +50,13 @@ pub enum Data {
 
 /// Decodes an API response body. `Err` only when the body is not JSON (or not complete).
 pub fn body(bytes: &[u8]) -> serde_json::Result<Body> {
-    serde_json::from_slice(bytes)
+    // One validation of the whole body (fast on ASCII) instead of one per string value and key
+    // (~10 % of decoding); a body that is not UTF-8 is decoded from bytes so that the error
+    // says where, as before.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    }
 }
 
 /// The visits of every JSON scalar a visitor does not want (strings, booleans, numbers, and

@@ -268,6 +268,9 @@ impl Source {
             Backend::Api(_) => {
                 let mut committer = Committer::default();
                 let walked = self.walk(store, since, &mut report, &mut committer).await;
+                if let Backend::Api(api) = &mut self.backend {
+                    api.release_buffer();
+                }
                 // Whatever ended the walk, the page in flight finishes and is counted.
                 committer.settle(&mut report).await?;
                 walked?;

@@ -144,7 +144,15 @@ pub struct ApiClient {
     /// Retries of transient failures per page request.
     attempts: u32,
     backoff: Backoff,
+    /// The last page's body buffer, reused for the next page of the same walk: a fresh 6 MB
+    /// allocation per page is a fresh mapping to fault in (and the default collect copies
+    /// the body once more). Released at the end of every cycle.
+    spare: Vec<u8>,
 }
+
+/// A response body larger than this is refused (a page of 10,000 indicators is ~6 MB; even
+/// 10,000 8 KiB URLs stay far below): a broken or hostile server must not exhaust memory.
+pub const MAX_BODY_BYTES: usize = 512 * 1024 * 1024;
 
 const MAX_RATE_LIMIT_WAITS: u32 = 10;
 /// Never sleep longer than this for one rate-limit wait, whatever the server says.
@@ -177,6 +185,7 @@ impl ApiClient {
         }
         let http = b.build().map_err(|e| SourceError::Client(e.to_string()))?;
         Ok(ApiClient {
+            spare: Vec::new(),
             http,
             base_url: cfg.base_url.clone(),
             key: cfg.api_key.clone(),
@@ -284,10 +293,7 @@ impl ApiClient {
         if status == StatusCode::TOO_MANY_REQUESTS {
             return Err(Attempt::RateLimited(retry_after(&headers)));
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| Attempt::Failed(self.transport_error(e)))?;
+        let body = self.read_body(resp).await?;
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(Attempt::Failed(SourceError::Auth {
                 status: status.as_u16(),
@@ -310,14 +316,44 @@ impl ApiClient {
         // Decoding a full page takes tens of milliseconds of CPU: off the async workers, so
         // delivery keeps running meanwhile (and a backfill decodes on one core while the
         // previous page commits on the other).
-        tokio::task::spawn_blocking(move || parse_page(&body, &headers))
+        let (parsed, body) =
+            tokio::task::spawn_blocking(move || (parse_page(&body, &headers), body))
+                .await
+                .map_err(|e| {
+                    Attempt::Failed(SourceError::Decode(format!(
+                        "the page decoder stopped: {e}"
+                    )))
+                })?;
+        self.spare = body;
+        parsed.map_err(Attempt::Failed)
+    }
+
+    /// Reads a whole body into the reused buffer, refusing one over [`MAX_BODY_BYTES`].
+    async fn read_body(&mut self, mut resp: reqwest::Response) -> Result<Vec<u8>, Attempt> {
+        let mut buf = std::mem::take(&mut self.spare);
+        buf.clear();
+        if let Some(n) = resp.content_length() {
+            buf.reserve(usize::try_from(n).unwrap_or(usize::MAX).min(MAX_BODY_BYTES));
+        }
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .unwrap_or_else(|e| {
-                Err(SourceError::Decode(format!(
-                    "the page decoder stopped: {e}"
-                )))
-            })
-            .map_err(Attempt::Failed)
+            .map_err(|e| Attempt::Failed(self.transport_error(e)))?
+        {
+            if buf.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(Attempt::Failed(SourceError::Decode(format!(
+                    "the response body is larger than {} MiB; refusing it",
+                    MAX_BODY_BYTES >> 20
+                ))));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
+    }
+
+    /// Frees the body buffer kept between the pages of a walk.
+    pub fn release_buffer(&mut self) {
+        self.spare = Vec::new();
     }
 
     fn transport_error(&self, e: reqwest::Error) -> SourceError {
