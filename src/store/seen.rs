@@ -133,10 +133,19 @@ fn sort_keeping_last(entries: &mut Vec<Entry>) {
     entries.truncate(kept);
 }
 
+/// `recent` is merged into the main array once it holds more than this many keys (or an
+/// eighth of the main array, whichever is more).
+const RECENT_MIN: usize = 1 << 16;
+
 pub struct SeenIndex {
     sip: (u64, u64),
     /// Sorted by key, one entry per key.
     entries: Vec<Entry>,
+    /// Keys added since `entries` was last rebuilt: sorted by key, one entry per key, none of
+    /// them in `entries`. Merging every page's new keys into the main array rewrote all of it
+    /// (and its directory) per page, quadratic over a backfill (~10 % of a million's CPU);
+    /// they are merged here first and into `entries` when this grows past an eighth of it.
+    recent: Vec<Entry>,
     /// `dir[p]` is the first entry whose key's top `bits` bits are ≥ `p`: a lookup binary
     /// searches only the few entries of its prefix (keys are uniform hashes), one or two cache
     /// misses instead of twenty on a million entries.
@@ -150,6 +159,7 @@ impl SeenIndex {
         SeenIndex {
             sip,
             entries: Vec::new(),
+            recent: Vec::new(),
             dir: vec![0, 0],
             bits: 0,
             loaded: false,
@@ -235,7 +245,41 @@ impl SeenIndex {
     }
 
     pub fn get(&self, key: u64) -> Option<Version> {
+        if let Ok(i) = self.recent.binary_search_by_key(&key, |e| e.key) {
+            return Some(self.recent[i].version());
+        }
         self.find(key).ok().map(|i| self.entries[i].version())
+    }
+
+    /// Merges sorted, key-unique `fresh` (no key of which is in `into`) into sorted `into`,
+    /// in place from the back.
+    fn merge(into: &mut Vec<Entry>, fresh: &[Entry]) {
+        let Some(&filler) = fresh.first() else {
+            return;
+        };
+        let old = into.len();
+        into.resize(old + fresh.len(), filler);
+        let (mut i, mut j, mut w) = (old, fresh.len(), old + fresh.len());
+        while j > 0 {
+            w -= 1;
+            if i > 0 && into[i - 1].key > fresh[j - 1].key {
+                into[w] = into[i - 1];
+                i -= 1;
+            } else {
+                into[w] = fresh[j - 1];
+                j -= 1;
+            }
+        }
+    }
+
+    /// Moves `recent` into the main array.
+    fn consolidate(&mut self) {
+        if self.recent.is_empty() {
+            return;
+        }
+        let recent = std::mem::take(&mut self.recent);
+        Self::merge(&mut self.entries, &recent);
+        self.rebuild_dir();
     }
 
     /// Takes in what a committed page recorded (in page order: a later one of the same key
@@ -251,6 +295,10 @@ impl SeenIndex {
                 last_us: v.last_us,
                 conf: v.conf,
             };
+            if let Ok(i) = self.recent.binary_search_by_key(&key, |e| e.key) {
+                self.recent[i] = e;
+                continue;
+            }
             match self.find(key) {
                 Ok(i) => self.entries[i] = e,
                 Err(_) => fresh.push(e),
@@ -261,22 +309,10 @@ impl SeenIndex {
         }
         // Within the page a key can be new twice: keep its last.
         sort_keeping_last(&mut fresh);
-        // Merge from the back, in place.
-        let old = self.entries.len();
-        let filler = fresh[0];
-        self.entries.resize(old + fresh.len(), filler);
-        let (mut i, mut j, mut w) = (old, fresh.len(), old + fresh.len());
-        while j > 0 {
-            w -= 1;
-            if i > 0 && self.entries[i - 1].key > fresh[j - 1].key {
-                self.entries[w] = self.entries[i - 1];
-                i -= 1;
-            } else {
-                self.entries[w] = fresh[j - 1];
-                j -= 1;
-            }
+        Self::merge(&mut self.recent, &fresh);
+        if self.recent.len() > RECENT_MIN.max(self.entries.len() / 8) {
+            self.consolidate();
         }
-        self.rebuild_dir();
     }
 
     /// Forgets versions recorded before `before_us`: deletes their rows, and drops an identity
@@ -284,6 +320,7 @@ impl SeenIndex {
     /// deletes (rows are in commit order, so the old ones come first). Returns how many
     /// versions were forgotten.
     pub fn prune(&mut self, tx: &Transaction<'_>, before_us: i64) -> rusqlite::Result<usize> {
+        self.consolidate();
         let mut last_id = None;
         let mut versions = 0;
         let mut gone: Vec<(u64, Version)> = Vec::new();
@@ -335,15 +372,17 @@ impl SeenIndex {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.recent.len()
     }
 
     /// Frees the in-memory copy (the next commit reads `seen_log` again). Returns the bytes
     /// given back.
     pub fn unload(&mut self) -> usize {
-        let bytes = self.entries.capacity() * std::mem::size_of::<Entry>()
+        let bytes = (self.entries.capacity() + self.recent.capacity())
+            * std::mem::size_of::<Entry>()
             + self.dir.capacity() * std::mem::size_of::<u32>();
         self.entries = Vec::new();
+        self.recent = Vec::new();
         self.dir = vec![0, 0];
         self.bits = 0;
         self.loaded = false;
@@ -520,12 +559,23 @@ mod tests {
         };
         idx.apply(&[(50, v(1)), (10, v(1)), (30, v(1))]);
         idx.apply(&[(20, v(2)), (30, v(2)), (60, v(2)), (20, v(3)), (5, v(2))]);
-        let keys: Vec<u64> = idx.entries.iter().map(|e| e.key).collect();
-        assert_eq!(keys, vec![5, 10, 20, 30, 50, 60]);
-        assert_eq!(idx.get(20), Some(v(3)));
-        assert_eq!(idx.get(30), Some(v(2)));
-        assert_eq!(idx.get(10), Some(v(1)));
-        assert_eq!(idx.get(11), None);
+        // New keys wait in `recent`; a key in `recent` is updated there.
+        idx.apply(&[(60, v(4))]);
+        for merged in [false, true] {
+            if merged {
+                idx.consolidate();
+                assert!(idx.recent.is_empty());
+            }
+            let mut keys: Vec<u64> = idx.entries.iter().map(|e| e.key).collect();
+            keys.extend(idx.recent.iter().map(|e| e.key));
+            keys.sort_unstable();
+            assert_eq!(keys, vec![5, 10, 20, 30, 50, 60]);
+            assert_eq!(idx.get(20), Some(v(3)));
+            assert_eq!(idx.get(30), Some(v(2)));
+            assert_eq!(idx.get(10), Some(v(1)));
+            assert_eq!(idx.get(60), Some(v(4)));
+            assert_eq!(idx.get(11), None);
+        }
     }
 
     #[test]
@@ -559,14 +609,26 @@ mod tests {
         }
         all.sort_unstable();
         all.dedup();
-        assert_eq!(idx.len(), all.len());
-        for &k in &all {
-            assert_eq!(idx.get(k), Some(v), "key {k:x}");
-            assert_eq!(
-                idx.get(k.wrapping_add(1)).is_some(),
-                all.binary_search(&k.wrapping_add(1)).is_ok()
-            );
+        // 10k keys stay below the merge threshold: check them in `recent`, then merged.
+        for merged in [false, true] {
+            if merged {
+                idx.consolidate();
+                assert!(idx.recent.is_empty());
+            }
+            assert_eq!(idx.len(), all.len());
+            for &k in &all {
+                assert_eq!(idx.get(k), Some(v), "key {k:x}");
+                assert_eq!(
+                    idx.get(k.wrapping_add(1)).is_some(),
+                    all.binary_search(&k.wrapping_add(1)).is_ok()
+                );
+            }
         }
+        // Past the threshold the merge happens by itself.
+        let big: Vec<(u64, Version)> = (0..RECENT_MIN as u64 + 1).map(|_| (next(), v)).collect();
+        idx.apply(&big);
+        assert!(idx.recent.is_empty());
+        assert!(big.iter().all(|(k, _)| idx.get(*k) == Some(v)));
     }
 
     #[test]
