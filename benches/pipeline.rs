@@ -492,19 +492,14 @@ fn limits(s: &Settings, feed: &Feed, cfg: &Config, work: &Path, res: &mut Result
             cef::encode(ind, Act::Add, &opts, &mut line);
             cef_bytes += line.len();
             seq += 1;
-            let ev = Event {
-                seq,
-                enqueued,
-                ioc_type: ind.type_raw.clone(),
-                cef: line.clone(),
-            };
+            let ev = Event::new(seq, enqueued, &ind.type_raw, &line);
             let framed = deliver::frame_event(dest, &header, &ev, false, &mut msg, &mut lf_stream);
             assert_eq!(
                 framed,
                 Framed::Whole,
                 "a generated indicator was cut or dropped"
             );
-            lines.push(ev.cef);
+            lines.push(ev.cef().to_string());
         }
         let last = k + 1 == offsets.len();
         let mut it = lines.into_iter();
@@ -570,7 +565,7 @@ fn limits(s: &Settings, feed: &Feed, cfg: &Config, work: &Path, res: &mut Result
             let Some(last) = batch.last() else { break };
             after = last.seq;
             scanned += batch.len();
-            scanned_bytes += batch.iter().map(|e| e.cef.len()).sum::<usize>();
+            scanned_bytes += batch.iter().map(|e| e.cef().len()).sum::<usize>();
         }
         (scanned, scanned_bytes)
     });

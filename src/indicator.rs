@@ -27,20 +27,26 @@ pub enum IocType {
 impl IocType {
     /// Maps the API's spelling (both `mitre-attack` and `mitre_attack`) to a type.
     pub fn parse(s: &str) -> IocType {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "ipv4" => IocType::Ipv4,
-            "ipv6" => IocType::Ipv6,
-            "domain" => IocType::Domain,
-            "url" => IocType::Url,
-            "md5" => IocType::Md5,
-            "sha1" => IocType::Sha1,
-            "sha256" => IocType::Sha256,
-            "sha512" => IocType::Sha512,
-            "cve" => IocType::Cve,
-            "email" => IocType::Email,
-            "mitre-attack" | "mitre_attack" => IocType::MitreAttack,
-            _ => IocType::Other,
-        }
+        const NAMES: [(&str, IocType); 12] = [
+            ("ipv4", IocType::Ipv4),
+            ("ipv6", IocType::Ipv6),
+            ("domain", IocType::Domain),
+            ("url", IocType::Url),
+            ("md5", IocType::Md5),
+            ("sha1", IocType::Sha1),
+            ("sha256", IocType::Sha256),
+            ("sha512", IocType::Sha512),
+            ("cve", IocType::Cve),
+            ("email", IocType::Email),
+            ("mitre-attack", IocType::MitreAttack),
+            ("mitre_attack", IocType::MitreAttack),
+        ];
+        // Compared in place, case-insensitively: no lowered copy per indicator.
+        let s = s.trim();
+        NAMES
+            .iter()
+            .find(|(name, _)| s.eq_ignore_ascii_case(name))
+            .map_or(IocType::Other, |(_, t)| *t)
     }
 
     /// Canonical name, used for filters and metric labels (`other` for unknown types).

@@ -319,7 +319,7 @@ fn queue(cfg: &Config, command: QueueCommand) -> u8 {
         }),
         QueueCommand::Peek { n } => s.peek(n).map(|events: Vec<Event>| {
             for e in events {
-                println!("{}", e.cef);
+                println!("{}", e.cef());
             }
             0
         }),
@@ -376,12 +376,7 @@ async fn test_destinations(cfg: &Config, only: Option<&str>) -> u8 {
         encode::cef::push_header(&mut line, &cfg.cef.device_version);
         line.push_str("|test|ioc-forwarder test event|0|msg=test event from ioc-forwarder ");
         line.push_str(env!("CARGO_PKG_VERSION"));
-        let ev = Event {
-            seq: 1,
-            enqueued: chrono::Utc::now(),
-            ioc_type: "test".into(),
-            cef: line,
-        };
+        let ev = Event::new(1, chrono::Utc::now(), "test", &line);
         let result = async {
             let mut tls = transport::TlsCache::default();
             let mut c = transport::connect(d, &mut tls)

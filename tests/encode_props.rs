@@ -580,7 +580,7 @@ proptest! {
         dest.max_message_size = max;
         dest.oversize = oversize;
         let header = Header::new(format, facility, severity, &hostname, &app_name, pid, msgid.as_deref(), sd);
-        let ev = Event { seq, enqueued, ioc_type: ind.type_raw.clone(), cef: line.clone() };
+        let ev = Event::new(seq, enqueued, &ind.type_raw, &line);
         let mut scratch = b"stale".to_vec();
         let mut buf = prefix.clone();
         let datagram = protocol == Protocol::Udp;

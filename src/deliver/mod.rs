@@ -82,13 +82,14 @@ pub fn frame_event(
     buf: &mut Vec<u8>,
 ) -> Framed {
     msg.clear();
-    rfc5424::write_message(msg, header, ev.enqueued, &ev.ioc_type, ev.seq, &ev.cef);
+    let line = ev.cef();
+    rfc5424::write_message(msg, header, ev.enqueued, ev.ioc_type(), ev.seq, line);
     let mut outcome = Framed::Whole;
     if msg.len() > dest.max_message_size {
-        let head_len = msg.len() - ev.cef.len();
+        let head_len = msg.len() - line.len();
         let room = dest.max_message_size.saturating_sub(head_len);
         let cut = match dest.oversize {
-            Oversize::Truncate => cef::truncate_to(&ev.cef, room),
+            Oversize::Truncate => cef::truncate_to(line, room),
             Oversize::Drop => None,
         };
         let Some(line) = cut else {

@@ -218,19 +218,23 @@ pub fn read_after(conn: &Connection, after: i64, limit: usize) -> rusqlite::Resu
             first_seq: first,
         };
         records.skip(start - first)?;
-        out.reserve(wanted.min(limit - out.len()));
-        let mut seq = start;
-        while seq <= last && out.len() < limit {
+        let take = wanted.min(limit - out.len());
+        // The chunk's labels and lines in one text the events share.
+        let mut text = String::with_capacity(records.blob.len());
+        let mut spans = Vec::with_capacity(take);
+        for _ in 0..take {
             let Some((label, cef)) = records.next_record()? else {
                 return Err(damaged(first, "fewer events than its range"));
             };
-            out.push(Event {
-                seq,
-                enqueued,
-                ioc_type: label.to_owned(),
-                cef: cef.to_owned(),
-            });
-            seq += 1;
+            let at = text.len();
+            text.push_str(label);
+            text.push_str(cef);
+            spans.push((at, at + label.len(), text.len()));
+        }
+        let text: std::sync::Arc<str> = text.into();
+        out.reserve(take);
+        for (seq, (a, b, c)) in (start..).zip(spans) {
+            out.push(Event::shared(seq, enqueued, &text, a..b, b..c));
         }
         if out.len() >= limit {
             break;
@@ -461,8 +465,8 @@ mod tests {
             assert_eq!(all.len() as i64, 1300 - after);
             for (k, e) in all.iter().enumerate() {
                 assert_eq!(e.seq, after + 1 + k as i64);
-                assert_eq!(e.cef, format!("line {}", e.seq - 1));
-                assert_eq!(e.ioc_type, "ipv4");
+                assert_eq!(e.cef(), format!("line {}", e.seq - 1));
+                assert_eq!(e.ioc_type(), "ipv4");
             }
         }
         // A read that starts inside a chunk stops at its end rather than split the next one.
