@@ -539,11 +539,18 @@ impl Store {
         let mut in_page: std::collections::HashMap<u64, Version> = std::collections::HashMap::new();
         let mut chunks = queue::Writer::new(last_seq, now);
         let mut line = String::with_capacity(1024);
+        let (keys, known, repeated) = seen.look_up_page(items);
         {
-            for ind in items {
-                let key = seen.key(ind);
+            for (i, ind) in items.iter().enumerate() {
+                let key = keys[i];
                 let version = Version::of(ind);
-                let before = in_page.get(&key).copied().or_else(|| seen.get(key));
+                // Only a key that occurs more than once in the page needs the page's own
+                // record of it.
+                let before = if repeated[i] {
+                    in_page.get(&key).copied().or(known[i])
+                } else {
+                    known[i]
+                };
                 let Some(act) = version.against(before) else {
                     outcome.duplicates += 1;
                     continue;
@@ -556,7 +563,9 @@ impl Store {
                     .push(&tx, &ind.type_raw, &line)
                     .map_err(|e| self.err(e))?;
                 page_bytes += line.len() as i64;
-                in_page.insert(key, version);
+                if repeated[i] {
+                    in_page.insert(key, version);
+                }
                 recorded.push((key, version));
                 match act {
                     Act::Add => outcome.added += 1,
