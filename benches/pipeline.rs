@@ -60,7 +60,7 @@ use chrono::Utc;
 use ioc_forwarder::config::Config;
 use ioc_forwarder::decode::{self, Data};
 use ioc_forwarder::deliver::{self, Framed};
-use ioc_forwarder::encode::cef::{self, Act, CefOptions};
+use ioc_forwarder::encode::cef::{self, CefOptions};
 use ioc_forwarder::indicator::Indicator;
 use ioc_forwarder::store::{Event, Store};
 use serde_json::Value;
@@ -485,11 +485,18 @@ fn limits(s: &Settings, feed: &Feed, cfg: &Config, work: &Path, res: &mut Result
             };
             items.into_iter().filter_map(|i| i.0.ok()).collect()
         });
-        // Untimed: the CEF lines (the "trivial encoder" below hands them out) and the frames.
-        let mut lines = Vec::with_capacity(inds.len());
+        // Untimed: the prepared entries (dedup key, version, CEF line) and the frames.
+        let mut prepared = Vec::with_capacity(inds.len());
         for ind in &inds {
             line.clear();
-            cef::encode(ind, Act::Add, &opts, &mut line);
+            let (cuts, act_at) = cef::encode_queued(ind, &opts, &mut line);
+            prepared.push(ioc_forwarder::store::Prepared::new(
+                &store.keyer(),
+                ind,
+                &line,
+                act_at,
+                cuts,
+            ));
             cef_bytes += line.len();
             seq += 1;
             let ev = Event::new(seq, enqueued, &ind.type_raw, &line);
@@ -499,20 +506,11 @@ fn limits(s: &Settings, feed: &Feed, cfg: &Config, work: &Path, res: &mut Result
                 Framed::Whole,
                 "a generated indicator was cut or dropped"
             );
-            lines.push(ev.cef().to_string());
         }
         let last = k + 1 == offsets.len();
-        let mut it = lines.into_iter();
         let out = ins.time(|| {
             store
-                .commit_page(
-                    &inds,
-                    |_ind, _act, out: &mut String| {
-                        out.push_str(&it.next().unwrap_or_default());
-                        true
-                    },
-                    last.then(Utc::now),
-                )
+                .commit_page(&prepared, last.then(Utc::now))
                 .expect("commit_page")
         });
         assert_eq!(out.added, inds.len(), "every generated indicator is new");

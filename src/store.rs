@@ -22,6 +22,7 @@ use crate::indicator::Indicator;
 
 mod queue;
 mod seen;
+pub use seen::Keyer;
 use seen::{SeenIndex, Version};
 
 pub const FILE_NAME: &str = "state.db";
@@ -110,6 +111,46 @@ impl PartialEq for Event {
 
 impl Eq for Event {}
 
+/// One indicator made ready for the queue before the store's lock is taken (on the poller's
+/// thread, while the previous page commits): its dedup key and version, and its CEF line,
+/// encoded as an addition; [`Store::commit_page`] rewrites `act` when it turns out to be an
+/// update. Holds one allocation, where the decoded indicator held a dozen.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    key: u64,
+    version: Version,
+    /// The type label, then the CEF line.
+    text: String,
+    label_len: usize,
+    /// Where the line's `act` value starts (see `cef::encode_queued`).
+    act_at: Option<usize>,
+    /// Values cut to their length limits while encoding.
+    cuts: usize,
+}
+
+impl Prepared {
+    /// `line`, `act_at` and `cuts` are what `cef::encode_queued` gave for `ind`.
+    pub fn new(
+        keyer: &Keyer,
+        ind: &Indicator,
+        line: &str,
+        act_at: Option<usize>,
+        cuts: usize,
+    ) -> Prepared {
+        let mut text = String::with_capacity(ind.type_raw.len() + line.len());
+        text.push_str(&ind.type_raw);
+        text.push_str(line);
+        Prepared {
+            key: keyer.key(ind),
+            version: Version::of(ind),
+            text,
+            label_len: ind.type_raw.len(),
+            act_at,
+            cuts,
+        }
+    }
+}
+
 /// What one committed page did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PageOutcome {
@@ -168,6 +209,8 @@ pub struct Store {
     /// Told the new tail after every commit that queued something, so delivery starts on a
     /// page as soon as it is durable rather than at the end of the cycle.
     tail: Option<Arc<tokio::sync::watch::Sender<i64>>>,
+    /// The dedup index's hasher, usable without the lock.
+    keyer: Keyer,
 }
 
 const SCHEMA: &str = "
@@ -295,6 +338,7 @@ impl Store {
             source,
         })?;
         Ok(Store {
+            keyer: conn.seen.keyer(),
             conn: Arc::new(Mutex::new(conn)),
             reader: Arc::new(Mutex::new(reader)),
             path,
@@ -312,6 +356,11 @@ impl Store {
 
     fn read_lock(&self) -> MutexGuard<'_, Connection> {
         self.reader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hashes identities as the dedup index does (for [`Prepared::new`]).
+    pub fn keyer(&self) -> Keyer {
+        self.keyer
     }
 
     /// Enforce `max_bytes` / `when_full` on every commit from now on.
@@ -503,20 +552,14 @@ impl Store {
         Ok(())
     }
 
-    /// Commits one page in one transaction: every indicator whose version is new is encoded by
-    /// `encode` and queued, its version recorded; `cursor`, when given, is stored too (the
-    /// last page of a cycle). `encode` writes the CEF line into the (cleared) buffer and
-    /// returns false to skip the indicator (for example a filtered-out type); the event's type
-    /// label is the indicator's type as the source spelled it.
-    pub fn commit_page<F>(
+    /// Commits one page in one transaction: every indicator whose version is new is queued
+    /// (its `act` set to add or update) and its version recorded; `cursor`, when given, is
+    /// stored too (the last page of a cycle).
+    pub fn commit_page(
         &self,
-        items: &[Indicator],
-        mut encode: F,
+        items: &[Prepared],
         cursor: Option<DateTime<Utc>>,
-    ) -> Result<PageOutcome, StoreError>
-    where
-        F: FnMut(&Indicator, Act, &mut String) -> bool,
-    {
+    ) -> Result<PageOutcome, StoreError> {
         let mut guard = self.lock();
         let inner = &mut *guard;
         inner
@@ -538,12 +581,13 @@ impl Store {
         let mut recorded: Vec<(u64, Version)> = Vec::new();
         let mut in_page: std::collections::HashMap<u64, Version> = std::collections::HashMap::new();
         let mut chunks = queue::Writer::new(last_seq, now);
-        let mut line = String::with_capacity(1024);
-        let (keys, known, repeated) = seen.look_up_page(items);
+        let mut scratch = String::new();
+        let mut cuts = 0usize;
+        let keys: Vec<u64> = items.iter().map(|p| p.key).collect();
+        let (known, repeated) = seen.look_up_page(&keys);
         {
-            for (i, ind) in items.iter().enumerate() {
-                let key = keys[i];
-                let version = Version::of(ind);
+            for (i, p) in items.iter().enumerate() {
+                let (key, version) = (p.key, p.version);
                 // Only a key that occurs more than once in the page needs the page's own
                 // record of it.
                 let before = if repeated[i] {
@@ -555,14 +599,16 @@ impl Store {
                     outcome.duplicates += 1;
                     continue;
                 };
-                line.clear();
-                if !encode(ind, act, &mut line) {
-                    continue;
+                let (label, mut line) = p.text.split_at(p.label_len.min(p.text.len()));
+                if let (Act::Update, Some(at)) = (act, p.act_at) {
+                    scratch.clear();
+                    scratch.push_str(line);
+                    crate::encode::cef::set_act(&mut scratch, at, act);
+                    line = &scratch;
                 }
-                chunks
-                    .push(&tx, &ind.type_raw, &line)
-                    .map_err(|e| self.err(e))?;
+                chunks.push(&tx, label, line).map_err(|e| self.err(e))?;
                 page_bytes += line.len() as i64;
+                cuts += p.cuts;
                 if repeated[i] {
                     in_page.insert(key, version);
                 }
@@ -639,6 +685,9 @@ impl Store {
         }
         let m = crate::metrics::get();
         m.enqueued.inc_by((outcome.added + outcome.updated) as u64);
+        if cuts > 0 {
+            m.cef_values_cut.inc_by(cuts as u64);
+        }
         for (d, n) in &outcome.dropped {
             m.dropped(d, "queue_full", *n as u64);
         }
@@ -936,10 +985,15 @@ mod tests {
         .unwrap()
     }
 
-    fn enc(i: &Indicator, act: Act, out: &mut String) -> bool {
-        use std::fmt::Write;
-        let _ = write!(out, "{}:{:?}", i.id.clone().unwrap_or_default(), act);
-        true
+    /// Test pages: each line is `<id>:act=add`, `act` rewritten on an update.
+    fn page(s: &Store, items: &[Indicator]) -> Vec<Prepared> {
+        items
+            .iter()
+            .map(|i| {
+                let line = format!("{}:act=add", i.id.clone().unwrap_or_default());
+                Prepared::new(&s.keyer(), i, &line, Some(line.len() - 3), 0)
+            })
+            .collect()
     }
 
     #[test]
@@ -948,18 +1002,20 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         s.sync_destinations(&["a".into()]).unwrap();
         let v1 = ind("x", "2026-05-17T00:00:00Z", "low");
-        let o = s.commit_page(&[v1.clone(), v1.clone()], enc, None).unwrap();
+        let o = s
+            .commit_page(&page(&s, &[v1.clone(), v1.clone()]), None)
+            .unwrap();
         assert_eq!((o.added, o.duplicates), (1, 1));
-        let o = s.commit_page(&[v1], enc, None).unwrap();
+        let o = s.commit_page(&page(&s, &[v1]), None).unwrap();
         assert_eq!(o.duplicates, 1);
         let v2 = ind("x", "2026-05-17T00:00:01Z", "low");
         let stale = ind("x", "2026-05-16T00:00:00Z", "high");
-        let o = s.commit_page(&[v2, stale], enc, None).unwrap();
+        let o = s.commit_page(&page(&s, &[v2, stale]), None).unwrap();
         assert_eq!((o.updated, o.duplicates), (1, 1));
         let ev = s.read_after(0, 10).unwrap();
         assert_eq!(
             ev.iter().map(|e| e.cef()).collect::<Vec<_>>(),
-            ["x:Add", "x:Update"]
+            ["x:act=add", "x:act=update"]
         );
     }
 
@@ -969,11 +1025,11 @@ mod tests {
         {
             let s = Store::open(dir.path()).unwrap();
             let o = s
-                .commit_page(&[ind("x", "2026-05-17T00:00:00Z", "low")], enc, None)
+                .commit_page(&page(&s, &[ind("x", "2026-05-17T00:00:00Z", "low")]), None)
                 .unwrap();
             assert_eq!(o.added, 1);
             let o = s
-                .commit_page(&[ind("x", "2026-05-17T00:00:00Z", "high")], enc, None)
+                .commit_page(&page(&s, &[ind("x", "2026-05-17T00:00:00Z", "high")]), None)
                 .unwrap();
             assert_eq!(o.updated, 1);
         }
@@ -981,12 +1037,14 @@ mod tests {
         assert_eq!(s.seen_in_memory(), 0, "loaded lazily, by the first commit");
         let o = s
             .commit_page(
-                &[
-                    ind("x", "2026-05-17T00:00:00Z", "high"),
-                    ind("x", "2026-05-17T00:00:00Z", "low"),
-                    ind("y", "2026-05-17T00:00:00Z", "low"),
-                ],
-                enc,
+                &page(
+                    &s,
+                    &[
+                        ind("x", "2026-05-17T00:00:00Z", "high"),
+                        ind("x", "2026-05-17T00:00:00Z", "low"),
+                        ind("y", "2026-05-17T00:00:00Z", "low"),
+                    ],
+                ),
                 None,
             )
             .unwrap();
@@ -998,7 +1056,7 @@ mod tests {
         assert!(s.release_seen_index() > 0);
         assert_eq!(s.seen_in_memory(), 0);
         let o = s
-            .commit_page(&[ind("y", "2026-05-17T00:00:00Z", "low")], enc, None)
+            .commit_page(&page(&s, &[ind("y", "2026-05-17T00:00:00Z", "low")]), None)
             .unwrap();
         assert_eq!(o.duplicates, 1);
         assert_eq!(s.seen_in_memory(), 2);
@@ -1009,29 +1067,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         s.commit_page(
-            &[
-                ind("old", "2026-05-17T00:00:00Z", "low"),
-                ind("both", "2026-05-17T00:00:00Z", "low"),
-            ],
-            enc,
+            &page(
+                &s,
+                &[
+                    ind("old", "2026-05-17T00:00:00Z", "low"),
+                    ind("both", "2026-05-17T00:00:00Z", "low"),
+                ],
+            ),
             None,
         )
         .unwrap();
         std::thread::sleep(Duration::from_millis(5));
         let cut = Utc::now();
         std::thread::sleep(Duration::from_millis(5));
-        s.commit_page(&[ind("both", "2026-05-18T00:00:00Z", "low")], enc, None)
-            .unwrap();
+        s.commit_page(
+            &page(&s, &[ind("both", "2026-05-18T00:00:00Z", "low")]),
+            None,
+        )
+        .unwrap();
         assert_eq!(s.prune_seen(cut).unwrap(), 2, "the two rows before the cut");
         assert_eq!(s.prune_seen(cut).unwrap(), 0);
         assert_eq!(s.seen_in_memory(), 1);
         let o = s
             .commit_page(
-                &[
-                    ind("old", "2026-05-17T00:00:00Z", "low"),
-                    ind("both", "2026-05-18T00:00:00Z", "low"),
-                ],
-                enc,
+                &page(
+                    &s,
+                    &[
+                        ind("old", "2026-05-17T00:00:00Z", "low"),
+                        ind("both", "2026-05-18T00:00:00Z", "low"),
+                    ],
+                ),
                 None,
             )
             .unwrap();
@@ -1040,7 +1105,10 @@ mod tests {
         drop(s);
         let s = Store::open(dir.path()).unwrap();
         let o = s
-            .commit_page(&[ind("both", "2026-05-18T00:00:00Z", "low")], enc, None)
+            .commit_page(
+                &page(&s, &[ind("both", "2026-05-18T00:00:00Z", "low")]),
+                None,
+            )
             .unwrap();
         assert_eq!(o.duplicates, 1);
     }
@@ -1075,8 +1143,7 @@ mod tests {
         by_value.confidence = None;
         let o = s
             .commit_page(
-                &[ind("x", "2026-05-17T00:00:00Z", "low"), by_value],
-                enc,
+                &page(&s, &[ind("x", "2026-05-17T00:00:00Z", "low"), by_value]),
                 None,
             )
             .unwrap();
@@ -1131,7 +1198,7 @@ mod tests {
         assert_eq!(s.queue_bytes().unwrap(), 21);
         assert_eq!(s.pending("a").unwrap(), 3);
         // AUTOINCREMENT had handed out 20: the next event is 21, never a reused number.
-        s.commit_page(&[ind("n", "2026-05-17T00:00:00Z", "low")], enc, None)
+        s.commit_page(&page(&s, &[ind("n", "2026-05-17T00:00:00Z", "low")]), None)
             .unwrap();
         assert_eq!(s.tail().unwrap(), 21);
         let c = s.lock();
@@ -1151,11 +1218,13 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         s.sync_destinations(&["a".into(), "b".into()]).unwrap();
         s.commit_page(
-            &[
-                ind("1", "2026-05-17T00:00:00Z", "low"),
-                ind("2", "2026-05-17T00:00:00Z", "low"),
-            ],
-            enc,
+            &page(
+                &s,
+                &[
+                    ind("1", "2026-05-17T00:00:00Z", "low"),
+                    ind("2", "2026-05-17T00:00:00Z", "low"),
+                ],
+            ),
             None,
         )
         .unwrap();
@@ -1179,7 +1248,7 @@ mod tests {
         // Sequence numbers go on after the queue was emptied, across a restart too.
         drop(s);
         let s = Store::open(dir.path()).unwrap();
-        s.commit_page(&[ind("3", "2026-05-17T00:00:00Z", "low")], enc, None)
+        s.commit_page(&page(&s, &[ind("3", "2026-05-17T00:00:00Z", "low")]), None)
             .unwrap();
         assert_eq!(s.read_after(0, 10).unwrap()[0].seq, 3);
         assert!(s.has_pending("a").unwrap());
@@ -1194,7 +1263,7 @@ mod tests {
         {
             let s = Store::open(dir.path()).unwrap();
             assert_eq!(s.cursor().unwrap(), None);
-            s.commit_page(&[], enc, Some(t)).unwrap();
+            s.commit_page(&page(&s, &[]), Some(t)).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.cursor().unwrap(), Some(t));
@@ -1227,18 +1296,18 @@ mod tests {
     fn drop_oldest_keeps_the_queue_within_max_bytes_and_counts_per_destination() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap().with_limit(QueueLimit {
-            max_bytes: 100,
+            max_bytes: 150,
             when_full: crate::config::WhenFull::DropOldest,
         });
         s.sync_destinations(&["dead".into(), "live".into()])
             .unwrap();
-        // each line is "idN:Add" = 7..8 bytes
-        let o = s.commit_page(&many(10), enc, None).unwrap();
+        // each line is "idN:act=add" = 11..12 bytes
+        let o = s.commit_page(&page(&s, &many(10)), None).unwrap();
         assert!(o.dropped.is_empty());
         s.ack("live", s.tail().unwrap()).unwrap();
-        let o = s.commit_page(&many(30)[10..], enc, None).unwrap();
+        let o = s.commit_page(&page(&s, &many(30)[10..]), None).unwrap();
         assert!(
-            s.queue_bytes().unwrap() <= 100,
+            s.queue_bytes().unwrap() <= 150,
             "{}",
             s.queue_bytes().unwrap()
         );
@@ -1270,11 +1339,11 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         // a first page bigger than the limit still goes in when the queue is empty
-        s.commit_page(&many(20), enc, Some(t)).unwrap();
+        s.commit_page(&page(&s, &many(20)), Some(t)).unwrap();
         let before = s.queue_bytes().unwrap();
         let later = t + chrono::Duration::hours(1);
         let err = s
-            .commit_page(&many(25)[20..], enc, Some(later))
+            .commit_page(&page(&s, &many(25)[20..]), Some(later))
             .unwrap_err();
         assert!(matches!(err, StoreError::QueueFull { .. }), "{err}");
         assert!(err.to_string().contains("polling paused"));
@@ -1282,7 +1351,9 @@ mod tests {
         assert_eq!(s.queue_bytes().unwrap(), before);
         // the refused versions were not recorded as seen: they come again next time
         s.ack("dead", s.tail().unwrap()).unwrap();
-        let o = s.commit_page(&many(25)[20..], enc, Some(later)).unwrap();
+        let o = s
+            .commit_page(&page(&s, &many(25)[20..]), Some(later))
+            .unwrap();
         assert_eq!(o.added, 5);
         assert_eq!(s.cursor().unwrap(), Some(later));
     }

@@ -492,6 +492,22 @@ proptest! {
         prop_assert_eq!(&buf[..line.len()], line.as_str());
         prop_assert_eq!(&buf[line.len()..], line.as_str());
     }
+
+    /// The queue encodes before it knows add from update and rewrites `act` after: the result
+    /// is the line encoding with that act would have given, in both profiles.
+    #[test]
+    fn a_queued_line_with_its_act_set_is_the_line_encoded_with_it(
+        ind in indicator(), act in act(), o in options(),
+    ) {
+        let (direct, cuts) = encode(&ind, act, &o);
+        let mut queued = String::new();
+        let (queued_cuts, at) = cef::encode_queued(&ind, &o, &mut queued);
+        if let Some(at) = at {
+            cef::set_act(&mut queued, at, act);
+        }
+        prop_assert_eq!(queued, direct);
+        prop_assert_eq!(queued_cuts, cuts);
+    }
 }
 
 proptest! {

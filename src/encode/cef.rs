@@ -160,6 +160,8 @@ struct Pairs<'a> {
     out: &'a mut String,
     first: bool,
     cuts: usize,
+    /// Where the `act` value starts, when one was written.
+    act_at: Option<usize>,
 }
 
 impl Pairs<'_> {
@@ -216,6 +218,38 @@ const NO_CAP: usize = usize::MAX;
 /// to their length limits: the Signature ID (1023 bytes, both profiles) and, in `extended`, the
 /// ArcSight per-key limits.
 pub fn encode(ind: &Indicator, act: Act, opts: &CefOptions, out: &mut String) -> usize {
+    encode_with_slot(ind, act, opts, out).0
+}
+
+/// Encodes as [`Act::Add`] for the queue, before the store has decided whether this version
+/// is an addition or an update: returns the values cut and, when the profile writes `act`,
+/// where its value starts, for [`set_act`].
+pub fn encode_queued(
+    ind: &Indicator,
+    opts: &CefOptions,
+    out: &mut String,
+) -> (usize, Option<usize>) {
+    encode_with_slot(ind, Act::Add, opts, out)
+}
+
+/// Rewrites the `act` value of a line from [`encode_queued`] (`at` is what it returned):
+/// the same line as encoding with `act` in the first place.
+pub fn set_act(line: &mut String, at: usize, act: Act) {
+    let value = match act {
+        Act::Add => "add",
+        Act::Update => "update",
+    };
+    if line.get(at..at + 3) == Some("add") {
+        line.replace_range(at..at + 3, value);
+    }
+}
+
+fn encode_with_slot(
+    ind: &Indicator,
+    act: Act,
+    opts: &CefOptions,
+    out: &mut String,
+) -> (usize, Option<usize>) {
     out.push_str("CEF:0|");
     push_header(out, &opts.device_vendor);
     out.push('|');
@@ -246,12 +280,13 @@ pub fn encode(ind: &Indicator, act: Act, opts: &CefOptions, out: &mut String) ->
         out,
         first: true,
         cuts,
+        act_at: None,
     };
     match opts.profile {
         CefProfile::SocDefenders => socdefenders_extension(ind, &mut p),
         CefProfile::Extended => extended_extension(ind, act, &mut p),
     }
-    p.cuts
+    (p.cuts, p.act_at)
 }
 
 /// Severity from confidence; an unknown or missing confidence gets the `low` severity.
@@ -346,14 +381,13 @@ fn extended_extension(ind: &Indicator, act: Act, p: &mut Pairs) {
     if let Some(id) = &ind.id {
         p.put("externalId", id, EXTERNAL_ID);
     }
-    p.put(
-        "act",
-        match act {
-            Act::Add => "add",
-            Act::Update => "update",
-        },
-        NO_CAP,
-    );
+    let value = match act {
+        Act::Add => "add",
+        Act::Update => "update",
+    };
+    if p.put("act", value, NO_CAP) {
+        p.act_at = Some(p.out.len() - value.len());
+    }
     if p.millis("deviceCustomDate1", ind.first_seen) {
         p.start("deviceCustomDate1Label");
         p.out.push_str("firstSeen");

@@ -19,15 +19,16 @@ pub mod progress;
 pub mod socdefenders;
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, SourceKind};
 use crate::decode::Item;
-use crate::encode::cef::{self, Act, CefOptions};
+use crate::encode::cef::{self, CefOptions};
 use crate::indicator::{Indicator, IocType};
-use crate::store::{Store, StoreError};
+use crate::store::{Keyer, Prepared, Store, StoreError};
 use progress::{Progress, ProgressMode};
 use socdefenders::{ApiClient, ServerFilters, SourceError};
 
@@ -88,12 +89,9 @@ enum Backend {
 /// A configured source plus everything a cycle needs to encode and filter.
 pub struct Source {
     backend: Backend,
-    cef: CefOptions,
+    prep: Arc<Prep>,
     page_size: u32,
     lookback: Duration,
-    /// Types/confidences filtered here (when the server cannot do it in one query).
-    local_types: Vec<IocType>,
-    local_confidence: Vec<String>,
     server: ServerFilters,
     /// Draw a progress line on stderr (`once` on a terminal) instead of logging progress.
     progress_bar: bool,
@@ -152,11 +150,13 @@ impl Source {
         }
         Ok(Source {
             backend,
-            cef: CefOptions::from_config(&cfg.cef),
+            prep: Arc::new(Prep {
+                cef: CefOptions::from_config(&cfg.cef),
+                local_types,
+                local_confidence,
+            }),
             page_size,
             lookback: s.lookback,
-            local_types,
-            local_confidence,
             server,
             progress_bar: false,
         })
@@ -168,15 +168,8 @@ impl Source {
         self.progress_bar = std::io::stderr().is_terminal();
     }
 
-    fn wanted(&self, i: &Indicator) -> bool {
-        (self.local_types.is_empty() || self.local_types.contains(&i.ioc_type))
-            && (self.local_confidence.is_empty()
-                || i.confidence
-                    .as_ref()
-                    .is_some_and(|c| self.local_confidence.contains(c)))
-    }
-
-    /// Filters one page and starts its commit once the previous page's commit has finished;
+    /// Prepares one page (filter, hash, encode: on a blocking thread, while the previous
+    /// page's commit is still running) and starts its commit once that one has finished;
     /// `cursor` goes in with it when this is the last. The commit runs on a blocking thread
     /// while the caller fetches and decodes the next page ([`Committer::settle`] waits).
     async fn commit(
@@ -187,63 +180,28 @@ impl Source {
         report: &mut CycleReport,
         committer: &mut Committer,
     ) -> Result<(), CycleError> {
-        committer.settle(report).await?;
         report.pages += 1;
         report.fetched += items.len() as u64;
-        // Counted per page, then added to the process-wide metrics in one go per label.
-        let mut by_type: Vec<(&'static str, u64)> = Vec::new();
-        let mut by_reason: Vec<(&'static str, u64)> = Vec::new();
-        let bump = |counts: &mut Vec<(&'static str, u64)>, label: &'static str| match counts
-            .iter_mut()
-            .find(|(l, _)| *l == label)
-        {
-            Some((_, n)) => *n += 1,
-            None => counts.push((label, 1)),
-        };
-        // Collected in place (an `Item` and an `Indicator` have the same layout), so a page is
-        // not held twice.
-        let indicators: Vec<Indicator> = items
-            .into_iter()
-            .filter_map(|Item(decoded)| match decoded {
-                Ok(i) => {
-                    // `other` for unknown types (SPEC): a bounded label set.
-                    bump(&mut by_type, i.ioc_type.as_str());
-                    if self.wanted(&i) {
-                        Some(i)
-                    } else {
-                        report.filtered += 1;
-                        None
-                    }
-                }
-                Err(skip) => {
-                    report.skipped += 1;
-                    bump(&mut by_reason, skip.reason());
-                    tracing::debug!(reason = skip.reason(), "skipped an item of the feed");
-                    None
-                }
-            })
-            .collect();
+        let prep = Arc::clone(&self.prep);
+        let keyer = store.keyer();
+        let page = joined(tokio::task::spawn_blocking(move || {
+            prep.page(items, &keyer)
+        }))
+        .await?;
+        report.filtered += page.filtered;
+        report.skipped += page.skipped;
         let m = crate::metrics::get();
-        for (t, n) in by_type {
+        for (t, n) in page.by_type {
             m.fetched(t, n);
         }
-        for (r, n) in by_reason {
+        for (r, n) in page.by_reason {
             m.skipped(r, n);
         }
-        let opts = self.cef.clone();
+        committer.settle(report).await?;
         let store = store.clone();
+        let items = page.items;
         committer.pending = Some(tokio::task::spawn_blocking(move || {
-            store.commit_page(
-                &indicators,
-                |ind, act: Act, line: &mut String| {
-                    let cuts = cef::encode(ind, act, &opts, line);
-                    if cuts > 0 {
-                        crate::metrics::get().cef_values_cut.inc_by(cuts as u64);
-                    }
-                    true
-                },
-                cursor,
-            )
+            store.commit_page(&items, cursor)
         }));
         Ok(())
     }
@@ -412,6 +370,74 @@ impl Source {
             }
             offset += n;
         }
+    }
+}
+
+/// What turns a decoded page into queue entries: the local filters and the CEF options.
+struct Prep {
+    cef: CefOptions,
+    /// Types/confidences filtered here (when the server cannot do it in one query).
+    local_types: Vec<IocType>,
+    local_confidence: Vec<String>,
+}
+
+/// A page made ready for [`Store::commit_page`], and what was left out of it.
+#[derive(Default)]
+struct PreparedPage {
+    items: Vec<Prepared>,
+    filtered: u64,
+    skipped: u64,
+    /// Counted per page, then added to the process-wide metrics in one go per label.
+    by_type: Vec<(&'static str, u64)>,
+    by_reason: Vec<(&'static str, u64)>,
+}
+
+impl Prep {
+    fn wanted(&self, i: &Indicator) -> bool {
+        (self.local_types.is_empty() || self.local_types.contains(&i.ioc_type))
+            && (self.local_confidence.is_empty()
+                || i.confidence
+                    .as_ref()
+                    .is_some_and(|c| self.local_confidence.contains(c)))
+    }
+
+    /// Filters, hashes and encodes a page; each decoded indicator is dropped as soon as it is
+    /// encoded, so the page waits for its commit as CEF lines (about half the memory).
+    fn page(&self, items: Vec<Item>, keyer: &Keyer) -> PreparedPage {
+        let bump = |counts: &mut Vec<(&'static str, u64)>, label: &'static str| match counts
+            .iter_mut()
+            .find(|(l, _)| *l == label)
+        {
+            Some((_, n)) => *n += 1,
+            None => counts.push((label, 1)),
+        };
+        let mut page = PreparedPage {
+            items: Vec::with_capacity(items.len()),
+            ..PreparedPage::default()
+        };
+        let mut line = String::with_capacity(1024);
+        for Item(decoded) in items {
+            match decoded {
+                Ok(i) => {
+                    // `other` for unknown types (SPEC): a bounded label set.
+                    bump(&mut page.by_type, i.ioc_type.as_str());
+                    if !self.wanted(&i) {
+                        page.filtered += 1;
+                        continue;
+                    }
+                    line.clear();
+                    let (cuts, act_at) = cef::encode_queued(&i, &self.cef, &mut line);
+                    page.items
+                        .push(Prepared::new(keyer, &i, &line, act_at, cuts));
+                }
+                Err(skip) => {
+                    page.skipped += 1;
+                    bump(&mut page.by_reason, skip.reason());
+                    tracing::debug!(reason = skip.reason(), "skipped an item of the feed");
+                }
+            }
+        }
+        page
     }
 }
 

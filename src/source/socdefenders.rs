@@ -333,7 +333,8 @@ impl ApiClient {
         let mut buf = std::mem::take(&mut self.spare);
         buf.clear();
         if let Some(n) = resp.content_length() {
-            buf.reserve(usize::try_from(n).unwrap_or(usize::MAX).min(MAX_BODY_BYTES));
+            // Exact: `reserve` would double a buffer a few bytes too small for this page.
+            buf.reserve_exact(usize::try_from(n).unwrap_or(usize::MAX).min(MAX_BODY_BYTES));
         }
         while let Some(chunk) = resp
             .chunk()

@@ -137,35 +137,14 @@ fn sort_keeping_last(entries: &mut Vec<Entry>) {
 /// eighth of the main array, whichever is more).
 const RECENT_MIN: usize = 1 << 16;
 
-pub struct SeenIndex {
+/// Hashes identities under one state file's key (cheap to copy: the poller hashes a page
+/// before it takes the store's lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keyer {
     sip: (u64, u64),
-    /// Sorted by key, one entry per key.
-    entries: Vec<Entry>,
-    /// Keys added since `entries` was last rebuilt: sorted by key, one entry per key, none of
-    /// them in `entries`. Merging every page's new keys into the main array rewrote all of it
-    /// (and its directory) per page, quadratic over a backfill (~10 % of a million's CPU);
-    /// they are merged here first and into `entries` when this grows past an eighth of it.
-    recent: Vec<Entry>,
-    /// `dir[p]` is the first entry whose key's top `bits` bits are ≥ `p`: a lookup binary
-    /// searches only the few entries of its prefix (keys are uniform hashes), one or two cache
-    /// misses instead of twenty on a million entries.
-    dir: Vec<u32>,
-    bits: u32,
-    loaded: bool,
 }
 
-impl SeenIndex {
-    pub fn new(sip: (u64, u64)) -> SeenIndex {
-        SeenIndex {
-            sip,
-            entries: Vec::new(),
-            recent: Vec::new(),
-            dir: vec![0, 0],
-            bits: 0,
-            loaded: false,
-        }
-    }
-
+impl Keyer {
     /// The identity's hash: its `id`, else its type and value (SPEC "dedup").
     pub fn key(&self, ind: &Indicator) -> u64 {
         use std::hash::Hasher;
@@ -185,6 +164,62 @@ impl SeenIndex {
             }
         }
         h.finish()
+    }
+
+    /// The hash of an identity written out (`id:…` / `tv:type:value`), as version 1 kept it:
+    /// the same bytes [`Keyer::key`] hashes.
+    fn key_of_identity(&self, identity: &str) -> u64 {
+        use std::hash::Hasher;
+        let mut h = self.hasher();
+        h.write(identity.as_bytes());
+        h.finish()
+    }
+
+    /// SipHash-2-4 under this state file's key: exactly that algorithm (checked against the
+    /// reference vectors in the tests), which std keeps stable under the deprecated name,
+    /// unlike `DefaultHasher`.
+    #[allow(deprecated)]
+    fn hasher(&self) -> std::hash::SipHasher {
+        std::hash::SipHasher::new_with_keys(self.sip.0, self.sip.1)
+    }
+}
+
+pub struct SeenIndex {
+    keyer: Keyer,
+    /// Sorted by key, one entry per key.
+    entries: Vec<Entry>,
+    /// Keys added since `entries` was last rebuilt: sorted by key, one entry per key, none of
+    /// them in `entries`. Merging every page's new keys into the main array rewrote all of it
+    /// (and its directory) per page, quadratic over a backfill (~10 % of a million's CPU);
+    /// they are merged here first and into `entries` when this grows past an eighth of it.
+    recent: Vec<Entry>,
+    /// `dir[p]` is the first entry whose key's top `bits` bits are ≥ `p`: a lookup binary
+    /// searches only the few entries of its prefix (keys are uniform hashes), one or two cache
+    /// misses instead of twenty on a million entries.
+    dir: Vec<u32>,
+    bits: u32,
+    loaded: bool,
+}
+
+impl SeenIndex {
+    pub fn new(sip: (u64, u64)) -> SeenIndex {
+        SeenIndex {
+            keyer: Keyer { sip },
+            entries: Vec::new(),
+            recent: Vec::new(),
+            dir: vec![0, 0],
+            bits: 0,
+            loaded: false,
+        }
+    }
+
+    pub fn keyer(&self) -> Keyer {
+        self.keyer
+    }
+
+    #[cfg(test)]
+    pub fn key(&self, ind: &Indicator) -> u64 {
+        self.keyer.key(ind)
     }
 
     /// Reads `seen_log` into memory unless that was done already.
@@ -251,11 +286,10 @@ impl SeenIndex {
         self.find(key).ok().map(|i| self.entries[i].version())
     }
 
-    /// For each indicator of a page: its key, the version last recorded for it, and whether
+    /// For each key of a page: the version last recorded for it, and whether
     /// its key occurs more than once in the page. The lookups are made in key order: the
     /// index is read front to back instead of at random (fewer cache and TLB misses).
-    pub fn look_up_page(&self, items: &[Indicator]) -> (Vec<u64>, Vec<Option<Version>>, Vec<bool>) {
-        let keys: Vec<u64> = items.iter().map(|i| self.key(i)).collect();
+    pub fn look_up_page(&self, keys: &[u64]) -> (Vec<Option<Version>>, Vec<bool>) {
         let mut order: Vec<(u64, u32)> = keys
             .iter()
             .enumerate()
@@ -271,7 +305,7 @@ impl SeenIndex {
                 repeated[order[w - 1].1 as usize] = true;
             }
         }
-        (keys, known, repeated)
+        (known, repeated)
     }
 
     /// Merges sorted, key-unique `fresh` (no key of which is in `into`) into sorted `into`,
@@ -501,7 +535,7 @@ pub fn migrate_v1(tx: &Transaction<'_>, index: &SeenIndex) -> rusqlite::Result<(
                     last_us: r.get::<_, Option<i64>>(1)?.unwrap_or(NO_TIME),
                     conf: conf_hash(r.get_ref(2)?.as_str_or_null()?),
                 };
-                chunk.push((index.key_of_identity(&identity), v));
+                chunk.push((index.keyer.key_of_identity(&identity), v));
                 newest = newest.max(r.get(3)?);
             }
             if chunk.len() >= 10_000 || (row.is_none() && !chunk.is_empty()) {
@@ -515,25 +549,6 @@ pub fn migrate_v1(tx: &Transaction<'_>, index: &SeenIndex) -> rusqlite::Result<(
     }
     tx.execute_batch("DROP INDEX IF EXISTS seen_recorded; DROP TABLE seen;")?;
     Ok(())
-}
-
-impl SeenIndex {
-    /// The hash of an identity written out (`id:…` / `tv:type:value`), as version 1 kept it:
-    /// the same bytes [`SeenIndex::key`] hashes.
-    fn key_of_identity(&self, identity: &str) -> u64 {
-        use std::hash::Hasher;
-        let mut h = self.hasher();
-        h.write(identity.as_bytes());
-        h.finish()
-    }
-
-    /// SipHash-2-4 under this state file's key: exactly that algorithm (checked against the
-    /// reference vectors in the tests), which std keeps stable under the deprecated name,
-    /// unlike `DefaultHasher`.
-    #[allow(deprecated)]
-    fn hasher(&self) -> std::hash::SipHasher {
-        std::hash::SipHasher::new_with_keys(self.sip.0, self.sip.1)
-    }
 }
 
 #[cfg(test)]
@@ -566,9 +581,9 @@ mod tests {
         let mut ind =
             Indicator::from_json(&serde_json::json!({"id": "abc", "type": "ipv4", "value": "v"}))
                 .unwrap();
-        assert_eq!(idx.key(&ind), idx.key_of_identity(&ind.identity()));
+        assert_eq!(idx.key(&ind), idx.keyer.key_of_identity(&ind.identity()));
         ind.id = None;
-        assert_eq!(idx.key(&ind), idx.key_of_identity(&ind.identity()));
+        assert_eq!(idx.key(&ind), idx.keyer.key_of_identity(&ind.identity()));
         assert_ne!(SeenIndex::new((7, 10)).key(&ind), idx.key(&ind));
     }
 
