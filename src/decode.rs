@@ -50,13 +50,37 @@ pub enum Data {
 
 /// Decodes an API response body. `Err` only when the body is not JSON (or not complete).
 pub fn body(bytes: &[u8]) -> serde_json::Result<Body> {
+    body_seed(bytes, BodySeed(None))
+}
+
+/// Decodes an API response body, handing each item of its `data` array to `each` as soon as
+/// it is decoded instead of collecting the page (`data` is then an empty `Data::Items`): the
+/// caller can keep something smaller than the indicators. A body with two `data` keys is
+/// refused.
+pub fn body_each(bytes: &[u8], each: &mut dyn FnMut(Item)) -> serde_json::Result<Body> {
+    body_seed(bytes, BodySeed(Some(each)))
+}
+
+fn body_seed(bytes: &[u8], seed: BodySeed<'_, '_>) -> serde_json::Result<Body> {
+    use de::DeserializeSeed;
     // One validation of the whole body (fast on ASCII) instead of one per string value and key
     // (~10 % of decoding); a body that is not UTF-8 is decoded from bytes so that the error
     // says where, as before.
-    match std::str::from_utf8(bytes) {
-        Ok(text) => serde_json::from_str(text),
-        Err(_) => serde_json::from_slice(bytes),
-    }
+    let body = match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let body = seed.deserialize(&mut de)?;
+            de.end()?;
+            body
+        }
+        Err(_) => {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            let body = seed.deserialize(&mut de)?;
+            de.end()?;
+            body
+        }
+    };
+    Ok(body)
 }
 
 /// The visits of every JSON scalar a visitor does not want (strings, booleans, numbers, and
@@ -441,36 +465,49 @@ impl<'de> Deserialize<'de> for Item {
     }
 }
 
-impl<'de> Deserialize<'de> for Data {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Data, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Data;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an array of indicators")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Data, A::Error> {
-                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(10_000));
-                while let Some(item) = seq.next_element::<Item>()? {
-                    items.push(item);
-                }
-                // Growth by doubling leaves up to half the array unused for as long as the
-                // page lives (10,000 items: 5.2 MB for 3.2); the shrink of a buffer this size
-                // is an mremap, not a copy.
-                items.shrink_to_fit();
-                Ok(Data::Items(items))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Data, E> {
-                Ok(Data::Null)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Data, A::Error> {
-                skip_map(map)?;
-                Ok(Data::Invalid)
-            }
-            scalars_are!(Data, Data::Invalid);
-        }
-        d.deserialize_any(V)
+/// Where a `data` array's items go: collected into [`Data::Items`], or each handed to a sink
+/// as soon as it is decoded (`Data::Items` is then empty).
+type Sink<'s, 'f> = Option<&'s mut (dyn FnMut(Item) + 'f)>;
+
+struct ItemsSeed<'s, 'f>(Sink<'s, 'f>);
+
+impl<'de> de::DeserializeSeed<'de> for ItemsSeed<'_, '_> {
+    type Value = Data;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Data, D::Error> {
+        d.deserialize_any(self)
     }
+}
+
+impl<'de> Visitor<'de> for ItemsSeed<'_, '_> {
+    type Value = Data;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of indicators")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Data, A::Error> {
+        if let Some(each) = self.0 {
+            while let Some(item) = seq.next_element::<Item>()? {
+                each(item);
+            }
+            return Ok(Data::Items(Vec::new()));
+        }
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(10_000));
+        while let Some(item) = seq.next_element::<Item>()? {
+            items.push(item);
+        }
+        // Growth by doubling leaves up to half the array unused for as long as the page
+        // lives (10,000 items: 5.2 MB for 3.2); the shrink of a buffer this size is an
+        // mremap, not a copy.
+        items.shrink_to_fit();
+        Ok(Data::Items(items))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Data, E> {
+        Ok(Data::Null)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Data, A::Error> {
+        skip_map(map)?;
+        Ok(Data::Invalid)
+    }
+    scalars_are!(Data, Data::Invalid);
 }
 
 /// A non-negative integer (`meta.limit` and friends); anything else is missing.
@@ -516,41 +553,60 @@ impl<'de> Deserialize<'de> for Count {
 }
 
 /// The body's top level: `data`, `meta`; other keys are ignored.
+struct BodySeed<'s, 'f>(Sink<'s, 'f>);
+
+impl<'de> de::DeserializeSeed<'de> for BodySeed<'_, '_> {
+    type Value = Body;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Body, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BodySeed<'_, '_> {
+    type Value = Body;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a response object")
+    }
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Body, A::Error> {
+        let mut body = Body::default();
+        let mut seen_data = false;
+        let streaming = self.0.is_some();
+        while let Some(k) = map.next_key::<TopKey>()? {
+            match k {
+                // Collected, a repeated `data` is the last one (as a JSON map keeps it); handed
+                // out item by item, the first one's items are gone already: refused.
+                TopKey::Data if seen_data && streaming => {
+                    return Err(de::Error::custom("two data keys"))
+                }
+                TopKey::Data => {
+                    seen_data = true;
+                    body.data = map.next_value_seed(ItemsSeed(self.0.as_deref_mut()))?;
+                }
+                TopKey::Meta => {
+                    body.has_meta = true;
+                    let m = map.next_value::<Meta>()?;
+                    body.generated_at = m.generated_at;
+                    body.limit = m.limit;
+                    body.total = m.total;
+                    body.offset = m.offset;
+                }
+                TopKey::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(body)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Body, A::Error> {
+        skip(seq)?;
+        Ok(Body::default())
+    }
+    scalars_are!(Body, Body::default(), unit);
+}
+
 impl<'de> Deserialize<'de> for Body {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Body, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Body;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a response object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
-                let mut body = Body::default();
-                while let Some(k) = map.next_key::<TopKey>()? {
-                    match k {
-                        TopKey::Data => body.data = map.next_value()?,
-                        TopKey::Meta => {
-                            body.has_meta = true;
-                            let m = map.next_value::<Meta>()?;
-                            body.generated_at = m.generated_at;
-                            body.limit = m.limit;
-                            body.total = m.total;
-                            body.offset = m.offset;
-                        }
-                        TopKey::Other => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(body)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Body, A::Error> {
-                skip(seq)?;
-                Ok(Body::default())
-            }
-            scalars_are!(Body, Body::default(), unit);
-        }
-        d.deserialize_any(V)
+        de::DeserializeSeed::deserialize(BodySeed(None), d)
     }
 }
 

@@ -21,8 +21,11 @@ mod support;
 use std::future::Future;
 use std::time::Duration;
 
-use ioc_forwarder::config::{ApiConfig, Config, SourceKind};
+use ioc_forwarder::config::{ApiConfig, CefProfile, Config, SeverityMap, SourceKind};
+use ioc_forwarder::encode::cef::CefOptions;
+use ioc_forwarder::source::prepare::Prep;
 use ioc_forwarder::source::socdefenders::{ApiClient, RateBudget, ServerFilters, SourceError};
+use ioc_forwarder::store::Keyer;
 use support::*;
 use tokio::time::Instant;
 
@@ -146,9 +149,23 @@ fn feed() -> Vec<serde_json::Value> {
 }
 
 async fn one_page(c: &mut ApiClient) -> Result<usize, SourceError> {
-    c.page(None, 0, 100, &ServerFilters::default())
-        .await
-        .map(|p| p.items.len())
+    let prep = std::sync::Arc::new(Prep::unfiltered(CefOptions {
+        device_vendor: "SOC Defenders".into(),
+        device_product: "Threat Intelligence".into(),
+        device_version: "1.0".into(),
+        profile: CefProfile::SocDefenders,
+        severity: SeverityMap::default(),
+    }));
+    c.page(
+        None,
+        0,
+        100,
+        &ServerFilters::default(),
+        &prep,
+        Keyer::fixed(),
+    )
+    .await
+    .map(|p| p.items.items.len())
 }
 
 /// Asserts `at` is at least `from` (exact) and clearly below `wrong` (the wait a wrong rule

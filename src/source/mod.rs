@@ -15,6 +15,7 @@
 //! cycle, whose `since` reaches back [`OVERLAP`] before it.
 
 pub mod file;
+pub mod prepare;
 pub mod progress;
 pub mod socdefenders;
 
@@ -26,9 +27,10 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{Config, SourceKind};
 use crate::decode::Item;
-use crate::encode::cef::{self, CefOptions};
-use crate::indicator::{Indicator, IocType};
-use crate::store::{Keyer, Prepared, Store, StoreError};
+use crate::encode::cef::CefOptions;
+use crate::indicator::IocType;
+use crate::store::{Store, StoreError};
+use prepare::{Prep, PreparedPage};
 use progress::{Progress, ProgressMode};
 use socdefenders::{ApiClient, ServerFilters, SourceError};
 
@@ -168,11 +170,9 @@ impl Source {
         self.progress_bar = std::io::stderr().is_terminal();
     }
 
-    /// Prepares one page (filter, hash, encode: on a blocking thread, while the previous
-    /// page's commit is still running) and starts its commit once that one has finished;
-    /// `cursor` goes in with it when this is the last. The commit runs on a blocking thread
-    /// while the caller fetches and decodes the next page ([`Committer::settle`] waits).
-    async fn commit(
+    /// Prepares a page of decoded items (filter, hash, encode) on a blocking thread, while the
+    /// previous page's commit is still running, then commits it as [`Source::commit`] does.
+    async fn commit_items(
         &self,
         store: &Store,
         items: Vec<Item>,
@@ -180,14 +180,28 @@ impl Source {
         report: &mut CycleReport,
         committer: &mut Committer,
     ) -> Result<(), CycleError> {
-        report.pages += 1;
-        report.fetched += items.len() as u64;
         let prep = Arc::clone(&self.prep);
         let keyer = store.keyer();
         let page = joined(tokio::task::spawn_blocking(move || {
             prep.page(items, &keyer)
         }))
         .await?;
+        self.commit(store, page, cursor, report, committer).await
+    }
+
+    /// Starts the commit of a prepared page once the previous page's commit has finished;
+    /// `cursor` goes in with it when this is the last. The commit runs on a blocking thread
+    /// while the caller fetches and decodes the next page ([`Committer::settle`] waits).
+    async fn commit(
+        &self,
+        store: &Store,
+        page: PreparedPage,
+        cursor: Option<DateTime<Utc>>,
+        report: &mut CycleReport,
+        committer: &mut Committer,
+    ) -> Result<(), CycleError> {
+        report.pages += 1;
+        report.fetched += page.decoded;
         report.filtered += page.filtered;
         report.skipped += page.skipped;
         let m = crate::metrics::get();
@@ -258,11 +272,12 @@ impl Source {
         let mut held: Option<Vec<Item>> = None;
         while let Some(page) = rx.recv().await {
             if let Some(prev) = held.replace(page) {
-                self.commit(store, prev, None, report, committer).await?;
+                self.commit_items(store, prev, None, report, committer)
+                    .await?;
             }
         }
         joined(reader).await??;
-        self.commit(
+        self.commit_items(
             store,
             held.unwrap_or_default(),
             Some(now),
@@ -303,10 +318,17 @@ impl Source {
                 unreachable!("walk is only called for the API backend")
             };
             let page = api
-                .page(Some(since), offset, self.page_size, &self.server)
+                .page(
+                    Some(since),
+                    offset,
+                    self.page_size,
+                    &self.server,
+                    &self.prep,
+                    store.keyer(),
+                )
                 .await?;
-            let edges = page_edges(&page.items);
-            if offset > 0 && page.items.len() > 1 && edges == prev_edges {
+            let edges = page.items.edges;
+            if offset > 0 && page.items.decoded > 1 && edges == prev_edges {
                 // The same page again at a new offset: a cache or proxy that ignores the query
                 // would otherwise feed us page one forever.
                 return Err(SourceError::Decode(format!(
@@ -349,7 +371,7 @@ impl Source {
                 }
                 first = false;
             }
-            let n = page.items.len() as u64;
+            let n = page.items.decoded;
             let last = is_last_page(n, offset, page.limit, page.total);
             let next_cursor = if last {
                 // Taken as is even when it is earlier than the old cursor (a server clock set
@@ -370,74 +392,6 @@ impl Source {
             }
             offset += n;
         }
-    }
-}
-
-/// What turns a decoded page into queue entries: the local filters and the CEF options.
-struct Prep {
-    cef: CefOptions,
-    /// Types/confidences filtered here (when the server cannot do it in one query).
-    local_types: Vec<IocType>,
-    local_confidence: Vec<String>,
-}
-
-/// A page made ready for [`Store::commit_page`], and what was left out of it.
-#[derive(Default)]
-struct PreparedPage {
-    items: Vec<Prepared>,
-    filtered: u64,
-    skipped: u64,
-    /// Counted per page, then added to the process-wide metrics in one go per label.
-    by_type: Vec<(&'static str, u64)>,
-    by_reason: Vec<(&'static str, u64)>,
-}
-
-impl Prep {
-    fn wanted(&self, i: &Indicator) -> bool {
-        (self.local_types.is_empty() || self.local_types.contains(&i.ioc_type))
-            && (self.local_confidence.is_empty()
-                || i.confidence
-                    .as_ref()
-                    .is_some_and(|c| self.local_confidence.contains(c)))
-    }
-
-    /// Filters, hashes and encodes a page; each decoded indicator is dropped as soon as it is
-    /// encoded, so the page waits for its commit as CEF lines (about half the memory).
-    fn page(&self, items: Vec<Item>, keyer: &Keyer) -> PreparedPage {
-        let bump = |counts: &mut Vec<(&'static str, u64)>, label: &'static str| match counts
-            .iter_mut()
-            .find(|(l, _)| *l == label)
-        {
-            Some((_, n)) => *n += 1,
-            None => counts.push((label, 1)),
-        };
-        let mut page = PreparedPage {
-            items: Vec::with_capacity(items.len()),
-            ..PreparedPage::default()
-        };
-        let mut line = String::with_capacity(1024);
-        for Item(decoded) in items {
-            match decoded {
-                Ok(i) => {
-                    // `other` for unknown types (SPEC): a bounded label set.
-                    bump(&mut page.by_type, i.ioc_type.as_str());
-                    if !self.wanted(&i) {
-                        page.filtered += 1;
-                        continue;
-                    }
-                    line.clear();
-                    let (cuts, act_at) = cef::encode_queued(&i, &self.cef, &mut line);
-                    page.items
-                        .push(Prepared::new(keyer, &i, &line, act_at, cuts));
-                }
-                Err(skip) => {
-                    page.skipped += 1;
-                    bump(&mut page.by_reason, skip.reason());
-                    tracing::debug!(reason = skip.reason(), "skipped an item of the feed");
-                }
-            }
-        }
-        page
     }
 }
 
@@ -535,13 +489,6 @@ fn is_last_page(n: u64, offset: u64, limit: Option<u64>, total: Option<u64>) -> 
 }
 
 /// The first and last item of a page, to notice the same page served twice.
-fn page_edges(items: &[Item]) -> Option<(String, String)> {
-    let key = |item: &Item| match &item.0 {
-        Ok(i) => format!("{:?}|{}|{:?}", i.id, i.value, i.last_seen),
-        Err(skip) => format!("{skip:?}"),
-    };
-    Some((key(items.first()?), key(items.last()?)))
-}
 
 fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(36500))

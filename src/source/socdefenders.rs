@@ -2,6 +2,7 @@
 //! pacing and retries of transient failures. Walking the pages of a cycle and the cursor live
 //! in [`super`], so this file only knows HTTP.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,9 +11,11 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::prepare::{Prep, PreparedPage};
 use crate::backoff::{jitter, Backoff};
 use crate::config::{ApiConfig, Secret};
-use crate::decode::{self, Data, Item};
+use crate::decode::{self, Data};
+use crate::store::Keyer;
 
 /// How a request failed; `kind()` is the `ioc_forwarder_source_errors_total` label.
 #[derive(Debug, thiserror::Error)]
@@ -101,9 +104,9 @@ fn describe_tls(e: &rustls::Error) -> String {
 }
 
 /// One page as served.
-#[derive(Debug)]
 pub struct Page {
-    pub items: Vec<Item>,
+    /// The page's items, prepared for the queue as they were decoded.
+    pub items: PreparedPage,
     /// `meta.generated_at`, else the HTTP `Date` header: the server's clock either way.
     pub server_time: Option<DateTime<Utc>>,
     /// `meta.limit`: how many items the server was willing to send (it caps by tier).
@@ -212,6 +215,8 @@ impl ApiClient {
         offset: u64,
         limit: u32,
         filters: &ServerFilters,
+        prep: &Arc<Prep>,
+        keyer: Keyer,
     ) -> Result<Page, SourceError> {
         let mut query: Vec<(&str, String)> =
             vec![("limit", limit.to_string()), ("offset", offset.to_string())];
@@ -238,7 +243,7 @@ impl ApiClient {
             if let Some(t) = self.not_before.take() {
                 tokio::time::sleep_until(t).await;
             }
-            match self.request(&query).await {
+            match self.request(&query, prep, keyer).await {
                 Ok(page) => return Ok(page),
                 Err(Attempt::RateLimited(wait)) => {
                     rate_waits += 1;
@@ -268,7 +273,12 @@ impl ApiClient {
         }
     }
 
-    async fn request(&mut self, query: &[(&str, String)]) -> Result<Page, Attempt> {
+    async fn request(
+        &mut self,
+        query: &[(&str, String)],
+        prep: &Arc<Prep>,
+        keyer: Keyer,
+    ) -> Result<Page, Attempt> {
         let url = format!("{}/iocs", self.base_url);
         let sent = Instant::now();
         let resp = self
@@ -316,8 +326,9 @@ impl ApiClient {
         // Decoding a full page takes tens of milliseconds of CPU: off the async workers, so
         // delivery keeps running meanwhile (and a backfill decodes on one core while the
         // previous page commits on the other).
+        let prep = Arc::clone(prep);
         let (parsed, body) =
-            tokio::task::spawn_blocking(move || (parse_page(&body, &headers), body))
+            tokio::task::spawn_blocking(move || (parse_page(&body, &headers, &prep, &keyer), body))
                 .await
                 .map_err(|e| {
                     Attempt::Failed(SourceError::Decode(format!(
@@ -467,7 +478,12 @@ fn error_code(body: &[u8]) -> Option<String> {
     )
 }
 
-fn parse_page(body: &[u8], headers: &HeaderMap) -> Result<Page, SourceError> {
+fn parse_page(
+    body: &[u8],
+    headers: &HeaderMap,
+    prep: &Prep,
+    keyer: &Keyer,
+) -> Result<Page, SourceError> {
     let ctype = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -477,18 +493,24 @@ fn parse_page(body: &[u8], headers: &HeaderMap) -> Result<Page, SourceError> {
             "got {ctype} instead of JSON (a proxy or login page?)"
         )));
     }
-    let parsed = decode::body(body).map_err(|e| {
+    // Each item is filtered, hashed and encoded as soon as it is decoded.
+    let mut items = PreparedPage::default();
+    let mut line = String::with_capacity(1024);
+    let parsed = decode::body_each(body, &mut |item| {
+        prep.add(&mut items, item, keyer, &mut line)
+    })
+    .map_err(|e| {
         SourceError::Decode(format!("invalid JSON ({e}) in a {}-byte body", body.len()))
     })?;
-    let items = match parsed.data {
-        Data::Items(items) => items,
-        Data::Null | Data::Missing if parsed.has_meta => vec![],
+    match parsed.data {
+        Data::Items(_) => {}
+        Data::Null | Data::Missing if parsed.has_meta => {}
         _ => {
             return Err(SourceError::Decode(
                 "the body has no `data` array".to_string(),
             ))
         }
-    };
+    }
     let server_time = parsed
         .generated_at
         .as_deref()
@@ -515,27 +537,49 @@ mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
 
+    fn parse(body: &[u8], h: &HeaderMap) -> Result<Page, SourceError> {
+        let prep = Prep {
+            cef: crate::encode::cef::CefOptions {
+                device_vendor: "SOC Defenders".into(),
+                device_product: "Threat Intelligence".into(),
+                device_version: "1.0".into(),
+                profile: crate::config::CefProfile::Extended,
+                severity: crate::config::SeverityMap::default(),
+            },
+            local_types: vec![],
+            local_confidence: vec![],
+        };
+        parse_page(body, h, &prep, &Keyer::fixed())
+    }
+
+    #[test]
+    fn a_body_with_two_data_arrays_is_refused() {
+        let body = br#"{"data":[{"value":"a"}],"meta":{},"data":[{"value":"b"}]}"#;
+        let e = parse(body, &HeaderMap::new()).err().map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("two data keys")),
+            "{e:?}"
+        );
+    }
+
     #[test]
     fn html_and_broken_json_are_decode_errors() {
         let mut h = HeaderMap::new();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
-        assert!(matches!(
-            parse_page(b"<html>", &h),
-            Err(SourceError::Decode(_))
-        ));
+        assert!(matches!(parse(b"<html>", &h), Err(SourceError::Decode(_))));
         let h = HeaderMap::new();
         assert!(matches!(
-            parse_page(b"{\"data\": [", &h),
+            parse(b"{\"data\": [", &h),
             Err(SourceError::Decode(_))
         ));
-        assert!(matches!(parse_page(b"[]", &h), Err(SourceError::Decode(_))));
+        assert!(matches!(parse(b"[]", &h), Err(SourceError::Decode(_))));
     }
 
     #[test]
     fn generated_at_and_meta_limit_are_read() {
         let body = br#"{"meta":{"total":5,"limit":100,"offset":0,"generated_at":"2026-05-17T00:00:00Z"},"data":[{"value":"x"}]}"#;
-        let p = parse_page(body, &HeaderMap::new()).unwrap();
-        assert_eq!(p.items.len(), 1);
+        let p = parse(body, &HeaderMap::new()).unwrap();
+        assert_eq!((p.items.decoded, p.items.items.len()), (1, 1));
         assert_eq!(p.limit, Some(100));
         assert_eq!(
             p.server_time.unwrap().to_rfc3339(),

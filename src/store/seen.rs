@@ -145,6 +145,12 @@ pub struct Keyer {
 }
 
 impl Keyer {
+    /// A keyer with a fixed key, for hashing without a state file (tests, tools): its keys
+    /// match no state file's.
+    pub fn fixed() -> Keyer {
+        Keyer { sip: (1, 2) }
+    }
+
     /// The identity's hash: its `id`, else its type and value (SPEC "dedup").
     pub fn key(&self, ind: &Indicator) -> u64 {
         use std::hash::Hasher;
