@@ -488,8 +488,6 @@ fn is_last_page(n: u64, offset: u64, limit: Option<u64>, total: Option<u64>) -> 
     }
 }
 
-/// The first and last item of a page, to notice the same page served twice.
-
 fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(36500))
 }
