@@ -491,7 +491,7 @@ fn limits(s: &Settings, feed: &Feed, cfg: &Config, work: &Path, res: &mut Result
             line.clear();
             let (cuts, act_at) = cef::encode_queued(ind, &opts, &mut line);
             prepared.push(ioc_forwarder::store::Prepared::new(
-                &store.keyer(),
+                store.keyer().key(ind),
                 ind,
                 &line,
                 act_at,

@@ -129,9 +129,10 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// `line`, `act_at` and `cuts` are what `cef::encode_queued` gave for `ind`.
+    /// `key` is `ind`'s dedup key ([`Keyer::key`]); `line`, `act_at` and `cuts` are what
+    /// `cef::encode_queued` gave for it.
     pub fn new(
-        keyer: &Keyer,
+        key: u64,
         ind: &Indicator,
         line: &str,
         act_at: Option<usize>,
@@ -141,7 +142,7 @@ impl Prepared {
         text.push_str(&ind.type_raw);
         text.push_str(line);
         Prepared {
-            key: keyer.key(ind),
+            key,
             version: Version::of(ind),
             text,
             label_len: ind.type_raw.len(),
@@ -584,7 +585,9 @@ impl Store {
         let mut scratch = String::new();
         let mut cuts = 0usize;
         let keys: Vec<u64> = items.iter().map(|p| p.key).collect();
-        let (known, repeated) = seen.look_up_page(&keys);
+        let found = seen.look_up_page(&keys);
+        let (known, repeated) = (&found.known, &found.repeated);
+        let mut recorded_at: Vec<seen::Slot> = Vec::new();
         {
             for (i, p) in items.iter().enumerate() {
                 let (key, version) = (p.key, p.version);
@@ -613,6 +616,7 @@ impl Store {
                     in_page.insert(key, version);
                 }
                 recorded.push((key, version));
+                recorded_at.push(found.slots[i]);
                 match act {
                     Act::Add => outcome.added += 1,
                     Act::Update => outcome.updated += 1,
@@ -679,7 +683,7 @@ impl Store {
         }
         tx.commit().map_err(|e| self.err(e))?;
         inner.last_seq = new_last;
-        seen.apply(&recorded);
+        seen.apply_at(&recorded, &recorded_at);
         if let (Some(t), Some(watch)) = (new_tail, &self.tail) {
             watch.send_replace(t);
         }
@@ -991,7 +995,7 @@ mod tests {
             .iter()
             .map(|i| {
                 let line = format!("{}:act=add", i.id.clone().unwrap_or_default());
-                Prepared::new(&s.keyer(), i, &line, Some(line.len() - 3), 0)
+                Prepared::new(s.keyer().key(i), i, &line, Some(line.len() - 3), 0)
             })
             .collect()
     }

@@ -4,8 +4,6 @@
 //! page never exists as ten thousand decoded indicators of a dozen allocations each — only as
 //! one string per indicator.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
-
 use crate::decode::Item;
 use crate::encode::cef::{self, CefOptions};
 use crate::indicator::{Indicator, IocType};
@@ -30,10 +28,16 @@ pub struct PreparedPage {
     /// Counted per page, then added to the process-wide metrics in one go per label.
     pub by_type: Vec<(&'static str, u64)>,
     pub by_reason: Vec<(&'static str, u64)>,
-    /// Fingerprints of the page's first and last items (id, value, last_seen, or the skip
+    /// Fingerprints of the page's first and last items (identity and last_seen, or the skip
     /// reason): the walk compares them to notice a server that serves the same page at every
     /// offset.
     pub edges: Option<(u64, u64)>,
+}
+
+impl PreparedPage {
+    fn edge(&mut self, print: u64) {
+        self.edges = Some((self.edges.map_or(print, |e| e.0), print));
+    }
 }
 
 fn bump(counts: &mut Vec<(&'static str, u64)>, label: &'static str) {
@@ -41,16 +45,6 @@ fn bump(counts: &mut Vec<(&'static str, u64)>, label: &'static str) {
         Some((_, n)) => *n += 1,
         None => counts.push((label, 1)),
     }
-}
-
-fn fingerprint(item: &Item) -> u64 {
-    // DefaultHasher::new() has fixed keys: the same item gives the same value on every page.
-    let mut h = DefaultHasher::new();
-    match &item.0 {
-        Ok(i) => (&i.id, &i.value, i.last_seen).hash(&mut h),
-        Err(skip) => skip.reason().hash(&mut h),
-    }
-    h.finish()
 }
 
 impl Prep {
@@ -74,28 +68,30 @@ impl Prep {
     /// Takes one decoded item into `page` (the indicator is dropped once encoded). `line` is
     /// scratch space reused across calls.
     pub fn add(&self, page: &mut PreparedPage, item: Item, keyer: &Keyer, line: &mut String) {
-        let print = fingerprint(&item);
-        page.edges = Some((page.edges.map_or(print, |e| e.0), print));
         page.decoded += 1;
-        match item.0 {
-            Ok(i) => {
-                // `other` for unknown types (SPEC): a bounded label set.
-                bump(&mut page.by_type, i.ioc_type.as_str());
-                if !self.wanted(&i) {
-                    page.filtered += 1;
-                    return;
-                }
-                line.clear();
-                let (cuts, act_at) = cef::encode_queued(&i, &self.cef, line);
-                page.items
-                    .push(Prepared::new(keyer, &i, line, act_at, cuts));
-            }
+        let i = match item.0 {
+            Ok(i) => i,
             Err(skip) => {
+                page.edge(skip as u64);
                 page.skipped += 1;
                 bump(&mut page.by_reason, skip.reason());
                 tracing::debug!(reason = skip.reason(), "skipped an item of the feed");
+                return;
             }
+        };
+        let key = keyer.key(&i);
+        // The identity's hash (needed anyway) mixed with the version's time.
+        let last_us = i.last_seen.map_or(0, |t| t.timestamp_micros());
+        page.edge(key ^ (last_us as u64).rotate_left(29));
+        // `other` for unknown types (SPEC): a bounded label set.
+        bump(&mut page.by_type, i.ioc_type.as_str());
+        if !self.wanted(&i) {
+            page.filtered += 1;
+            return;
         }
+        line.clear();
+        let (cuts, act_at) = cef::encode_queued(&i, &self.cef, line);
+        page.items.push(Prepared::new(key, &i, line, act_at, cuts));
     }
 
     /// Prepares a page of items decoded already (the file source).

@@ -133,6 +133,24 @@ fn sort_keeping_last(entries: &mut Vec<Entry>) {
     entries.truncate(kept);
 }
 
+/// Where [`SeenIndex::look_up_page`] found a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Main(usize),
+    Recent(usize),
+    Absent,
+}
+
+/// What [`SeenIndex::look_up_page`] found, per key of the page.
+pub struct PageLookup {
+    /// The version last recorded.
+    pub known: Vec<Option<Version>>,
+    /// Whether the key occurs more than once in the page.
+    pub repeated: Vec<bool>,
+    /// Where it was, for [`SeenIndex::apply_at`].
+    pub slots: Vec<Slot>,
+}
+
 /// `recent` is merged into the main array once it holds more than this many keys (or an
 /// eighth of the main array, whichever is more).
 const RECENT_MIN: usize = 1 << 16;
@@ -285,33 +303,54 @@ impl SeenIndex {
         }
     }
 
+    #[cfg(test)]
     pub fn get(&self, key: u64) -> Option<Version> {
+        self.version_at(self.slot(key))
+    }
+
+    fn slot(&self, key: u64) -> Slot {
         if let Ok(i) = self.recent.binary_search_by_key(&key, |e| e.key) {
-            return Some(self.recent[i].version());
+            return Slot::Recent(i);
         }
-        self.find(key).ok().map(|i| self.entries[i].version())
+        match self.find(key) {
+            Ok(i) => Slot::Main(i),
+            Err(_) => Slot::Absent,
+        }
+    }
+
+    fn version_at(&self, slot: Slot) -> Option<Version> {
+        match slot {
+            Slot::Recent(i) => self.recent.get(i).map(|e| e.version()),
+            Slot::Main(i) => self.entries.get(i).map(|e| e.version()),
+            Slot::Absent => None,
+        }
     }
 
     /// For each key of a page: the version last recorded for it, and whether
     /// its key occurs more than once in the page. The lookups are made in key order: the
     /// index is read front to back instead of at random (fewer cache and TLB misses).
-    pub fn look_up_page(&self, keys: &[u64]) -> (Vec<Option<Version>>, Vec<bool>) {
+    pub fn look_up_page(&self, keys: &[u64]) -> PageLookup {
         let mut order: Vec<(u64, u32)> = keys
             .iter()
             .enumerate()
             .map(|(i, k)| (*k, i as u32))
             .collect();
         order.sort_unstable();
-        let mut known = vec![None; keys.len()];
-        let mut repeated = vec![false; keys.len()];
+        let mut found = PageLookup {
+            known: vec![None; keys.len()],
+            repeated: vec![false; keys.len()],
+            slots: vec![Slot::Absent; keys.len()],
+        };
         for (w, &(key, i)) in order.iter().enumerate() {
-            known[i as usize] = self.get(key);
+            let slot = self.slot(key);
+            found.known[i as usize] = self.version_at(slot);
+            found.slots[i as usize] = slot;
             if w > 0 && order[w - 1].0 == key {
-                repeated[i as usize] = true;
-                repeated[order[w - 1].1 as usize] = true;
+                found.repeated[i as usize] = true;
+                found.repeated[order[w - 1].1 as usize] = true;
             }
         }
-        (known, repeated)
+        found
     }
 
     /// Merges sorted, key-unique `fresh` (no key of which is in `into`) into sorted `into`,
@@ -347,24 +386,33 @@ impl SeenIndex {
 
     /// Takes in what a committed page recorded (in page order: a later one of the same key
     /// wins).
+    #[cfg(test)]
     pub fn apply(&mut self, updates: &[(u64, Version)]) {
+        let slots: Vec<Slot> = updates.iter().map(|u| self.slot(u.0)).collect();
+        self.apply_at(updates, &slots);
+    }
+
+    /// [`SeenIndex::apply`] with each key's slot as [`SeenIndex::look_up_page`] found it (the
+    /// index must not have changed since): known keys are not looked up twice.
+    pub fn apply_at(&mut self, updates: &[(u64, Version)], slots: &[Slot]) {
         if !self.loaded || updates.is_empty() {
             return;
         }
         let mut fresh: Vec<Entry> = Vec::new();
-        for &(key, v) in updates {
+        for (&(key, v), &slot) in updates.iter().zip(slots) {
             let e = Entry {
                 key,
                 last_us: v.last_us,
                 conf: v.conf,
             };
-            if let Ok(i) = self.recent.binary_search_by_key(&key, |e| e.key) {
-                self.recent[i] = e;
-                continue;
-            }
-            match self.find(key) {
-                Ok(i) => self.entries[i] = e,
-                Err(_) => fresh.push(e),
+            let at = match slot {
+                Slot::Recent(i) => self.recent.get_mut(i),
+                Slot::Main(i) => self.entries.get_mut(i),
+                Slot::Absent => None,
+            };
+            match at {
+                Some(old) if old.key == key => *old = e,
+                _ => fresh.push(e),
             }
         }
         if fresh.is_empty() {
