@@ -21,9 +21,10 @@
 //!
 //! What runs:
 //! 1. Limits, in this process: JSON decoding of the pages (into a `serde_json::Value` for
-//!    reference, then straight to indicators with `decode::body`, as the daemon does); the queue alone (`Store::commit_page` page by page with a trivial
-//!    encoder, then `read_after` 512 at a time); raw loopback TCP write of the pre-rendered frames
-//!    to a receiver that counts and discards.
+//!    reference, then straight to indicators with `decode::body`, as the daemon does); the queue
+//!    alone (`Store::commit_page` page by page with entries prepared untimed, then `read_after`
+//!    512 at a time); raw loopback TCP write of the pre-rendered frames to a receiver that
+//!    counts and discards.
 //! 2. `ioc-forwarder once` (the release binary) backfilling all `N` from a fast local fake API
 //!    (every page pre-rendered, served from memory, HTTP/1.1 keep-alive) through the durable queue
 //!    (state dir on the disk under `target/`, never tmpfs) to a counting TCP receiver, then again
@@ -547,7 +548,7 @@ fn limits(s: &Settings, feed: &Feed, cfg: &Config, work: &Path, res: &mut Result
         cpu: per_million(ins.cpu, n),
         rss: "-".into(),
         notes: format!(
-            "1 transaction per {}-item page, WAL, synchronous=FULL, in-memory dedup lookup, one seen_log row per page; trivial encoder; MB/s of CEF; state files {db_mb:.0} MB after{}",
+            "1 transaction per {}-item page, WAL, synchronous=FULL, in-memory dedup lookup, one seen_log row per page, events in chunk rows of 512; entries prepared (hashed, encoded) untimed; MB/s of CEF; state files {db_mb:.0} MB after{}",
             s.page,
             ins.waited()
         ),
