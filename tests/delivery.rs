@@ -1036,8 +1036,10 @@ fn damage_pages(state: &Path, offset: usize, len: usize) -> Vec<u8> {
     // main file first, or damaging the main file would be masked by newer copies of its pages.
     {
         let c = rusqlite::Connection::open(&db).unwrap();
-        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0))
-            .unwrap();
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap();
     }
     let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     assert_eq!(wal_len, 0, "the WAL could not be checkpointed");

@@ -132,7 +132,7 @@ fn trim_header(s: &str) -> &str {
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
-fn prefix_within(s: &str, max: usize) -> &str {
+pub(crate) fn prefix_within(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

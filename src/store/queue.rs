@@ -14,6 +14,7 @@ use chrono::DateTime;
 use rusqlite::{params, Connection, Transaction};
 
 use super::Event;
+use crate::encode::cef::prefix_within;
 
 /// Events per chunk at most (delivery reads batches of this size, so a read is one row).
 pub const CHUNK_EVENTS: usize = 512;
@@ -81,12 +82,12 @@ impl Writer {
         if self.buf.is_empty() {
             self.buf.reserve(64 * 1024);
         }
-        let label = clamp(ioc_type, u16::MAX as usize);
+        let label = prefix_within(ioc_type, u16::MAX as usize);
         self.buf
             .extend_from_slice(&(label.len() as u16).to_le_bytes());
         self.buf.extend_from_slice(label.as_bytes());
         // CEF lines are far below 4 GiB (values are capped); clamp anyway, never wrap.
-        let line = clamp(cef, u32::MAX as usize);
+        let line = prefix_within(cef, u32::MAX as usize);
         self.buf
             .extend_from_slice(&(line.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(line.as_bytes());
@@ -123,18 +124,6 @@ impl Writer {
         self.flush(tx)?;
         Ok(self.next - 1)
     }
-}
-
-/// The longest prefix of `s` within `max` bytes that ends on a character boundary.
-fn clamp(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 fn damaged(first_seq: i64, what: &str) -> rusqlite::Error {
