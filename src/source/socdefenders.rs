@@ -151,6 +151,8 @@ pub struct ApiClient {
     /// allocation per page is a fresh mapping to fault in (and the default collect copies
     /// the body once more). Released at the end of every cycle.
     spare: Vec<u8>,
+    /// [`MAX_BODY_BYTES`] (smaller in tests).
+    max_body: usize,
 }
 
 /// A response body larger than this is refused (a page of 10,000 indicators is ~6 MB; even
@@ -189,6 +191,7 @@ impl ApiClient {
         let http = b.build().map_err(|e| SourceError::Client(e.to_string()))?;
         Ok(ApiClient {
             spare: Vec::new(),
+            max_body: MAX_BODY_BYTES,
             http,
             base_url: cfg.base_url.clone(),
             key: cfg.api_key.clone(),
@@ -345,17 +348,17 @@ impl ApiClient {
         buf.clear();
         if let Some(n) = resp.content_length() {
             // Exact: `reserve` would double a buffer a few bytes too small for this page.
-            buf.reserve_exact(usize::try_from(n).unwrap_or(usize::MAX).min(MAX_BODY_BYTES));
+            buf.reserve_exact(usize::try_from(n).unwrap_or(usize::MAX).min(self.max_body));
         }
         while let Some(chunk) = resp
             .chunk()
             .await
             .map_err(|e| Attempt::Failed(self.transport_error(e)))?
         {
-            if buf.len() + chunk.len() > MAX_BODY_BYTES {
+            if buf.len() + chunk.len() > self.max_body {
                 return Err(Attempt::Failed(SourceError::Decode(format!(
                     "the response body is larger than {} MiB; refusing it",
-                    MAX_BODY_BYTES >> 20
+                    self.max_body >> 20
                 ))));
             }
             buf.extend_from_slice(&chunk);
@@ -550,6 +553,70 @@ mod tests {
             local_confidence: vec![],
         };
         parse_page(body, h, &prep, &Keyer::fixed())
+    }
+
+    /// A server that answers with a body larger than the cap: read up to the cap, then refused
+    /// with a clear error (never buffered whole).
+    #[tokio::test]
+    async fn a_body_over_the_cap_is_refused_with_a_clear_error() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut req = vec![0u8; 8192];
+            let _ = sock.read(&mut req).await;
+            let len = 64 << 20;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+            );
+            sock.write_all(head.as_bytes()).await.unwrap();
+            let chunk = vec![b' '; 64 << 10];
+            let mut sent = 0;
+            while sent < len && sock.write_all(&chunk).await.is_ok() {
+                sent += chunk.len();
+            }
+            sent
+        });
+        let cfg = ApiConfig {
+            base_url: format!("http://{addr}"),
+            api_key: Secret::new("sk_test_0123456789"),
+            page_size: 100,
+            request_timeout: Duration::from_secs(30),
+            ca_file: None,
+            key_in_config_file: false,
+        };
+        let mut c = ApiClient::new(&cfg, Duration::from_secs(1)).unwrap();
+        c.max_body = 1 << 20;
+        c.attempts = 1;
+        let prep = Arc::new(Prep::unfiltered(crate::encode::cef::CefOptions {
+            device_vendor: "SOC Defenders".into(),
+            device_product: "Threat Intelligence".into(),
+            device_version: "1.0".into(),
+            profile: crate::config::CefProfile::SocDefenders,
+            severity: crate::config::SeverityMap::default(),
+        }));
+        let e = c
+            .page(
+                None,
+                0,
+                100,
+                &ServerFilters::default(),
+                &prep,
+                Keyer::fixed(),
+            )
+            .await
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("larger than 1 MiB; refusing it")),
+            "{e:?}"
+        );
+        drop(c);
+        // The client stopped reading and closed: the server could not send the 64 MiB it meant
+        // to (socket buffers hold a few MiB at most).
+        assert!(server.await.unwrap() < 64 << 20);
     }
 
     #[test]
