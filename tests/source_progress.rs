@@ -158,6 +158,9 @@ fn once_on_a_terminal_draws_a_progress_line_and_run_does_not() {
     );
     let shown = on_terminal(&cfg2, &["run"], |child| {
         rx2.wait_for(n, WAIT);
+        // Delivery is woken by each page's commit, so the last frames can arrive before the
+        // poller has logged its cycle; a SIGTERM in between stops the poller unlogged.
+        thread::sleep(Duration::from_millis(400));
         let st = std::process::Command::new("kill")
             .arg("-TERM")
             .arg(child.id().to_string())
