@@ -21,7 +21,7 @@ mod support;
 use std::future::Future;
 use std::time::Duration;
 
-use ioc_forwarder::config::{ApiConfig, CefProfile, Config, SeverityMap, SourceKind};
+use ioc_forwarder::config::{ApiConfig, Config, SourceKind};
 use ioc_forwarder::encode::cef::CefOptions;
 use ioc_forwarder::source::prepare::Prep;
 use ioc_forwarder::source::socdefenders::{ApiClient, RateBudget, ServerFilters, SourceError};
@@ -149,13 +149,7 @@ fn feed() -> Vec<serde_json::Value> {
 }
 
 async fn one_page(c: &mut ApiClient) -> Result<usize, SourceError> {
-    let prep = std::sync::Arc::new(Prep::unfiltered(CefOptions {
-        device_vendor: "SOC Defenders".into(),
-        device_product: "Threat Intelligence".into(),
-        device_version: "1.0".into(),
-        profile: CefProfile::SocDefenders,
-        severity: SeverityMap::default(),
-    }));
+    let prep = std::sync::Arc::new(Prep::unfiltered(CefOptions::default()));
     c.page(
         None,
         0,

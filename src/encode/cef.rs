@@ -36,6 +36,19 @@ pub struct CefOptions {
     pub severity: SeverityMap,
 }
 
+/// The config's defaults: the SOC Defenders header fields, profile `socdefenders`.
+impl Default for CefOptions {
+    fn default() -> CefOptions {
+        CefOptions {
+            device_vendor: "SOC Defenders".into(),
+            device_product: "Threat Intelligence".into(),
+            device_version: "1.0".into(),
+            profile: CefProfile::SocDefenders,
+            severity: SeverityMap::default(),
+        }
+    }
+}
+
 impl CefOptions {
     pub fn from_config(c: &crate::config::CefConfig) -> CefOptions {
         CefOptions {

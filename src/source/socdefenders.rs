@@ -543,11 +543,8 @@ mod tests {
     fn parse(body: &[u8], h: &HeaderMap) -> Result<Page, SourceError> {
         let prep = Prep {
             cef: crate::encode::cef::CefOptions {
-                device_vendor: "SOC Defenders".into(),
-                device_product: "Threat Intelligence".into(),
-                device_version: "1.0".into(),
                 profile: crate::config::CefProfile::Extended,
-                severity: crate::config::SeverityMap::default(),
+                ..Default::default()
             },
             local_types: vec![],
             local_confidence: vec![],
@@ -589,13 +586,7 @@ mod tests {
         let mut c = ApiClient::new(&cfg, Duration::from_secs(1)).unwrap();
         c.max_body = 1 << 20;
         c.attempts = 1;
-        let prep = Arc::new(Prep::unfiltered(crate::encode::cef::CefOptions {
-            device_vendor: "SOC Defenders".into(),
-            device_product: "Threat Intelligence".into(),
-            device_version: "1.0".into(),
-            profile: crate::config::CefProfile::SocDefenders,
-            severity: crate::config::SeverityMap::default(),
-        }));
+        let prep = Arc::new(Prep::unfiltered(Default::default()));
         let e = c
             .page(
                 None,
