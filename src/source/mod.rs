@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, SourceKind};
-use crate::decode::Item;
 use crate::encode::cef::CefOptions;
 use crate::indicator::IocType;
 use crate::store::{Store, StoreError};
@@ -170,25 +169,6 @@ impl Source {
         self.progress_bar = std::io::stderr().is_terminal();
     }
 
-    /// Prepares a page of decoded items (filter, hash, encode) on a blocking thread, while the
-    /// previous page's commit is still running, then commits it as [`Source::commit`] does.
-    async fn commit_items(
-        &self,
-        store: &Store,
-        items: Vec<Item>,
-        cursor: Option<DateTime<Utc>>,
-        report: &mut CycleReport,
-        committer: &mut Committer,
-    ) -> Result<(), CycleError> {
-        let prep = Arc::clone(&self.prep);
-        let keyer = store.keyer();
-        let page = joined(tokio::task::spawn_blocking(move || {
-            prep.page(items, &keyer)
-        }))
-        .await?;
-        self.commit(store, page, cursor, report, committer).await
-    }
-
     /// Starts the commit of a prepared page once the previous page's commit has finished;
     /// `cursor` goes in with it when this is the last. The commit runs on a blocking thread
     /// while the caller fetches and decodes the next page ([`Committer::settle`] waits).
@@ -263,21 +243,26 @@ impl Source {
         report: &mut CycleReport,
         committer: &mut Committer,
     ) -> Result<(), CycleError> {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Item>>(1);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<PreparedPage>(1);
         let f = f.clone();
+        let prep = Arc::clone(&self.prep);
+        let keyer = store.keyer();
+        // The reader thread prepares each page as it decodes it (as the API walk does), so
+        // pages wait in the channel as queue entries, not as decoded indicators.
         let reader = tokio::task::spawn_blocking(move || {
-            f.pages(FILE_PAGE, |p| tx.blocking_send(p).is_ok())
+            f.pages(FILE_PAGE, |p| {
+                tx.blocking_send(prep.page(p, &keyer)).is_ok()
+            })
         });
         // One page is held back: only when the reader is done is it known to be the last.
-        let mut held: Option<Vec<Item>> = None;
+        let mut held: Option<PreparedPage> = None;
         while let Some(page) = rx.recv().await {
             if let Some(prev) = held.replace(page) {
-                self.commit_items(store, prev, None, report, committer)
-                    .await?;
+                self.commit(store, prev, None, report, committer).await?;
             }
         }
         joined(reader).await??;
-        self.commit_items(
+        self.commit(
             store,
             held.unwrap_or_default(),
             Some(now),
