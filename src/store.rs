@@ -297,7 +297,8 @@ impl Store {
         tx.execute_batch(seen::SCHEMA)?;
         let index = SeenIndex::new(seen::sip_key(&tx)?);
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let mut last_seq = Self::meta_i64(&tx, queue::LAST_SEQ_KEY)?.unwrap_or(0);
+        let stored = Self::meta_i64(&tx, queue::LAST_SEQ_KEY)?;
+        let mut last_seq = stored.unwrap_or(0);
         if version < USER_VERSION {
             seen::migrate_v1(&tx, &index)?;
             last_seq = last_seq.max(queue::migrate_v2(&tx)?);
@@ -307,7 +308,11 @@ impl Store {
         if let Some(t) = queue::tail(&tx)? {
             last_seq = last_seq.max(t.last);
         }
-        Self::set_meta(&tx, queue::LAST_SEQ_KEY, &last_seq.to_string())?;
+        // Kept in `meta` before anything else can empty the queue (a migrated high-water mark
+        // would otherwise be lost to the next truncate); written only when it changed.
+        if stored != Some(last_seq) {
+            Self::set_meta(&tx, queue::LAST_SEQ_KEY, &last_seq.to_string())?;
+        }
         // Recount the queue's bytes (one scan of the chunk rows at start): the running total
         // can then never drift across versions or repairs. It also touches the tables, so
         // damage shows now.
@@ -1208,7 +1213,13 @@ mod tests {
         assert_eq!(ev[3].enqueued.timestamp_micros(), 11);
         assert_eq!(s.queue_bytes().unwrap(), 21);
         assert_eq!(s.pending("a").unwrap(), 3);
-        // AUTOINCREMENT had handed out 20: the next event is 21, never a reused number.
+        // AUTOINCREMENT had handed out 20: the next event is 21, never a reused number — even
+        // after the migrated queue was delivered and emptied and the agent restarted.
+        s.ack("a", 8).unwrap();
+        s.compact().unwrap();
+        assert_eq!(s.tail().unwrap(), 0, "emptied");
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
         s.commit_page(&page(&s, &[ind("n", "2026-05-17T00:00:00Z", "low")]), None)
             .unwrap();
         assert_eq!(s.tail().unwrap(), 21);
