@@ -148,6 +148,9 @@ struct Task {
     /// Highest seq recorded in the store.
     persisted: i64,
     last_persist: Instant,
+    /// After a failed position write: not before this instant again (unless forced), so a
+    /// broken store is retried once a second rather than in a loop.
+    persist_retry_at: Option<Instant>,
     /// A position being written in the background: (seq, the write). Delivery does not wait
     /// for it; it would otherwise stall behind every page commit holding the store.
     persisting: Option<(
@@ -179,6 +182,7 @@ impl Task {
             acked: 0,
             persisted: 0,
             last_persist: Instant::now(),
+            persist_retry_at: None,
             persisting: None,
             sent: 0,
             inflight: VecDeque::new(),
@@ -262,6 +266,9 @@ impl Task {
         if !force && !self.inflight.is_empty() && self.last_persist.elapsed() < PERSIST_EVERY {
             return;
         }
+        if !force && self.persist_retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
         let (name, seq, store) = (self.dest.name.clone(), self.acked, self.w.store.clone());
         self.last_persist = Instant::now();
         let h = tokio::task::spawn_blocking(move || store.ack(&name, seq));
@@ -277,6 +284,10 @@ impl Task {
         seq: i64,
         done: Result<Result<(), crate::store::StoreError>, tokio::task::JoinError>,
     ) {
+        self.persist_retry_at = match done {
+            Ok(Ok(())) => None,
+            Ok(Err(_)) | Err(_) => Some(Instant::now() + Duration::from_secs(1)),
+        };
         match done {
             Ok(Ok(())) => self.persisted = self.persisted.max(seq),
             // The events are delivered; not recording it only means sending them again after
@@ -436,8 +447,11 @@ impl Task {
     async fn idle(&mut self) {
         // With frames in flight the next check is soon: acknowledgements cannot be awaited
         // (they are read from TCP_INFO), and on a fast receiver a 20 ms nap per full window
-        // capped delivery at ~50k frames/s. A check is one getsockopt.
-        let tick = if self.inflight.is_empty() {
+        // capped delivery at ~50k frames/s. A check is one getsockopt. Likewise while the
+        // position is being written: when the last acknowledgement arrived during that write,
+        // the loop must come back soon to record it. A 1 s nap here held `once`'s exit, and
+        // every SIGTERM drain, up to a second after the last frame was delivered.
+        let tick = if self.inflight.is_empty() && self.persisting.is_none() {
             Duration::from_secs(1)
         } else {
             Duration::from_millis(2)
