@@ -10,8 +10,8 @@
 //! becomes an [`Item`] carrying the [`Skip`] reason — the page still decodes. Only a body that
 //! is not JSON at all, or has no `data` array, is an error.
 //!
-//! Strings are borrowed from the body where the JSON has no escapes; only what the indicator
-//! keeps is copied.
+//! Items are decoded into an indicator that is reused from item to item ([`ItemInto`]): every
+//! field is overwritten or cleared, and the strings keep their buffers.
 
 use std::fmt;
 
@@ -55,9 +55,13 @@ pub fn body(bytes: &[u8]) -> serde_json::Result<Body> {
 
 /// Decodes an API response body, handing each item of its `data` array to `each` as soon as
 /// it is decoded instead of collecting the page (`data` is then an empty `Data::Items`): the
-/// caller can keep something smaller than the indicators. A body with two `data` keys is
-/// refused.
-pub fn body_each(bytes: &[u8], each: &mut dyn FnMut(Item)) -> serde_json::Result<Body> {
+/// caller can keep something smaller than the indicators. The indicator lent to `each` is
+/// one buffer reused for every item (no allocation per field once the first items sized its
+/// strings). A body with two `data` keys is refused.
+pub fn body_each(
+    bytes: &[u8],
+    each: &mut dyn FnMut(Result<&Indicator, Skip>),
+) -> serde_json::Result<Body> {
     body_seed(bytes, BodySeed(Some(each)))
 }
 
@@ -122,59 +126,92 @@ fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
     Ok(())
 }
 
-/// A scalar taken as text: strings as they are (empty = missing), numbers and booleans as
-/// their JSON text, anything else missing.
+/// A scalar taken as text (see [`TextInto`]), or missing.
 struct Text(Option<String>);
-
-struct TextVisitor;
-
-impl<'de> Visitor<'de> for TextVisitor {
-    type Value = Text;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Text, E> {
-        Ok(Text((!s.is_empty()).then(|| s.to_owned())))
-    }
-    fn visit_string<E: de::Error>(self, s: String) -> Result<Text, E> {
-        Ok(Text((!s.is_empty()).then_some(s)))
-    }
-    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Text, E> {
-        Ok(Text(Some(b.to_string())))
-    }
-    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Text, E> {
-        Ok(Text(Some(n.to_string())))
-    }
-    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Text, E> {
-        Ok(Text(Some(n.to_string())))
-    }
-    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Text, E> {
-        // serde_json's own rendering, so `1.0` stays `1.0` as it did through a `Value`.
-        Ok(Text(serde_json::Number::from_f64(n).map(|n| n.to_string())))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Text, E> {
-        Ok(Text(None))
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Text, E> {
-        Ok(Text(None))
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Text, D::Error> {
-        d.deserialize_any(TextVisitor)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Text, A::Error> {
-        skip(seq)?;
-        Ok(Text(None))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Text, A::Error> {
-        skip_map(map)?;
-        Ok(Text(None))
-    }
-}
 
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
-        d.deserialize_any(TextVisitor)
+        use de::DeserializeSeed;
+        let mut s = String::new();
+        let present = TextInto(&mut s).deserialize(d)?;
+        Ok(Text(present.then_some(s)))
     }
+}
+
+/// Writes a scalar as text into a reused buffer: strings as they are, numbers and booleans as
+/// their JSON text. The value is `true` when something usable was written (an empty string,
+/// null, an array or an object are missing).
+struct TextInto<'a>(&'a mut String);
+
+impl<'de> de::DeserializeSeed<'de> for TextInto<'_> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl TextInto<'_> {
+    fn display(self, v: impl fmt::Display) -> bool {
+        use fmt::Write;
+        self.0.clear();
+        // Writing into a String cannot fail.
+        let _ = write!(self.0, "{v}");
+        true
+    }
+}
+
+impl<'de> Visitor<'de> for TextInto<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<bool, E> {
+        self.0.clear();
+        self.0.push_str(s);
+        Ok(!s.is_empty())
+    }
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<bool, E> {
+        Ok(self.display(b))
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<bool, E> {
+        Ok(self.display(n))
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<bool, E> {
+        Ok(self.display(n))
+    }
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<bool, E> {
+        // serde_json's own rendering, so `1.0` stays `1.0` as it did through a `Value`.
+        Ok(serde_json::Number::from_f64(n).is_some_and(|n| self.display(n)))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<bool, A::Error> {
+        skip(seq)?;
+        Ok(false)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<bool, A::Error> {
+        skip_map(map)?;
+        Ok(false)
+    }
+}
+
+/// Reads the next map value as text into `slot`, reusing the buffer it holds.
+fn text_into<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    slot: &mut Option<String>,
+) -> Result<(), A::Error> {
+    let present = map.next_value_seed(TextInto(slot.get_or_insert_with(String::new)))?;
+    if !present {
+        *slot = None;
+    }
+    Ok(())
 }
 
 /// An RFC 3339 timestamp; anything else (or an unparsable string) is missing.
@@ -182,120 +219,172 @@ struct Time(Option<DateTime<Utc>>);
 
 impl<'de> Deserialize<'de> for Time {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Time, D::Error> {
-        let t = d.deserialize_any(TextVisitor)?;
-        // Only strings count (a number is not a time), and `Text` keeps numbers as text: an
-        // all-digit string would not parse as RFC 3339 anyway.
-        Ok(Time(t.0.and_then(|s| {
-            DateTime::parse_from_rfc3339(s.trim())
-                .ok()
-                .map(|t| t.with_timezone(&Utc))
-        })))
-    }
-}
-
-/// An element of `tags` / `mitre_techniques`: a scalar, or an object's `id`.
-struct Tag(Option<String>);
-
-impl<'de> Deserialize<'de> for Tag {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Tag, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Tag;
+            type Value = Time;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string or an object with an id")
+                f.write_str("an RFC 3339 time")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tag, A::Error> {
-                let mut id = None;
-                while let Some(k) = map.next_key::<Key>()? {
-                    if k == Key::Id {
-                        id = map.next_value::<Text>()?.0;
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                Ok(Tag(id))
+            // Only strings count: a number is not a time.
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Time, E> {
+                Ok(Time(
+                    DateTime::parse_from_rfc3339(s.trim())
+                        .ok()
+                        .map(|t| t.with_timezone(&Utc)),
+                ))
             }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Tag, E> {
-                TextVisitor.visit_str(s).map(|t| Tag(t.0))
+            fn visit_none<E: de::Error>(self) -> Result<Time, E> {
+                Ok(Time(None))
             }
-            fn visit_string<E: de::Error>(self, s: String) -> Result<Tag, E> {
-                TextVisitor.visit_string(s).map(|t| Tag(t.0))
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Time, D::Error> {
+                d.deserialize_any(self)
             }
-            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Tag, E> {
-                TextVisitor.visit_bool(b).map(|t| Tag(t.0))
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Tag, E> {
-                TextVisitor.visit_i64(n).map(|t| Tag(t.0))
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Tag, E> {
-                TextVisitor.visit_u64(n).map(|t| Tag(t.0))
-            }
-            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Tag, E> {
-                TextVisitor.visit_f64(n).map(|t| Tag(t.0))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Tag, E> {
-                Ok(Tag(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Tag, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Time, A::Error> {
                 skip(seq)?;
-                Ok(Tag(None))
+                Ok(Time(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Time, A::Error> {
+                skip_map(map)?;
+                Ok(Time(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Time, E> {
+                Ok(Time(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Time, E> {
+                Ok(Time(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Time, E> {
+                Ok(Time(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Time, E> {
+                Ok(Time(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Time, E> {
+                Ok(Time(None))
             }
         }
         d.deserialize_any(V)
     }
 }
 
-/// `tags` / `mitre_techniques`: a list, or one scalar standing for a list of one.
-struct Strings(Vec<String>);
+/// An element of `tags` / `mitre_techniques` into a reused buffer: a scalar, or an object's
+/// `id`. `true` when it gave a string.
+struct TagInto<'a>(&'a mut String);
 
-impl<'de> Deserialize<'de> for Strings {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Strings, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Strings;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a list of strings")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strings, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(64));
-                while let Some(t) = seq.next_element::<Tag>()? {
-                    out.extend(t.0);
-                }
-                Ok(Strings(out))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Strings, A::Error> {
-                skip_map(map)?;
-                Ok(Strings(Vec::new()))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Strings, E> {
-                TextVisitor
-                    .visit_str(s)
-                    .map(|t| Strings(t.0.into_iter().collect()))
-            }
-            fn visit_string<E: de::Error>(self, s: String) -> Result<Strings, E> {
-                TextVisitor
-                    .visit_string(s)
-                    .map(|t| Strings(t.0.into_iter().collect()))
-            }
-            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Strings, E> {
-                Ok(Strings(vec![b.to_string()]))
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Strings, E> {
-                Ok(Strings(vec![n.to_string()]))
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Strings, E> {
-                Ok(Strings(vec![n.to_string()]))
-            }
-            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Strings, E> {
-                TextVisitor
-                    .visit_f64(n)
-                    .map(|t| Strings(t.0.into_iter().collect()))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Strings, E> {
-                Ok(Strings(Vec::new()))
+impl<'de> de::DeserializeSeed<'de> for TagInto<'_> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TagInto<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string or an object with an id")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut present = false;
+        while let Some(k) = map.next_key::<Key>()? {
+            if k == Key::Id {
+                present = map.next_value_seed(TextInto(&mut *self.0))?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
             }
         }
-        d.deserialize_any(V)
+        Ok(present)
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<bool, E> {
+        TextInto(self.0).visit_str(s)
+    }
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<bool, E> {
+        TextInto(self.0).visit_bool(b)
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<bool, E> {
+        TextInto(self.0).visit_i64(n)
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<bool, E> {
+        TextInto(self.0).visit_u64(n)
+    }
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<bool, E> {
+        TextInto(self.0).visit_f64(n)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<bool, A::Error> {
+        skip(seq)?;
+        Ok(false)
+    }
+}
+
+/// `tags` / `mitre_techniques` into a reused list: a list, or one scalar standing for a list
+/// of one. The strings already in the list are overwritten before new ones are made.
+struct StringsInto<'a>(&'a mut Vec<String>);
+
+impl<'de> de::DeserializeSeed<'de> for StringsInto<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl StringsInto<'_> {
+    /// The list becomes the one string `fill` writes (or empty when it writes none).
+    fn one<E>(self, fill: impl FnOnce(TextInto<'_>) -> Result<bool, E>) -> Result<(), E> {
+        if self.0.is_empty() {
+            self.0.push(String::new());
+        }
+        let present = fill(TextInto(&mut self.0[0]))?;
+        self.0.truncate(usize::from(present));
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for StringsInto<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of strings")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let list = self.0;
+        let mut n = 0;
+        loop {
+            if n == list.len() {
+                list.push(String::new());
+            }
+            match seq.next_element_seed(TagInto(&mut list[n]))? {
+                Some(true) => n += 1,
+                Some(false) => {}
+                None => break,
+            }
+        }
+        list.truncate(n);
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        skip_map(map)?;
+        self.0.clear();
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        self.one(|t| t.visit_str(s))
+    }
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<(), E> {
+        self.one(|t| t.visit_bool(b))
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<(), E> {
+        self.one(|t| t.visit_i64(n))
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<(), E> {
+        self.one(|t| t.visit_u64(n))
+    }
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<(), E> {
+        self.one(|t| t.visit_f64(n))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.0.clear();
+        Ok(())
     }
 }
 
@@ -353,121 +442,234 @@ impl<'de> Deserialize<'de> for Key {
     }
 }
 
-/// `source`: an object of provenance strings; anything else is no provenance.
-struct SourceField(Provenance);
+/// `source` into a reused [`Provenance`]: an object of provenance strings; anything else is
+/// no provenance.
+struct SourceInto<'a>(&'a mut Provenance);
 
-impl<'de> Deserialize<'de> for SourceField {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<SourceField, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = SourceField;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SourceField, A::Error> {
-                let mut p = Provenance::default();
-                while let Some(k) = map.next_key::<Key>()? {
-                    let slot = match k {
-                        Key::FeedName => &mut p.feed_name,
-                        Key::Category => &mut p.category,
-                        Key::ArticleUrl => &mut p.article_url,
-                        Key::ReferenceUrl => &mut p.reference_url,
-                        Key::Origin => &mut p.origin,
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                            continue;
-                        }
-                    };
-                    *slot = map.next_value::<Text>()?.0;
-                }
-                Ok(SourceField(p))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<SourceField, A::Error> {
-                skip(seq)?;
-                Ok(SourceField(Provenance::default()))
-            }
-            scalars_are!(SourceField, SourceField(Provenance::default()), unit);
-        }
-        d.deserialize_any(V)
+impl<'de> de::DeserializeSeed<'de> for SourceInto<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-struct ItemVisitor;
+impl<'de> Visitor<'de> for SourceInto<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let p = self.0;
+        // Which fields this object set; the others are cleared at the end (the buffers of
+        // the ones it set are reused from the previous item).
+        let mut set = [false; 5];
+        while let Some(k) = map.next_key::<Key>()? {
+            let (i, slot) = match k {
+                Key::FeedName => (0, &mut p.feed_name),
+                Key::Category => (1, &mut p.category),
+                Key::ArticleUrl => (2, &mut p.article_url),
+                Key::ReferenceUrl => (3, &mut p.reference_url),
+                Key::Origin => (4, &mut p.origin),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            set[i] = true;
+            text_into(&mut map, slot)?;
+        }
+        let slots = [
+            &mut p.feed_name,
+            &mut p.category,
+            &mut p.article_url,
+            &mut p.reference_url,
+            &mut p.origin,
+        ];
+        for (slot, set) in slots.into_iter().zip(set) {
+            if !set {
+                *slot = None;
+            }
+        }
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        skip(seq)?;
+        *self.0 = Provenance::default();
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.visit_unit()
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.visit_unit()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.visit_unit()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.visit_unit()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.visit_unit()
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        *self.0 = Provenance::default();
+        Ok(())
+    }
+}
 
-impl<'de> Visitor<'de> for ItemVisitor {
-    type Value = Item;
+/// An indicator with nothing in it: where items are decoded into.
+fn blank() -> Indicator {
+    Indicator {
+        id: None,
+        ioc_type: IocType::Other,
+        type_raw: String::new(),
+        value: String::new(),
+        confidence: None,
+        first_seen: None,
+        last_seen: None,
+        source: Provenance::default(),
+        context: None,
+        tags: Vec::new(),
+        mitre_techniques: Vec::new(),
+    }
+}
+
+/// Decodes one element of `data` into an indicator that is reused from item to item: every
+/// field is overwritten or cleared, and the strings' buffers are kept, so a page decodes
+/// without an allocation per field. `Err` is why the element is not an indicator (the
+/// indicator's content is then unspecified).
+struct ItemInto<'a>(&'a mut Indicator);
+
+impl<'de> de::DeserializeSeed<'de> for ItemInto<'_> {
+    type Value = Result<(), Skip>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ItemInto<'_> {
+    type Value = Result<(), Skip>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an indicator object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
-        let mut id = None;
-        let mut type_raw = None;
-        let mut value = None;
-        let mut confidence = None;
-        let mut first_seen = None;
-        let mut last_seen = None;
-        let mut source = Provenance::default();
-        let mut context = None;
-        let mut tags = Vec::new();
-        let mut mitre_techniques = Vec::new();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let ind = self.0;
+        // The fields this object set; the rest are cleared at the end.
+        let mut set = [false; 10];
+        let mut has_type = false;
+        let mut has_value = false;
         // A repeated key keeps its last value, as a JSON object map would.
         while let Some(k) = map.next_key::<Key>()? {
-            match k {
-                Key::Id => id = map.next_value::<Text>()?.0,
-                Key::Type => type_raw = map.next_value::<Text>()?.0,
-                Key::Value => value = map.next_value::<Text>()?.0,
-                Key::Confidence => confidence = map.next_value::<Text>()?.0,
-                Key::FirstSeen => first_seen = map.next_value::<Time>()?.0,
-                Key::LastSeen => last_seen = map.next_value::<Time>()?.0,
-                Key::Source => source = map.next_value::<SourceField>()?.0,
-                Key::Context => context = map.next_value::<Text>()?.0,
-                Key::Tags => tags = map.next_value::<Strings>()?.0,
-                Key::MitreTechniques => mitre_techniques = map.next_value::<Strings>()?.0,
+            let field = match k {
+                Key::Id => {
+                    text_into(&mut map, &mut ind.id)?;
+                    0
+                }
+                Key::Type => {
+                    has_type = map.next_value_seed(TextInto(&mut ind.type_raw))?;
+                    1
+                }
+                Key::Value => {
+                    has_value = map.next_value_seed(TextInto(&mut ind.value))?;
+                    2
+                }
+                Key::Confidence => {
+                    text_into(&mut map, &mut ind.confidence)?;
+                    3
+                }
+                Key::FirstSeen => {
+                    ind.first_seen = map.next_value::<Time>()?.0;
+                    4
+                }
+                Key::LastSeen => {
+                    ind.last_seen = map.next_value::<Time>()?.0;
+                    5
+                }
+                Key::Source => {
+                    map.next_value_seed(SourceInto(&mut ind.source))?;
+                    6
+                }
+                Key::Context => {
+                    text_into(&mut map, &mut ind.context)?;
+                    7
+                }
+                Key::Tags => {
+                    map.next_value_seed(StringsInto(&mut ind.tags))?;
+                    8
+                }
+                Key::MitreTechniques => {
+                    map.next_value_seed(StringsInto(&mut ind.mitre_techniques))?;
+                    9
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
+                    continue;
                 }
-            }
+            };
+            set[field] = true;
+        }
+        if !set[0] {
+            ind.id = None;
+        }
+        if !has_type {
+            ind.type_raw.clear();
+        }
+        if !set[3] {
+            ind.confidence = None;
+        }
+        if !set[4] {
+            ind.first_seen = None;
+        }
+        if !set[5] {
+            ind.last_seen = None;
+        }
+        if !set[6] {
+            ind.source = Provenance::default();
+        }
+        if !set[7] {
+            ind.context = None;
+        }
+        if !set[8] {
+            ind.tags.clear();
+        }
+        if !set[9] {
+            ind.mitre_techniques.clear();
         }
         // A value of nothing but blanks or control characters would encode to no indicator.
-        let Some(value) =
-            value.filter(|v: &String| v.chars().any(|c| !c.is_whitespace() && !c.is_control()))
-        else {
-            return Ok(Item(Err(Skip::NoValue)));
-        };
-        let type_raw = type_raw.unwrap_or_default();
-        Ok(Item(Ok(Indicator {
-            id,
-            ioc_type: IocType::parse(&type_raw),
-            type_raw,
-            value,
-            confidence: confidence.map(|mut c: String| {
-                c.make_ascii_lowercase();
-                c
-            }),
-            first_seen,
-            last_seen,
-            source,
-            context,
-            tags,
-            mitre_techniques,
-        })))
+        if !has_value
+            || !ind
+                .value
+                .chars()
+                .any(|c| !c.is_whitespace() && !c.is_control())
+        {
+            return Ok(Err(Skip::NoValue));
+        }
+        ind.ioc_type = IocType::parse(&ind.type_raw);
+        if let Some(c) = &mut ind.confidence {
+            c.make_ascii_lowercase();
+        }
+        Ok(Ok(()))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Item, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
         skip(seq)?;
-        Ok(Item(Err(Skip::NotAnObject)))
+        Ok(Err(Skip::NotAnObject))
     }
-    scalars_are!(Item, Item(Err(Skip::NotAnObject)), unit);
+    scalars_are!(Result<(), Skip>, Err(Skip::NotAnObject), unit);
 }
 
 impl<'de> Deserialize<'de> for Item {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Item, D::Error> {
-        d.deserialize_any(ItemVisitor)
+        use de::DeserializeSeed;
+        let mut ind = blank();
+        let r = ItemInto(&mut ind).deserialize(d)?;
+        Ok(Item(r.map(|()| ind)))
     }
 }
 
 /// Where a `data` array's items go: collected into [`Data::Items`], or each handed to a sink
 /// as soon as it is decoded (`Data::Items` is then empty).
-type Sink<'s, 'f> = Option<&'s mut (dyn FnMut(Item) + 'f)>;
+type Sink<'s, 'f> = Option<&'s mut (dyn FnMut(Result<&Indicator, Skip>) + 'f)>;
 
 struct ItemsSeed<'s, 'f>(Sink<'s, 'f>);
 
@@ -485,8 +687,10 @@ impl<'de> Visitor<'de> for ItemsSeed<'_, '_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Data, A::Error> {
         if let Some(each) = self.0 {
-            while let Some(item) = seq.next_element::<Item>()? {
-                each(item);
+            // One indicator for the whole page, overwritten item by item.
+            let mut ind = blank();
+            while let Some(r) = seq.next_element_seed(ItemInto(&mut ind))? {
+                each(r.map(|()| &ind));
             }
             return Ok(Data::Items(Vec::new()));
         }
@@ -1001,6 +1205,23 @@ mod tests {
             let expected = oracle::from_json(&v);
             prop_assert_eq!(&serde_json::from_str::<Item>(&text).unwrap().0, &expected);
             prop_assert_eq!(&Indicator::from_json(&v), &expected);
+        }
+
+        #[test]
+        fn items_decoded_into_one_reused_indicator_keep_nothing_of_the_previous_one(
+            items in prop::collection::vec(item(), 0..8)
+        ) {
+            let text = serde_json::to_string(&serde_json::json!({ "data": items })).unwrap();
+            let v: Value = serde_json::from_str(&text).unwrap();
+            let expected: Vec<_> = v["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(oracle::from_json)
+                .collect();
+            let mut got = Vec::new();
+            body_each(text.as_bytes(), &mut |r| got.push(r.cloned())).unwrap();
+            prop_assert_eq!(got, expected);
         }
     }
 

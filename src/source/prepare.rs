@@ -6,7 +6,7 @@
 
 use crate::decode::Item;
 use crate::encode::cef::{self, CefOptions};
-use crate::indicator::{Indicator, IocType};
+use crate::indicator::{Indicator, IocType, Skip};
 use crate::store::{Keyer, Prepared};
 
 /// What turns a decoded item into a queue entry: the local filters and the CEF options.
@@ -65,11 +65,17 @@ impl Prep {
                     .is_some_and(|c| self.local_confidence.contains(c)))
     }
 
-    /// Takes one decoded item into `page` (the indicator is dropped once encoded). `line` is
-    /// scratch space reused across calls.
-    pub fn add(&self, page: &mut PreparedPage, item: Item, keyer: &Keyer, line: &mut String) {
+    /// Takes one decoded item into `page` (only its CEF line is kept). `line` is scratch
+    /// space reused across calls.
+    pub fn add(
+        &self,
+        page: &mut PreparedPage,
+        item: Result<&Indicator, Skip>,
+        keyer: &Keyer,
+        line: &mut String,
+    ) {
         page.decoded += 1;
-        let i = match item.0 {
+        let i = match item {
             Ok(i) => i,
             Err(skip) => {
                 page.edge(skip as u64);
@@ -79,19 +85,19 @@ impl Prep {
                 return;
             }
         };
-        let key = keyer.key(&i);
+        let key = keyer.key(i);
         // The identity's hash (needed anyway) mixed with the version's time.
         let last_us = i.last_seen.map_or(0, |t| t.timestamp_micros());
         page.edge(key ^ (last_us as u64).rotate_left(29));
         // `other` for unknown types (SPEC): a bounded label set.
         bump(&mut page.by_type, i.ioc_type.as_str());
-        if !self.wanted(&i) {
+        if !self.wanted(i) {
             page.filtered += 1;
             return;
         }
         line.clear();
-        let (cuts, act_at) = cef::encode_queued(&i, &self.cef, line);
-        page.items.push(Prepared::new(key, &i, line, act_at, cuts));
+        let (cuts, act_at) = cef::encode_queued(i, &self.cef, line);
+        page.items.push(Prepared::new(key, i, line, act_at, cuts));
     }
 
     /// Prepares a page of items decoded already (the file source).
@@ -102,7 +108,7 @@ impl Prep {
         };
         let mut line = String::with_capacity(1024);
         for item in items {
-            self.add(&mut page, item, keyer, &mut line);
+            self.add(&mut page, item.0.as_ref().map_err(|s| *s), keyer, &mut line);
         }
         page
     }
