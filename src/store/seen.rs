@@ -151,6 +151,20 @@ pub struct PageLookup {
     pub slots: Vec<Slot>,
 }
 
+/// The index of the first entry of sorted `entries` whose key is ≥ `key`, probing 1, 2, 4, …
+/// entries ahead before a binary search of the last step: cheap when the answer is near the
+/// front.
+fn gallop(entries: &[Entry], key: u64) -> usize {
+    let mut lo = 0;
+    let mut step = 1;
+    while lo + step <= entries.len() && entries[lo + step - 1].key < key {
+        lo += step;
+        step *= 2;
+    }
+    let hi = (lo + step).min(entries.len());
+    lo + entries[lo..hi].partition_point(|e| e.key < key)
+}
+
 /// `recent` is merged into the main array once it holds more than this many keys (or an
 /// eighth of the main array, whichever is more).
 const RECENT_MIN: usize = 1 << 16;
@@ -308,6 +322,7 @@ impl SeenIndex {
         self.version_at(self.slot(key))
     }
 
+    #[cfg(test)]
     fn slot(&self, key: u64) -> Slot {
         if let Ok(i) = self.recent.binary_search_by_key(&key, |e| e.key) {
             return Slot::Recent(i);
@@ -341,8 +356,18 @@ impl SeenIndex {
             repeated: vec![false; keys.len()],
             slots: vec![Slot::Absent; keys.len()],
         };
+        // `recent` is searched forward from the previous key's place (galloping): the keys
+        // come in order, so each search covers the few entries between two of them.
+        let mut from = 0;
         for (w, &(key, i)) in order.iter().enumerate() {
-            let slot = self.slot(key);
+            from += gallop(&self.recent[from..], key);
+            let slot = match self.recent.get(from) {
+                Some(e) if e.key == key => Slot::Recent(from),
+                _ => match self.find(key) {
+                    Ok(m) => Slot::Main(m),
+                    Err(_) => Slot::Absent,
+                },
+            };
             found.known[i as usize] = self.version_at(slot);
             found.slots[i as usize] = slot;
             if w > 0 && order[w - 1].0 == key {
@@ -715,6 +740,23 @@ mod tests {
                     all.binary_search(&k.wrapping_add(1)).is_ok()
                 );
             }
+        }
+        // A page's lookups (in key order, galloping through `recent`) find what one lookup
+        // per key finds, including keys absent from both arrays and keys repeated in the page.
+        idx.apply(&(0..3000).map(|_| (next(), v)).collect::<Vec<_>>());
+        assert!(!idx.recent.is_empty() && !idx.entries.is_empty());
+        let mut probe: Vec<u64> = all.iter().step_by(3).copied().collect();
+        probe.extend((0..2000).map(|_| next()));
+        probe.extend(idx.recent.iter().step_by(2).map(|e| e.key));
+        probe.extend([0, u64::MAX, all[5], all[5]]);
+        let found = idx.look_up_page(&probe);
+        for (n, &k) in probe.iter().enumerate() {
+            assert_eq!(found.slots[n], idx.slot(k), "key {k:x}");
+            assert_eq!(found.known[n], idx.get(k));
+            assert_eq!(
+                found.repeated[n],
+                probe.iter().filter(|&&p| p == k).count() > 1
+            );
         }
         // Past the threshold the merge happens by itself.
         let big: Vec<(u64, Version)> = (0..RECENT_MIN as u64 + 1).map(|_| (next(), v)).collect();
