@@ -67,10 +67,10 @@ pub fn body_each(
 
 fn body_seed(bytes: &[u8], seed: BodySeed<'_, '_>) -> serde_json::Result<Body> {
     use de::DeserializeSeed;
-    // One validation of the whole body (fast on ASCII) instead of one per string value and key
-    // (~10 % of decoding); a body that is not UTF-8 is decoded from bytes so that the error
-    // says where, as before.
-    let body = match std::str::from_utf8(bytes) {
+    // One validation of the whole body (SIMD: simdutf8, ~3 % of a backfill's CPU with std's)
+    // instead of one per string value and key (~10 % of decoding); a body that is not UTF-8
+    // is decoded from bytes so that the error says where, as before.
+    let body = match simdutf8::basic::from_utf8(bytes) {
         Ok(text) => {
             let mut de = serde_json::Deserializer::from_str(text);
             let body = seed.deserialize(&mut de)?;
@@ -1223,6 +1223,23 @@ mod tests {
             body_each(text.as_bytes(), &mut |r| got.push(r.cloned())).unwrap();
             prop_assert_eq!(got, expected);
         }
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_an_error_that_says_where_and_non_ascii_text_is_kept() {
+        let bad = b"{\"data\":[{\"value\":\"ok\"},{\"value\":\"a\xffb\"}]}";
+        let e = body(bad).unwrap_err().to_string();
+        assert!(e.contains("line 1 column"), "{e}");
+        let mut n = 0;
+        assert!(body_each(bad, &mut |_| n += 1).is_err());
+        let good = "{\"data\":[{\"value\":\"bücher.example — 例え.jp\"}]}";
+        let Data::Items(items) = body(good.as_bytes()).unwrap().data else {
+            panic!("a data array")
+        };
+        assert_eq!(
+            items[0].0.as_ref().unwrap().value,
+            "bücher.example — 例え.jp"
+        );
     }
 
     #[test]

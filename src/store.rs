@@ -57,7 +57,7 @@ pub enum StoreError {
 pub struct Event {
     pub seq: i64,
     pub enqueued: DateTime<Utc>,
-    text: Arc<str>,
+    text: Arc<String>,
     label: std::ops::Range<usize>,
     line: std::ops::Range<usize>,
 }
@@ -67,7 +67,7 @@ impl Event {
         Event {
             seq,
             enqueued,
-            text: format!("{ioc_type}{cef}").into(),
+            text: Arc::new(format!("{ioc_type}{cef}")),
             label: 0..ioc_type.len(),
             line: ioc_type.len()..ioc_type.len() + cef.len(),
         }
@@ -77,7 +77,7 @@ impl Event {
     fn shared(
         seq: i64,
         enqueued: DateTime<Utc>,
-        text: &Arc<str>,
+        text: &Arc<String>,
         label: std::ops::Range<usize>,
         line: std::ops::Range<usize>,
     ) -> Event {

@@ -220,7 +220,8 @@ pub fn read_after(conn: &Connection, after: i64, limit: usize) -> rusqlite::Resu
             text.push_str(cef);
             spans.push((at, at + label.len(), text.len()));
         }
-        let text: std::sync::Arc<str> = text.into();
+        // An `Arc<String>`, not `Arc<str>`: that conversion would copy the chunk once more.
+        let text = std::sync::Arc::new(text);
         out.reserve(take);
         for (seq, (a, b, c)) in (start..).zip(spans) {
             out.push(Event::shared(seq, enqueued, &text, a..b, b..c));
