@@ -275,6 +275,12 @@ impl Store {
     fn open_file(path: &Path) -> rusqlite::Result<Inner> {
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        // 16 KiB pages for a new file (an existing one keeps its size): queue chunks are blobs
+        // of up to 512 KiB, written to the WAL and read back as chains of overflow pages, one
+        // system call per page; a quarter as many pages cut a backfill's CPU by ~11 % (1M
+        // indicators: 2.50 -> 2.23 s) and the queue-insert limit's by ~15 %. Must precede the
+        // switch to WAL.
+        conn.pragma_update(None, "page_size", 16_384)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         // No checkpoint when the last connection closes: what is committed is durable in the
@@ -285,15 +291,18 @@ impl Store {
         // 4 MiB of page cache (negative = KiB): the queue is appended at its tail and read
         // near its head, and dedup lookups are in memory (see `seen`); more only costs RSS.
         conn.pragma_update(None, "cache_size", -4096)?;
-        // Checkpoint every ~40 MB of WAL instead of every 4 MB: fewer, larger checkpoints, and
+        // Checkpoint every ~40 MB of WAL instead of every few MB: fewer, larger checkpoints, and
         // events delivered meanwhile are often deleted before their pages are copied. The
-        // file is truncated back to 64 MiB after a checkpoint.
-        conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
+        // file is truncated back to 64 MiB after a checkpoint. (The setting counts pages.)
+        let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        conn.pragma_update(None, "wal_autocheckpoint", 40_000_000 / page.max(512))?;
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
-        conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(queue::SCHEMA)?;
-        conn.query_row("SELECT COUNT(*) FROM positions", [], |r| r.get::<_, i64>(0))?;
+        // The whole schema in one transaction: a creation cut short (a full disk) leaves no
+        // half-made file that `queue verify` would call damaged.
         let tx = conn.transaction()?;
+        tx.execute_batch(SCHEMA)?;
+        tx.execute_batch(queue::SCHEMA)?;
+        tx.query_row("SELECT COUNT(*) FROM positions", [], |r| r.get::<_, i64>(0))?;
         tx.execute_batch(seen::SCHEMA)?;
         let index = SeenIndex::new(seen::sip_key(&tx)?);
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -960,6 +969,14 @@ pub fn verify(state_dir: &Path) -> Result<Vec<String>, StoreError> {
         .collect::<Result<_, _>>()
         .map_err(err)?;
     let mut problems: Vec<String> = rows.into_iter().filter(|r| r != "ok").collect();
+    // No schema at all: a file whose creation never completed (the schema is made in one
+    // transaction, e.g. cut short by a full disk). It holds nothing; the next start makes it.
+    let objects: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(err)?;
+    if objects == 0 && problems.is_empty() {
+        return Ok(problems);
+    }
     for table in ["chunks", "positions", "seen_log", "meta"] {
         if let Err(e) = conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
             r.get::<_, i64>(0)
@@ -1222,6 +1239,48 @@ mod tests {
         assert_eq!(s.tail().unwrap(), 21);
         let c = s.lock();
         assert_eq!(schema_objects(&c, &["events"]), 0, "the old table is gone");
+        // An existing file keeps its page size; the checkpoint interval follows it (~40 MB).
+        let pragma =
+            |name: &str| c.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
+        assert_eq!(pragma("page_size").unwrap(), 4096);
+        assert_eq!(pragma("wal_autocheckpoint").unwrap(), 40_000_000 / 4096);
+    }
+
+    #[test]
+    fn verify_passes_a_file_never_created_and_fails_one_missing_a_table() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), b"").unwrap();
+        assert_eq!(verify(dir.path()).unwrap(), Vec::<String>::new());
+        drop(Store::open(dir.path()).unwrap());
+        assert_eq!(verify(dir.path()).unwrap(), Vec::<String>::new());
+        Connection::open(dir.path().join(FILE_NAME))
+            .unwrap()
+            .execute_batch("DROP TABLE seen_log")
+            .unwrap();
+        let problems = verify(dir.path()).unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("seen_log"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_new_state_file_has_16_kib_pages_and_checkpoints_every_40_mb() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let c = s.lock();
+        let pragma =
+            |name: &str| c.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
+        assert_eq!(pragma("page_size").unwrap(), 16_384);
+        assert_eq!(pragma("wal_autocheckpoint").unwrap(), 40_000_000 / 16_384);
+        drop(c);
+        drop(s);
+        // And keeps them when opened again.
+        let s = Store::open(dir.path()).unwrap();
+        let c = s.lock();
+        assert_eq!(
+            c.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
+                .unwrap(),
+            16_384
+        );
     }
 
     #[test]

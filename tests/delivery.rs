@@ -1218,14 +1218,16 @@ fn a_file_size_limit_pauses_polling_without_a_panic_and_loses_nothing() {
     t.assert_nothing_lost("RLIMIT_FSIZE");
 }
 
-/// ENOSPC for real: the state directory is a 256 KiB tmpfs in a private mount namespace.
+/// ENOSPC for real: the state directory is a 1 MiB tmpfs in a private mount namespace (a new
+/// state file with its 16 KiB pages takes ~256 KiB before the first event; the feed needs
+/// ~3 MB, the first pages fit).
 /// Needs root (or CAP_SYS_ADMIN), `unshare` and `nsenter`; skipped with a message otherwise.
 #[test]
 fn a_full_tmpfs_pauses_polling_without_a_panic_and_loses_nothing() {
-    const N: usize = 3000;
+    const N: usize = 8000;
     let dir = tempdir();
     let state = dir.path().join("state");
-    let mnt = match MountNs::tmpfs(&state, "256k") {
+    let mnt = match MountNs::tmpfs(&state, "1m") {
         Ok(m) => m,
         Err(e) => {
             eprintln!("SKIPPED a_full_tmpfs_pauses_polling_without_a_panic_and_loses_nothing: no private mount namespace with a tmpfs ({e}); run the tests as root with util-linux (unshare, nsenter)");
