@@ -419,6 +419,33 @@ impl Meter {
         self.wall.as_secs_f64()
     }
 
+    /// The row of a limit measured by this meter over `n` indicators (`bytes` of what the
+    /// MB/s column counts, shown with `decimals`), and its rate and CPU-per-million figures
+    /// under `key`. `notes` get the run-queue wait appended.
+    #[allow(clippy::too_many_arguments)]
+    fn limit_row(
+        &self,
+        res: &mut Results,
+        key: &'static str,
+        scenario: &str,
+        n: usize,
+        bytes: usize,
+        decimals: usize,
+        notes: String,
+    ) {
+        let rate = n as f64 / self.secs();
+        res.rows.push(Row {
+            scenario: scenario.into(),
+            rate: thousands(rate),
+            mbps: format!("{:.*}", decimals, mb(bytes as f64) / self.secs()),
+            cpu: per_million(self.cpu, n),
+            rss: "-".into(),
+            notes: format!("{notes}{}", self.waited()),
+        });
+        res.figures.push((key, rate));
+        res.figures.push((cpu_key(key), self.cpu * 1e6 / n as f64));
+    }
+
     /// `; waited 0.3 s for a CPU` when it matters (other load on the machine).
     fn waited(&self) -> String {
         let w = self.wait_ns as f64 / 1e9;
@@ -536,37 +563,24 @@ fn limits(s: &Settings, feed: &Feed, cfg: &Config, work: &Path, res: &mut Result
         assert_eq!(out.added, inds.len(), "every generated indicator is new");
     }
     assert_eq!(seq as usize, n, "every generated item parses");
-    let rate = n as f64 / full.secs();
-    res.rows.push(Row {
-        scenario: "limit: JSON decode → Indicator (decode::body_each)".into(),
-        rate: thousands(rate),
-        mbps: format!("{:.0}", mb(json_bytes as f64) / full.secs()),
-        cpu: per_million(full.cpu, n),
-        rss: "-".into(),
-        notes: format!(
-            "one thread, best of {REPS} per page; what the daemon does per page before encoding (typed, lenient, no Value tree, items decoded into one reused indicator); MB/s of JSON{}",
-            full.waited()
-        ),
-    });
-    res.figures.push(("json_decode", rate));
-    res.figures
-        .push((cpu_key("json_decode"), full.cpu * 1e6 / n as f64));
-    let rate = n as f64 / prep.secs();
-    res.rows.push(Row {
-        scenario: "limit: prepare (dedup key + CEF line), Prepared::new".into(),
-        rate: thousands(rate),
-        mbps: format!("{:.1}", mb(cef_bytes as f64) / prep.secs()),
-        cpu: per_million(prep.cpu, n),
-        rss: "-".into(),
-        notes: format!(
-            "one thread; what the poller does per decoded indicator before the commit (SipHash of the identity, CEF encoding, the queued entry); MB/s of CEF{}",
-            prep.waited()
-        ),
-    });
-    res.figures.push(("prepare", rate));
-    res.figures
-        .push((cpu_key("prepare"), prep.cpu * 1e6 / n as f64));
-    let rate = n as f64 / ins.secs();
+    full.limit_row(
+        res,
+        "json_decode",
+        "limit: JSON decode → Indicator (decode::body_each)",
+        n,
+        json_bytes,
+        0,
+        format!("one thread, best of {REPS} per page; what the daemon does per page before encoding (typed, lenient, no Value tree, items decoded into one reused indicator); MB/s of JSON"),
+    );
+    prep.limit_row(
+        res,
+        "prepare",
+        "limit: prepare (dedup key + CEF line), Prepared::new",
+        n,
+        cef_bytes,
+        1,
+        "one thread; what the poller does per decoded indicator before the commit (SipHash of the identity, CEF encoding, the queued entry); MB/s of CEF".into(),
+    );
     let db_mb = std::fs::read_dir(&qdir)
         .map(|d| {
             d.filter_map(|e| e.ok()?.metadata().ok())
@@ -575,21 +589,18 @@ fn limits(s: &Settings, feed: &Feed, cfg: &Config, work: &Path, res: &mut Result
         })
         .unwrap_or(0) as f64
         / 1e6;
-    res.rows.push(Row {
-        scenario: "limit: queue insert, Store::commit_page".into(),
-        rate: thousands(rate),
-        mbps: format!("{:.1}", mb(cef_bytes as f64) / ins.secs()),
-        cpu: per_million(ins.cpu, n),
-        rss: "-".into(),
-        notes: format!(
-            "1 transaction per {}-item page, WAL, synchronous=FULL, in-memory dedup lookup, one seen_log row per page, events in chunk rows of 512; entries prepared (hashed, encoded) untimed; MB/s of CEF; state files {db_mb:.0} MB after{}",
-            s.page,
-            ins.waited()
+    ins.limit_row(
+        res,
+        "queue_insert",
+        "limit: queue insert, Store::commit_page",
+        n,
+        cef_bytes,
+        1,
+        format!(
+            "1 transaction per {}-item page, WAL, synchronous=FULL, in-memory dedup lookup, one seen_log row per page, events in chunk rows of 512; entries prepared (hashed, encoded) untimed; MB/s of CEF; state files {db_mb:.0} MB after",
+            s.page
         ),
-    });
-    res.figures.push(("queue_insert", rate));
-    res.figures
-        .push((cpu_key("queue_insert"), ins.cpu * 1e6 / n as f64));
+    );
 
     stage("limit: queue scan (read_after, 512 per read)");
     let mut scan = Meter::default();
@@ -605,21 +616,15 @@ fn limits(s: &Settings, feed: &Feed, cfg: &Config, work: &Path, res: &mut Result
         (scanned, scanned_bytes)
     });
     assert_eq!(scanned, n, "the scan sees every queued event");
-    let rate = n as f64 / scan.secs();
-    res.rows.push(Row {
-        scenario: "limit: queue scan, Store::read_after (512 per call)".into(),
-        rate: thousands(rate),
-        mbps: format!("{:.1}", mb(scanned_bytes as f64) / scan.secs()),
-        cpu: per_million(scan.cpu, n),
-        rss: "-".into(),
-        notes: format!(
-            "warm page cache (just written); no ack/delete; MB/s of CEF{}",
-            scan.waited()
-        ),
-    });
-    res.figures.push(("queue_scan", rate));
-    res.figures
-        .push((cpu_key("queue_scan"), scan.cpu * 1e6 / n as f64));
+    scan.limit_row(
+        res,
+        "queue_scan",
+        "limit: queue scan, Store::read_after (512 per call)",
+        n,
+        scanned_bytes,
+        1,
+        "warm page cache (just written); no ack/delete; MB/s of CEF".into(),
+    );
     drop(store);
 
     // (b) raw loopback TCP write.

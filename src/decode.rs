@@ -115,6 +115,18 @@ macro_rules! scalars_are {
     };
 }
 
+/// A seed that is its own visitor: it deserializes by visiting whatever value comes.
+macro_rules! seed_is_visitor {
+    ($ty:ty => $value:ty) => {
+        impl<'de> de::DeserializeSeed<'de> for $ty {
+            type Value = $value;
+            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<$value, D::Error> {
+                d.deserialize_any(self)
+            }
+        }
+    };
+}
+
 /// Drains whatever value comes next; used for every shape we do not use.
 fn skip<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
     while seq.next_element::<IgnoredAny>()?.is_some() {}
@@ -143,12 +155,7 @@ impl<'de> Deserialize<'de> for Text {
 /// null, an array or an object are missing).
 struct TextInto<'a>(&'a mut String);
 
-impl<'de> de::DeserializeSeed<'de> for TextInto<'_> {
-    type Value = bool;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_is_visitor!(TextInto<'_> => bool);
 
 impl TextInto<'_> {
     fn display(self, v: impl fmt::Display) -> bool {
@@ -271,12 +278,7 @@ impl<'de> Deserialize<'de> for Time {
 /// `id`. `true` when it gave a string.
 struct TagInto<'a>(&'a mut String);
 
-impl<'de> de::DeserializeSeed<'de> for TagInto<'_> {
-    type Value = bool;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_is_visitor!(TagInto<'_> => bool);
 
 impl<'de> Visitor<'de> for TagInto<'_> {
     type Value = bool;
@@ -322,12 +324,7 @@ impl<'de> Visitor<'de> for TagInto<'_> {
 /// of one. The strings already in the list are overwritten before new ones are made.
 struct StringsInto<'a>(&'a mut Vec<String>);
 
-impl<'de> de::DeserializeSeed<'de> for StringsInto<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_is_visitor!(StringsInto<'_> => ());
 
 impl StringsInto<'_> {
     /// The list becomes the one string `fill` writes (or empty when it writes none).
@@ -446,12 +443,7 @@ impl<'de> Deserialize<'de> for Key {
 /// no provenance.
 struct SourceInto<'a>(&'a mut Provenance);
 
-impl<'de> de::DeserializeSeed<'de> for SourceInto<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_is_visitor!(SourceInto<'_> => ());
 
 impl<'de> Visitor<'de> for SourceInto<'_> {
     type Value = ();
@@ -541,12 +533,7 @@ fn blank() -> Indicator {
 /// indicator's content is then unspecified).
 struct ItemInto<'a>(&'a mut Indicator);
 
-impl<'de> de::DeserializeSeed<'de> for ItemInto<'_> {
-    type Value = Result<(), Skip>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_is_visitor!(ItemInto<'_> => Result<(), Skip>);
 
 impl<'de> Visitor<'de> for ItemInto<'_> {
     type Value = Result<(), Skip>;
@@ -673,12 +660,7 @@ type Sink<'s, 'f> = Option<&'s mut (dyn FnMut(Result<&Indicator, Skip>) + 'f)>;
 
 struct ItemsSeed<'s, 'f>(Sink<'s, 'f>);
 
-impl<'de> de::DeserializeSeed<'de> for ItemsSeed<'_, '_> {
-    type Value = Data;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Data, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_is_visitor!(ItemsSeed<'_, '_> => Data);
 
 impl<'de> Visitor<'de> for ItemsSeed<'_, '_> {
     type Value = Data;
@@ -759,12 +741,7 @@ impl<'de> Deserialize<'de> for Count {
 /// The body's top level: `data`, `meta`; other keys are ignored.
 struct BodySeed<'s, 'f>(Sink<'s, 'f>);
 
-impl<'de> de::DeserializeSeed<'de> for BodySeed<'_, '_> {
-    type Value = Body;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Body, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_is_visitor!(BodySeed<'_, '_> => Body);
 
 impl<'de> Visitor<'de> for BodySeed<'_, '_> {
     type Value = Body;
@@ -954,12 +931,7 @@ impl Pages<'_> {
 
 struct TopSeed<'p, 'a>(&'p mut Pages<'a>);
 
-impl<'de> de::DeserializeSeed<'de> for TopSeed<'_, '_> {
-    type Value = Shape;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Shape, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_is_visitor!(TopSeed<'_, '_> => Shape);
 
 impl<'de> Visitor<'de> for TopSeed<'_, '_> {
     type Value = Shape;
@@ -991,12 +963,7 @@ impl<'de> Visitor<'de> for TopSeed<'_, '_> {
 
 struct DataSeed<'p, 'a>(&'p mut Pages<'a>);
 
-impl<'de> de::DeserializeSeed<'de> for DataSeed<'_, '_> {
-    type Value = bool;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_is_visitor!(DataSeed<'_, '_> => bool);
 
 impl<'de> Visitor<'de> for DataSeed<'_, '_> {
     type Value = bool;
