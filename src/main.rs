@@ -270,6 +270,16 @@ async fn dispatch(command: Command, path: PathBuf) -> u8 {
 
 fn queue(cfg: &Config, command: QueueCommand) -> u8 {
     if let QueueCommand::Verify = command {
+        let file = cfg.state_dir.join(store::FILE_NAME);
+        if !file.exists() {
+            // Not damage: the agent has not run with this state_dir yet (or it points
+            // elsewhere: the path says which).
+            println!(
+                "no state file at {}: nothing queued yet, nothing to verify",
+                file.display()
+            );
+            return 0;
+        }
         return match store::verify(&cfg.state_dir) {
             Ok(problems) if problems.is_empty() => {
                 println!(

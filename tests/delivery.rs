@@ -1058,6 +1058,18 @@ fn damage_pages(state: &Path, offset: usize, len: usize) -> Vec<u8> {
 fn queue_verify_reports_damage_without_touching_the_file() {
     let (_api, dir, cfg) = real_state_file(2000);
     let state = dir.path().join("state");
+    // Before: no state file is not damage, and verify does not create one.
+    let moved = dir.path().join("state-moved");
+    std::fs::rename(&state, &moved).unwrap();
+    let out = run_args(&cfg, &["queue", "verify"]);
+    assert_exit(&out, 0);
+    assert!(
+        text(&out.stdout).contains("no state file at"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!state.exists(), "verify created the state directory");
+    std::fs::rename(&moved, &state).unwrap();
     let out = run_args(&cfg, &["queue", "verify"]);
     assert_exit(&out, 0);
 
