@@ -511,7 +511,7 @@ impl<'de> Visitor<'de> for SourceInto<'_> {
 }
 
 /// An indicator with nothing in it: where items are decoded into.
-fn blank() -> Indicator {
+pub fn blank() -> Indicator {
     Indicator {
         id: None,
         ioc_type: IocType::Other,
@@ -889,6 +889,17 @@ impl<'de> Deserialize<'de> for MetaKey {
     }
 }
 
+/// Checks that `text` is one JSON value that decodes as an item (an indicator or a skipped
+/// one), decoding it into `scratch` (reused: no allocation per field). What
+/// `serde_json::from_str::<Item>` would accept, without keeping the item.
+pub fn check_item(text: &str, scratch: &mut Indicator) -> serde_json::Result<()> {
+    use de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_str(text);
+    // An item that is skipped (not an object, no value) checks out too: only JSON errors fail.
+    let _item_or_skip = ItemInto(scratch).deserialize(&mut de)?;
+    de.end()
+}
+
 /// What a whole-value file turned out to be, for [`stream`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
@@ -906,16 +917,22 @@ struct Pages<'a> {
     buf: Vec<Item>,
     sink: Option<&'a mut dyn FnMut(Vec<Item>) -> bool>,
     stopped: bool,
+    /// Without a sink (a check) each item is decoded into this one and dropped.
+    scratch: Indicator,
 }
 
 const STOPPED: &str = "stopped by the reader of the pages";
 
 impl Pages<'_> {
     fn take<'de, A: SeqAccess<'de>>(&mut self, mut seq: A) -> Result<(), A::Error> {
+        let Some(sink) = self.sink.as_mut() else {
+            while seq
+                .next_element_seed(ItemInto(&mut self.scratch))?
+                .is_some()
+            {}
+            return Ok(());
+        };
         while let Some(item) = seq.next_element::<Item>()? {
-            let Some(sink) = self.sink.as_mut() else {
-                continue;
-            };
             self.buf.push(item);
             if self.buf.len() >= self.size {
                 let page = std::mem::replace(&mut self.buf, Vec::with_capacity(self.size));
@@ -996,6 +1013,7 @@ pub fn stream<R: std::io::Read>(
         buf: Vec::with_capacity(if sink.is_some() { size } else { 0 }),
         sink,
         stopped: false,
+        scratch: blank(),
     };
     let mut de = serde_json::Deserializer::from_reader(reader);
     let shape = match de::DeserializeSeed::deserialize(TopSeed(&mut pages), &mut de) {
@@ -1207,6 +1225,29 @@ mod tests {
             items[0].0.as_ref().unwrap().value,
             "bücher.example — 例え.jp"
         );
+    }
+
+    #[test]
+    fn check_item_accepts_exactly_what_decoding_an_item_accepts() {
+        let mut scratch = blank();
+        for line in [
+            r#"{"value":"x","type":"ipv4"}"#,
+            r#"{"type":"ipv4"}"#,
+            "[1,2]",
+            "7",
+            "null",
+            r#"{"value":"x"} junk"#,
+            r#"{"value":"x""#,
+            r#"{"value":"\q"}"#,
+            "",
+            r#"{"value":"x","tags":[{"id":1},[],"t"],"source":{"origin":true}}"#,
+        ] {
+            assert_eq!(
+                check_item(line, &mut scratch).is_ok(),
+                serde_json::from_str::<Item>(line).is_ok(),
+                "{line}"
+            );
+        }
     }
 
     #[test]

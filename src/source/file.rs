@@ -96,16 +96,20 @@ impl FileSource {
             }
             return Ok(());
         }
-        self.each_line(|_, _| true)?;
+        let mut scratch = decode::blank();
+        self.each_line(|text| decode::check_item(text, &mut scratch), |_, ()| true)?;
         let mut buf = Vec::with_capacity(size);
         let mut open = true;
-        self.each_line(|_, item| {
-            buf.push(item);
-            if buf.len() >= size {
-                open = page(std::mem::replace(&mut buf, Vec::with_capacity(size)));
-            }
-            open
-        })?;
+        self.each_line(
+            |text| serde_json::from_str::<Item>(text),
+            |_, item| {
+                buf.push(item);
+                if buf.len() >= size {
+                    open = page(std::mem::replace(&mut buf, Vec::with_capacity(size)));
+                }
+                open
+            },
+        )?;
         if open && !buf.is_empty() {
             page(buf);
         }
@@ -113,36 +117,50 @@ impl FileSource {
     }
 
     /// NDJSON when the first non-blank line is a whole JSON value by itself and another
-    /// non-blank line follows; anything else is one JSON value.
+    /// non-blank line follows; anything else is one JSON value. Reads at most
+    /// [`MAX_FIRST_LINE`] bytes of any line: a saved API response is often one line of
+    /// hundreds of megabytes, and reading it as a line held all of it in memory.
     fn layout(&self) -> Result<Layout, FileError> {
-        use std::io::BufRead;
         let file = std::fs::File::open(&self.path).map_err(|e| self.io(e))?;
-        let mut lines = std::io::BufReader::new(file).lines();
-        let mut first = None;
-        for line in lines.by_ref() {
-            let line = line.map_err(|e| self.io(e))?;
-            if !line.trim().is_empty() {
-                first = Some(line);
-                break;
+        let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+        let mut line = Vec::new();
+        let mut next = |line: &mut Vec<u8>| {
+            read_line_capped(&mut reader, MAX_FIRST_LINE, line).map_err(|e| self.io(e))
+        };
+        let blank = |l: &[u8]| l.iter().all(u8::is_ascii_whitespace);
+        loop {
+            match next(&mut line)? {
+                None => return Ok(Layout::Whole),
+                // Longer than any one indicator: one JSON value.
+                Some(false) => return Ok(Layout::Whole),
+                Some(true) if blank(&line) => {}
+                Some(true) => break,
             }
         }
-        let Some(first) = first else {
-            return Ok(Layout::Whole);
-        };
-        let t = first.trim_start();
+        let t = std::str::from_utf8(&line).unwrap_or_default().trim_start();
         if !t.starts_with('{') || serde_json::from_str::<serde::de::IgnoredAny>(t).is_err() {
             return Ok(Layout::Whole);
         }
-        for line in lines {
-            if !line.map_err(|e| self.io(e))?.trim().is_empty() {
+        while let Some(fit) = next(&mut line)? {
+            if !blank(&line) {
                 return Ok(Layout::Ndjson);
+            }
+            if !fit {
+                // Megabytes of blanks: not a file of one indicator per line.
+                break;
             }
         }
         Ok(Layout::Whole)
     }
 
     /// Calls `f` with each NDJSON line's item (1-based line number) until it returns false.
-    fn each_line(&self, mut f: impl FnMut(usize, Item) -> bool) -> Result<(), FileError> {
+    /// Decodes each non-blank line with `decode` and hands it to `f` with its 1-based number,
+    /// until `f` returns false. The first line that does not decode is the error.
+    fn each_line<T>(
+        &self,
+        mut decode: impl FnMut(&str) -> serde_json::Result<T>,
+        mut f: impl FnMut(usize, T) -> bool,
+    ) -> Result<(), FileError> {
         use std::io::BufRead;
         let file = std::fs::File::open(&self.path).map_err(|e| self.io(e))?;
         let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
@@ -158,11 +176,47 @@ impl FileSource {
             if text.is_empty() {
                 continue;
             }
-            let item =
-                serde_json::from_str::<Item>(text).map_err(|e| self.json(n, e.to_string()))?;
+            let item = decode(text).map_err(|e| self.json(n, e.to_string()))?;
             if !f(n, item) {
                 return Ok(());
             }
+        }
+    }
+}
+
+/// How much of a line [`FileSource`] reads to tell NDJSON from one JSON value: far more than
+/// one indicator takes (values are capped at 8 KiB), far less than a saved API response.
+const MAX_FIRST_LINE: usize = 4 << 20;
+
+/// Reads the next line into `line` (without its newline). `None` at the end of the file, else
+/// whether the whole line fit in `cap` bytes; a longer one stops there (`line` holds its first
+/// `cap` bytes, the rest is left unread).
+fn read_line_capped(
+    r: &mut impl std::io::BufRead,
+    cap: usize,
+    line: &mut Vec<u8>,
+) -> std::io::Result<Option<bool>> {
+    line.clear();
+    let mut read_any = false;
+    loop {
+        let chunk = r.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(read_any.then_some(true));
+        }
+        read_any = true;
+        let end = chunk.iter().position(|&b| b == b'\n');
+        let part = &chunk[..end.unwrap_or(chunk.len())];
+        let room = cap.saturating_sub(line.len());
+        if part.len() > room {
+            line.extend_from_slice(&part[..room]);
+            r.consume(room);
+            return Ok(Some(false));
+        }
+        line.extend_from_slice(part);
+        let used = end.map_or(chunk.len(), |i| i + 1);
+        r.consume(used);
+        if end.is_some() {
+            return Ok(Some(true));
         }
     }
 }
@@ -245,6 +299,52 @@ mod tests {
             true
         })?;
         Ok(out)
+    }
+
+    #[test]
+    fn lines_are_read_up_to_the_cap_and_past_the_rest() {
+        let read = |text: &'static [u8]| {
+            let mut r = std::io::BufReader::with_capacity(3, text);
+            let mut line = Vec::new();
+            let mut got = Vec::new();
+            while let Some(fit) = read_line_capped(&mut r, 4, &mut line).unwrap() {
+                got.push((String::from_utf8(line.clone()).unwrap(), fit));
+                if !fit {
+                    break;
+                }
+            }
+            got
+        };
+        let lines = |want: &[(&str, bool)]| -> Vec<(String, bool)> {
+            want.iter().map(|(l, f)| (l.to_string(), *f)).collect()
+        };
+        assert_eq!(
+            read(b"abc\n\r\ndefg\nk"),
+            lines(&[("abc", true), ("\r", true), ("defg", true), ("k", true)])
+        );
+        // A line over the cap stops the reading there.
+        assert_eq!(
+            read(b"abc\ndefghij\nk\n"),
+            lines(&[("abc", true), ("defg", false)])
+        );
+    }
+
+    #[test]
+    fn a_one_line_api_body_longer_than_the_cap_streams_and_long_later_lines_stay_ndjson() {
+        let n = MAX_FIRST_LINE / 12;
+        let items: Vec<String> = (0..n).map(|i| format!("{{\"value\":\"v{i}\"}}")).collect();
+        let body = format!("{{\"meta\":{{}},\"data\":[{}]}}", items.join(","));
+        assert!(body.len() > MAX_FIRST_LINE);
+        let (_d, f) = write(&body);
+        assert!(matches!(f.layout().unwrap(), Layout::Whole));
+        let pages = pages_of(&f, 10_000).unwrap();
+        assert_eq!(pages.iter().map(Vec::len).sum::<usize>(), n);
+        assert_eq!(pages[0][0], "v0");
+        // NDJSON: a short first line, then one longer than the cap.
+        let long = format!("{{\"value\":\"{}\"}}", "x".repeat(MAX_FIRST_LINE + 10));
+        let (_d, f) = write(&format!("{{\"value\":\"a\"}}\n{long}\n"));
+        assert!(matches!(f.layout().unwrap(), Layout::Ndjson));
+        assert_eq!(pages_of(&f, 10).unwrap().concat().len(), 2);
     }
 
     #[test]
