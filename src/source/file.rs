@@ -18,6 +18,14 @@ pub enum FileError {
         line: usize,
         message: String,
     },
+    #[error(
+        "{path}: line {line} is longer than {max_mib} MiB; NDJSON holds one indicator per line"
+    )]
+    LineTooLong {
+        path: PathBuf,
+        line: usize,
+        max_mib: usize,
+    },
 }
 
 #[derive(Clone)]
@@ -118,14 +126,14 @@ impl FileSource {
 
     /// NDJSON when the first non-blank line is a whole JSON value by itself and another
     /// non-blank line follows; anything else is one JSON value. Reads at most
-    /// [`MAX_FIRST_LINE`] bytes of any line: a saved API response is often one line of
+    /// [`MAX_LINE`] bytes of any line: a saved API response is often one line of
     /// hundreds of megabytes, and reading it as a line held all of it in memory.
     fn layout(&self) -> Result<Layout, FileError> {
         let file = std::fs::File::open(&self.path).map_err(|e| self.io(e))?;
         let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
         let mut line = Vec::new();
         let mut next = |line: &mut Vec<u8>| {
-            read_line_capped(&mut reader, MAX_FIRST_LINE, line).map_err(|e| self.io(e))
+            read_line_capped(&mut reader, MAX_LINE, line).map_err(|e| self.io(e))
         };
         let blank = |l: &[u8]| l.iter().all(u8::is_ascii_whitespace);
         loop {
@@ -153,25 +161,33 @@ impl FileSource {
         Ok(Layout::Whole)
     }
 
-    /// Calls `f` with each NDJSON line's item (1-based line number) until it returns false.
-    /// Decodes each non-blank line with `decode` and hands it to `f` with its 1-based number,
-    /// until `f` returns false. The first line that does not decode is the error.
+    /// Decodes each non-blank NDJSON line with `decode` and hands it to `f` with its 1-based
+    /// number, until `f` returns false. The first line that does not decode is the error, and
+    /// so is a line longer than [`MAX_LINE`] (it is not held in memory to find that out).
     fn each_line<T>(
         &self,
         mut decode: impl FnMut(&str) -> serde_json::Result<T>,
         mut f: impl FnMut(usize, T) -> bool,
     ) -> Result<(), FileError> {
-        use std::io::BufRead;
         let file = std::fs::File::open(&self.path).map_err(|e| self.io(e))?;
         let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
-        let mut line = String::new();
+        let mut line = Vec::new();
         let mut n = 0usize;
         loop {
-            line.clear();
-            if reader.read_line(&mut line).map_err(|e| self.io(e))? == 0 {
+            let Some(fit) =
+                read_line_capped(&mut reader, MAX_LINE, &mut line).map_err(|e| self.io(e))?
+            else {
                 return Ok(());
-            }
+            };
             n += 1;
+            if !fit {
+                return Err(FileError::LineTooLong {
+                    path: self.path.clone(),
+                    line: n,
+                    max_mib: MAX_LINE >> 20,
+                });
+            }
+            let line = std::str::from_utf8(&line).map_err(|e| self.json(n, e.to_string()))?;
             let text = line.trim();
             if text.is_empty() {
                 continue;
@@ -184,9 +200,10 @@ impl FileSource {
     }
 }
 
-/// How much of a line [`FileSource`] reads to tell NDJSON from one JSON value: far more than
-/// one indicator takes (values are capped at 8 KiB), far less than a saved API response.
-const MAX_FIRST_LINE: usize = 4 << 20;
+/// The longest line [`FileSource`] reads as a line: far more than one indicator takes, far
+/// less than a saved API response (one line of hundreds of megabytes). A longer first line
+/// makes the file one JSON value; a longer NDJSON line is an error.
+const MAX_LINE: usize = 4 << 20;
 
 /// Reads the next line into `line` (without its newline). `None` at the end of the file, else
 /// whether the whole line fit in `cap` bytes; a longer one stops there (`line` holds its first
@@ -330,20 +347,32 @@ mod tests {
     }
 
     #[test]
-    fn a_one_line_api_body_longer_than_the_cap_streams_and_long_later_lines_stay_ndjson() {
-        let n = MAX_FIRST_LINE / 12;
+    fn a_one_line_api_body_longer_than_the_cap_streams_and_a_longer_ndjson_line_is_an_error() {
+        let n = MAX_LINE / 12;
         let items: Vec<String> = (0..n).map(|i| format!("{{\"value\":\"v{i}\"}}")).collect();
         let body = format!("{{\"meta\":{{}},\"data\":[{}]}}", items.join(","));
-        assert!(body.len() > MAX_FIRST_LINE);
+        assert!(body.len() > MAX_LINE);
         let (_d, f) = write(&body);
         assert!(matches!(f.layout().unwrap(), Layout::Whole));
         let pages = pages_of(&f, 10_000).unwrap();
         assert_eq!(pages.iter().map(Vec::len).sum::<usize>(), n);
         assert_eq!(pages[0][0], "v0");
         // NDJSON: a short first line, then one longer than the cap.
-        let long = format!("{{\"value\":\"{}\"}}", "x".repeat(MAX_FIRST_LINE + 10));
+        let long = format!("{{\"value\":\"{}\"}}", "x".repeat(MAX_LINE + 10));
         let (_d, f) = write(&format!("{{\"value\":\"a\"}}\n{long}\n"));
         assert!(matches!(f.layout().unwrap(), Layout::Ndjson));
+        // ... whose over-long line is an error naming it, before any page is handed out.
+        let mut handed = 0;
+        let e = f.pages(10, |_| {
+            handed += 1;
+            true
+        });
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("line 2 is longer than 4 MiB"), "{e}");
+        assert_eq!(handed, 0);
+        // Just under the cap is a line like any other.
+        let fits = format!("{{\"value\":\"{}\"}}", "x".repeat(MAX_LINE - 20));
+        let (_d, f) = write(&format!("{{\"value\":\"a\"}}\r\n{fits}\r\n"));
         assert_eq!(pages_of(&f, 10).unwrap().concat().len(), 2);
     }
 
