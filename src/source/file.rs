@@ -26,6 +26,12 @@ pub enum FileError {
         line: usize,
         max_mib: usize,
     },
+    #[error("{path}: {bytes} bytes of JSON that is neither an array of indicators nor an API body with a `data` array; only those are read in pages, anything else is read whole and must be at most {max_mib} MiB")]
+    TooLargeToReadWhole {
+        path: PathBuf,
+        bytes: u64,
+        max_mib: usize,
+    },
 }
 
 #[derive(Clone)]
@@ -83,18 +89,29 @@ impl FileSource {
         if let Layout::Whole = self.layout()? {
             // An array, or an API body with a `data` array: checked whole first, then streamed
             // (two reads, like NDJSON). Anything else — a single object, or a file that does
-            // not check out — is parsed in memory as it always was, with the same errors.
+            // not check out — is parsed in memory as it always was, with the same errors, up
+            // to MAX_WHOLE: a larger one gets the check's own error instead of being held.
             let open = || {
                 std::fs::File::open(&self.path)
                     .map(|f| std::io::BufReader::with_capacity(1 << 16, f))
                     .map_err(|e| self.io(e))
             };
-            if let Ok(Some(Shape::Array | Shape::Object { data_array: true })) =
-                decode::stream(open()?, size, None)
-            {
+            let checked = decode::stream(open()?, size, None);
+            if let Ok(Some(Shape::Array | Shape::Object { data_array: true })) = checked {
                 decode::stream(open()?, size, Some(&mut page))
                     .map_err(|e| self.json(e.line(), e.to_string()))?;
                 return Ok(());
+            }
+            let bytes = std::fs::metadata(&self.path).map_err(|e| self.io(e))?.len();
+            if bytes > MAX_WHOLE as u64 {
+                return Err(match checked {
+                    Err(e) => self.json(e.line(), e.to_string()),
+                    Ok(_) => FileError::TooLargeToReadWhole {
+                        path: self.path.clone(),
+                        bytes,
+                        max_mib: MAX_WHOLE >> 20,
+                    },
+                });
             }
             let mut items = self.read()?.into_iter().peekable();
             while items.peek().is_some() {
@@ -204,6 +221,11 @@ impl FileSource {
 /// less than a saved API response (one line of hundreds of megabytes). A longer first line
 /// makes the file one JSON value; a longer NDJSON line is an error.
 const MAX_LINE: usize = 4 << 20;
+
+/// The largest file [`FileSource`] parses in memory (anything but an array or an API body
+/// with a `data` array, which are streamed): a single indicator object is far smaller, and a
+/// broken dump of gigabytes must not be held just to report its error.
+const MAX_WHOLE: usize = 64 << 20;
 
 /// Reads the next line into `line` (without its newline). `None` at the end of the file, else
 /// whether the whole line fit in `cap` bytes; a longer one stops there (`line` holds its first
@@ -480,6 +502,24 @@ mod tests {
             .unwrap_err();
         assert_eq!(handed, 0);
         assert!(matches!(e, FileError::Json { line: 4, .. }), "{e}");
+        // Larger than MAX_WHOLE and broken: the streaming check's error, nothing held or
+        // handed out; large and valid but not streamable (one object): its own error.
+        let big = format!(
+            "[{}",
+            r#"{"value":"v","tags":["t"]},"#.repeat(MAX_WHOLE / 26 + 1)
+        );
+        assert!(big.len() > MAX_WHOLE);
+        let (_d, f) = write(&big);
+        let e = f
+            .pages(1000, |_| panic!("a page of a broken file"))
+            .unwrap_err();
+        assert!(matches!(e, FileError::Json { line: 1, .. }), "{e}");
+        let (_d, f) = write(&format!(r#"{{"value":"{}"}}"#, "x".repeat(MAX_WHOLE)));
+        let e = f
+            .pages(1000, |_| panic!("a page of a single object"))
+            .unwrap_err();
+        assert!(matches!(e, FileError::TooLargeToReadWhole { .. }), "{e}");
+        assert!(e.to_string().contains("at most 64 MiB"), "{e}");
         // Two `data` keys: the whole read keeps the last, as before.
         let (_d, f) = write(r#"{"data":[{"value":"first"}],"data":[{"value":"second"}]}"#);
         assert_eq!(
