@@ -100,6 +100,10 @@ macro_rules! scalars_are {
         fn visit_str<E: de::Error>(self, _: &str) -> Result<$ty, E> {
             Ok($value)
         }
+        scalars_are!(not_str $ty, $value);
+    };
+    // Booleans and numbers only.
+    (not_str $ty:ty, $value:expr) => {
         fn visit_bool<E: de::Error>(self, _: bool) -> Result<$ty, E> {
             Ok($value)
         }
@@ -254,21 +258,10 @@ impl<'de> Deserialize<'de> for Time {
                 skip_map(map)?;
                 Ok(Time(None))
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Time, E> {
-                Ok(Time(None))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Time, E> {
-                Ok(Time(None))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Time, E> {
-                Ok(Time(None))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Time, E> {
-                Ok(Time(None))
-            }
             fn visit_unit<E: de::Error>(self) -> Result<Time, E> {
                 Ok(Time(None))
             }
+            scalars_are!(not_str Time, Time(None));
         }
         d.deserialize_any(V)
     }
@@ -527,6 +520,49 @@ pub fn blank() -> Indicator {
     }
 }
 
+/// The optional fields an item set, in [`ItemInto`].
+#[derive(Default)]
+struct Seen {
+    id: bool,
+    confidence: bool,
+    first_seen: bool,
+    last_seen: bool,
+    source: bool,
+    context: bool,
+    tags: bool,
+    mitre_techniques: bool,
+}
+
+impl Seen {
+    /// Clears every optional field of `ind` the item did not set.
+    fn clear_the_rest(&self, ind: &mut Indicator) {
+        if !self.id {
+            ind.id = None;
+        }
+        if !self.confidence {
+            ind.confidence = None;
+        }
+        if !self.first_seen {
+            ind.first_seen = None;
+        }
+        if !self.last_seen {
+            ind.last_seen = None;
+        }
+        if !self.source {
+            ind.source = Provenance::default();
+        }
+        if !self.context {
+            ind.context = None;
+        }
+        if !self.tags {
+            ind.tags.clear();
+        }
+        if !self.mitre_techniques {
+            ind.mitre_techniques.clear();
+        }
+    }
+}
+
 /// Decodes one element of `data` into an indicator that is reused from item to item: every
 /// field is overwritten or cleared, and the strings' buffers are kept, so a page decodes
 /// without an allocation per field. `Err` is why the element is not an indicator (the
@@ -542,86 +578,55 @@ impl<'de> Visitor<'de> for ItemInto<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let ind = self.0;
-        // The fields this object set; the rest are cleared at the end.
-        let mut set = [false; 10];
-        let mut has_type = false;
-        let mut has_value = false;
+        // What this object set; everything else is cleared at the end (whatever it set
+        // reused the previous item's buffers).
+        let mut seen = Seen::default();
+        let (mut has_type, mut has_value) = (false, false);
         // A repeated key keeps its last value, as a JSON object map would.
         while let Some(k) = map.next_key::<Key>()? {
-            let field = match k {
+            match k {
                 Key::Id => {
                     text_into(&mut map, &mut ind.id)?;
-                    0
+                    seen.id = true;
                 }
-                Key::Type => {
-                    has_type = map.next_value_seed(TextInto(&mut ind.type_raw))?;
-                    1
-                }
-                Key::Value => {
-                    has_value = map.next_value_seed(TextInto(&mut ind.value))?;
-                    2
-                }
+                Key::Type => has_type = map.next_value_seed(TextInto(&mut ind.type_raw))?,
+                Key::Value => has_value = map.next_value_seed(TextInto(&mut ind.value))?,
                 Key::Confidence => {
                     text_into(&mut map, &mut ind.confidence)?;
-                    3
+                    seen.confidence = true;
                 }
                 Key::FirstSeen => {
                     ind.first_seen = map.next_value::<Time>()?.0;
-                    4
+                    seen.first_seen = true;
                 }
                 Key::LastSeen => {
                     ind.last_seen = map.next_value::<Time>()?.0;
-                    5
+                    seen.last_seen = true;
                 }
                 Key::Source => {
                     map.next_value_seed(SourceInto(&mut ind.source))?;
-                    6
+                    seen.source = true;
                 }
                 Key::Context => {
                     text_into(&mut map, &mut ind.context)?;
-                    7
+                    seen.context = true;
                 }
                 Key::Tags => {
                     map.next_value_seed(StringsInto(&mut ind.tags))?;
-                    8
+                    seen.tags = true;
                 }
                 Key::MitreTechniques => {
                     map.next_value_seed(StringsInto(&mut ind.mitre_techniques))?;
-                    9
+                    seen.mitre_techniques = true;
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
-                    continue;
                 }
-            };
-            set[field] = true;
+            }
         }
-        if !set[0] {
-            ind.id = None;
-        }
+        seen.clear_the_rest(ind);
         if !has_type {
             ind.type_raw.clear();
-        }
-        if !set[3] {
-            ind.confidence = None;
-        }
-        if !set[4] {
-            ind.first_seen = None;
-        }
-        if !set[5] {
-            ind.last_seen = None;
-        }
-        if !set[6] {
-            ind.source = Provenance::default();
-        }
-        if !set[7] {
-            ind.context = None;
-        }
-        if !set[8] {
-            ind.tags.clear();
-        }
-        if !set[9] {
-            ind.mitre_techniques.clear();
         }
         // A value of nothing but blanks or control characters would encode to no indicator.
         if !has_value
