@@ -1240,10 +1240,13 @@ mod tests {
         let c = s.lock();
         assert_eq!(schema_objects(&c, &["events"]), 0, "the old table is gone");
         // An existing file keeps its page size; the checkpoint interval follows it (~40 MB).
-        let pragma =
-            |name: &str| c.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
-        assert_eq!(pragma("page_size").unwrap(), 4096);
-        assert_eq!(pragma("wal_autocheckpoint").unwrap(), 40_000_000 / 4096);
+        assert_eq!(pragma(&c, "page_size"), 4096);
+        assert_eq!(pragma(&c, "wal_autocheckpoint"), 40_000_000 / 4096);
+    }
+
+    fn pragma(c: &Connection, name: &str) -> i64 {
+        c.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .unwrap()
     }
 
     #[test]
@@ -1266,21 +1269,12 @@ mod tests {
     fn a_new_state_file_has_16_kib_pages_and_checkpoints_every_40_mb() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let c = s.lock();
-        let pragma =
-            |name: &str| c.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
-        assert_eq!(pragma("page_size").unwrap(), 16_384);
-        assert_eq!(pragma("wal_autocheckpoint").unwrap(), 40_000_000 / 16_384);
-        drop(c);
+        assert_eq!(pragma(&s.lock(), "page_size"), 16_384);
+        assert_eq!(pragma(&s.lock(), "wal_autocheckpoint"), 40_000_000 / 16_384);
         drop(s);
         // And keeps them when opened again.
         let s = Store::open(dir.path()).unwrap();
-        let c = s.lock();
-        assert_eq!(
-            c.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
-                .unwrap(),
-            16_384
-        );
+        assert_eq!(pragma(&s.lock(), "page_size"), 16_384);
     }
 
     #[test]

@@ -236,13 +236,12 @@ fn read_line_capped(
     line: &mut Vec<u8>,
 ) -> std::io::Result<Option<bool>> {
     line.clear();
-    let mut read_any = false;
     loop {
         let chunk = r.fill_buf()?;
         if chunk.is_empty() {
-            return Ok(read_any.then_some(true));
+            // A last line without a newline is in `line` (a part is empty only at a newline).
+            return Ok((!line.is_empty()).then_some(true));
         }
-        read_any = true;
         let end = chunk.iter().position(|&b| b == b'\n');
         let part = &chunk[..end.unwrap_or(chunk.len())];
         let room = cap.saturating_sub(line.len());
@@ -341,7 +340,7 @@ mod tests {
     }
 
     #[test]
-    fn lines_are_read_up_to_the_cap_and_past_the_rest() {
+    fn lines_are_read_whole_up_to_the_cap_and_a_longer_one_stops_there() {
         let read = |text: &'static [u8]| {
             let mut r = std::io::BufReader::with_capacity(3, text);
             let mut line = Vec::new();
