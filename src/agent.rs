@@ -1,12 +1,13 @@
 //! Wires source, store and delivery together: the poll loop, the delivery tasks, shutdown and
 //! reload. `run`, `once` and `demo` are the same [`Pipeline`] driven differently.
 
+use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -14,7 +15,10 @@ use std::net::SocketAddr;
 
 use crate::config::{Config, ConfigError, DestinationConfig, QueueConfig, SyslogConfig};
 use crate::deliver::{self, Wiring};
+use crate::liveness::Liveness;
+use crate::lock::{LockError, StateLock};
 use crate::metrics;
+use crate::shutdown::{self, Shutdown, Trigger};
 use crate::source::{self, CycleError, Source};
 use crate::store::{QueueLimit, Store, StoreError};
 
@@ -26,27 +30,94 @@ pub enum AgentError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Cycle(#[from] CycleError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("{0}; exiting so that the service manager restarts the agent")]
+    TaskFailed(String),
     #[error("{0}")]
     Io(String),
 }
+
+/// Where tasks report that they failed: a panic, or an end nobody asked for.
+type Failures = mpsc::UnboundedSender<String>;
+
+/// How long delivery tasks get after the stop's deadline to record their positions and close
+/// before they are abandoned. With the rest of the exit this keeps every stop within
+/// `shutdown_timeout` + 2 s, whatever the receivers do.
+const STOP_GRACE: Duration = Duration::from_millis(1200);
+
+/// Deleting delivered events at stop is worth only this much time past [`STOP_GRACE`].
+const COMPACT_WITHIN: Duration = Duration::from_millis(300);
+
+/// How long a destination whose settings changed at reload may take to finish what it has in
+/// flight before its new task starts.
+const RELOAD_DRAIN: Duration = Duration::from_secs(1);
 
 /// One running delivery task and the settings it was started with.
 struct DestTask {
     cfg: DestinationConfig,
     syslog: SyslogConfig,
-    stop: watch::Sender<bool>,
-    handle: JoinHandle<bool>,
+    stop: Trigger,
+    /// Settles when the task ends: true when all it wrote was acknowledged.
+    done: oneshot::Receiver<bool>,
 }
 
 impl DestTask {
-    /// Stops the task (it closes its connection gracefully); true when all it wrote was
-    /// acknowledged.
-    async fn stop(self) -> bool {
-        self.stop.send_replace(true);
-        self.handle.await.unwrap_or(false)
+    /// Waits (until `give_up`) for a task told to stop; true when it confirmed that the peer
+    /// acknowledged all it wrote.
+    async fn finished(self, give_up: Instant) -> bool {
+        match tokio::time::timeout_at(give_up, self.done).await {
+            Ok(Ok(acked)) => acked,
+            // It failed; its supervisor reported why.
+            Ok(Err(_)) => false,
+            Err(_) => {
+                tracing::warn!(destination = %self.cfg.name,
+                    "the delivery task did not finish in time; abandoned (its unacknowledged events stay queued)");
+                false
+            }
+        }
     }
+}
+
+/// Watches a task. When it panics, or ends while nobody asked it to (`stop` not fired, or no
+/// `stop` at all), the reason goes to `failures`; its result goes to the returned receiver.
+fn supervise<T: Send + 'static>(
+    what: String,
+    task: JoinHandle<T>,
+    stop: Option<Shutdown>,
+    failures: Failures,
+) -> oneshot::Receiver<T> {
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        match task.await {
+            Ok(v) => {
+                if !stop.as_ref().is_some_and(Shutdown::is_stopping) {
+                    let _ = failures.send(format!("{what} ended on its own"));
+                }
+                let _ = tx.send(v);
+            }
+            Err(e) if e.is_panic() => {
+                let _ = failures.send(format!(
+                    "{what} failed: it panicked: {}",
+                    panic_message(e.into_panic())
+                ));
+            }
+            // Aborted on purpose (the poller at reload and stop).
+            Err(_) => {}
+        }
+    });
+    rx
+}
+
+fn panic_message(p: Box<dyn Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        return (*s).to_string();
+    }
+    p.downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// The metrics endpoint and the switch that stops it.
@@ -55,12 +126,16 @@ struct MetricsServer {
     stop: watch::Sender<bool>,
 }
 
-/// The running pieces: the store, one task per destination, the wake-up signal.
+/// The running pieces: the state directory's lock, the store, one task per destination, the
+/// wake-up signal.
 pub struct Pipeline {
     pub store: Store,
     tasks: Vec<DestTask>,
     tail: Arc<watch::Sender<i64>>,
     metrics: Option<MetricsServer>,
+    liveness: Liveness,
+    failures: Failures,
+    _lock: StateLock,
 }
 
 fn limit_of(q: &QueueConfig) -> QueueLimit {
@@ -71,7 +146,15 @@ fn limit_of(q: &QueueConfig) -> QueueLimit {
 }
 
 impl Pipeline {
-    pub async fn start(cfg: &Config) -> Result<Pipeline, AgentError> {
+    /// Takes the state directory (one process owns it at a time), opens the store and starts
+    /// a delivery task per destination. A failure to record the destinations in the state
+    /// file (a full disk) is logged, not fatal: what is queued must still go out.
+    pub async fn start(
+        cfg: &Config,
+        liveness: Liveness,
+        failures: Failures,
+    ) -> Result<Pipeline, AgentError> {
+        let lock = StateLock::acquire(&cfg.state_dir)?;
         let dir = cfg.state_dir.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&dir))
             .await
@@ -88,8 +171,13 @@ impl Pipeline {
             tasks: Vec::new(),
             tail,
             metrics: None,
+            liveness,
+            failures,
+            _lock: lock,
         };
-        p.sync_destinations(cfg).await?;
+        if let Err(e) = p.sync_destinations(cfg).await {
+            tracing::error!(error = %e, "cannot record the destinations in the state file; every destination delivers all the same");
+        }
         p.sync_metrics(cfg).await?;
         Ok(p)
     }
@@ -97,30 +185,55 @@ impl Pipeline {
     /// Applies a reloaded config in place: destinations whose settings did not change keep
     /// their task and connection; changed ones restart at their stored position; removed ones
     /// stop and their queued events are dropped (counted); new ones start at the end of the
-    /// queue. A different `state_dir` needs a full restart (the caller does that).
+    /// queue. A different `state_dir` needs a full restart (the caller does that). Whatever
+    /// fails, every configured destination has a running task afterwards.
     pub async fn reload(&mut self, cfg: &Config) -> Result<(), AgentError> {
         self.store = self.store.clone().with_limit(limit_of(&cfg.queue));
-        self.sync_destinations(cfg).await?;
-        self.sync_metrics(cfg).await
+        let recorded = self.sync_destinations(cfg).await;
+        self.sync_metrics(cfg).await?;
+        recorded
     }
 
     async fn sync_destinations(&mut self, cfg: &Config) -> Result<(), AgentError> {
-        let mut kept = Vec::new();
-        for t in std::mem::take(&mut self.tasks) {
-            match cfg.destinations.iter().find(|d| d.name == t.cfg.name) {
-                Some(d) if *d == t.cfg && cfg.syslog == t.syslog => kept.push(t),
-                Some(_) => {
-                    tracing::info!(destination = %t.cfg.name, "destination settings changed; reconnecting");
-                    t.stop().await;
-                }
-                None => {
-                    let name = t.cfg.name.clone();
-                    t.stop().await;
-                    metrics::get().forget_destination(&name);
-                }
+        let (kept, going): (Vec<DestTask>, Vec<DestTask>) =
+            std::mem::take(&mut self.tasks).into_iter().partition(|t| {
+                cfg.destinations
+                    .iter()
+                    .any(|d| *d == t.cfg && cfg.syslog == t.syslog)
+            });
+        self.tasks = kept;
+        let deadline = Instant::now() + RELOAD_DRAIN;
+        for t in &going {
+            t.stop.stop_by(deadline);
+        }
+        for t in going {
+            let name = t.cfg.name.clone();
+            t.finished(deadline + STOP_GRACE).await;
+            if cfg.destinations.iter().any(|d| d.name == name) {
+                tracing::info!(destination = %name, "destination settings changed; reconnected");
+            } else {
+                metrics::get().forget_destination(&name);
             }
         }
-        self.tasks = kept;
+        let recorded = self.record_destinations(cfg).await;
+        for d in &cfg.destinations {
+            if !self.tasks.iter().any(|t| t.cfg.name == d.name) {
+                self.spawn_delivery(d, cfg);
+            }
+        }
+        // Keep the config's order (drain and logs follow it).
+        self.tasks.sort_by_key(|t| {
+            cfg.destinations
+                .iter()
+                .position(|d| d.name == t.cfg.name)
+                .unwrap_or(usize::MAX)
+        });
+        recorded
+    }
+
+    /// Writes the set of destinations to the state file: positions for new ones, removed ones
+    /// forgotten and what they leave behind counted as dropped.
+    async fn record_destinations(&self, cfg: &Config) -> Result<(), AgentError> {
         let names: Vec<String> = cfg.destinations.iter().map(|d| d.name.clone()).collect();
         let (added, removed) = self
             .store
@@ -132,6 +245,15 @@ impl Pipeline {
                     .filter(|r| !names.contains(&r.name))
                     .map(|r| (r.name, r.events))
                     .collect();
+                if crate::failpoint::hit("record-destinations-fails") {
+                    return Err(StoreError::Sqlite {
+                        path: s.path().to_path_buf(),
+                        source: rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                            Some("failpoint record-destinations-fails".into()),
+                        ),
+                    });
+                }
                 let (added, removed) = s.sync_destinations(&names)?;
                 let removed: Vec<(String, i64)> = before
                     .into_iter()
@@ -153,38 +275,35 @@ impl Pipeline {
         if !added.is_empty() {
             tracing::info!(destinations = ?added, "new destinations start at the end of the queue");
         }
-        for d in &cfg.destinations {
-            if self.tasks.iter().any(|t| t.cfg.name == d.name) {
-                continue;
-            }
-            let (stop, stop_rx) = watch::channel(false);
-            let handle = deliver::spawn(
-                d.clone(),
-                deliver::header_for(d, &cfg.syslog),
-                Wiring {
-                    store: self.store.clone(),
-                    tail: self.tail.subscribe(),
-                    stop: stop_rx,
-                    retry_initial: cfg.queue.retry_initial,
-                    retry_max: cfg.queue.retry_max,
-                    close_timeout: cfg.shutdown_timeout,
-                },
-            );
-            self.tasks.push(DestTask {
-                cfg: d.clone(),
-                syslog: cfg.syslog.clone(),
-                stop,
-                handle,
-            });
-        }
-        // Keep the config's order (drain and logs follow it).
-        self.tasks.sort_by_key(|t| {
-            cfg.destinations
-                .iter()
-                .position(|d| d.name == t.cfg.name)
-                .unwrap_or(usize::MAX)
-        });
         Ok(())
+    }
+
+    fn spawn_delivery(&mut self, d: &DestinationConfig, cfg: &Config) {
+        let (stop, shutdown) = shutdown::channel();
+        let handle = deliver::spawn(
+            d.clone(),
+            deliver::header_for(d, &cfg.syslog),
+            Wiring {
+                store: self.store.clone(),
+                tail: self.tail.subscribe(),
+                shutdown: shutdown.clone(),
+                retry_initial: cfg.queue.retry_initial,
+                retry_max: cfg.queue.retry_max,
+                liveness: self.liveness.clone(),
+            },
+        );
+        let done = supervise(
+            format!("the delivery task of destination {:?}", d.name),
+            handle,
+            Some(shutdown),
+            self.failures.clone(),
+        );
+        self.tasks.push(DestTask {
+            cfg: d.clone(),
+            syslog: cfg.syslog.clone(),
+            stop,
+            done,
+        });
     }
 
     async fn sync_metrics(&mut self, cfg: &Config) -> Result<(), AgentError> {
@@ -238,15 +357,20 @@ impl Pipeline {
 
     /// Lets delivery run until nothing is pending. With `stall = true` it gives up when no
     /// destination made progress for `budget` (`once`); otherwise after `budget` in total
-    /// (SIGTERM). Returns true when everything was delivered.
-    pub async fn drain(&self, budget: Duration, stall: bool) -> bool {
+    /// (SIGTERM). Returns whether everything was delivered, or the first task failure.
+    pub async fn drain(
+        &self,
+        budget: Duration,
+        stall: bool,
+        failed: &mut mpsc::UnboundedReceiver<String>,
+    ) -> Result<bool, AgentError> {
         let started = Instant::now();
         let mut last_progress = Instant::now();
         let mut last_positions = None;
         loop {
             if let Some((pending, positions)) = self.backlog().await {
                 if pending == 0 {
-                    return true;
+                    return Ok(true);
                 }
                 if last_positions != Some(positions) {
                     last_positions = Some(positions);
@@ -255,27 +379,36 @@ impl Pipeline {
             }
             let since = if stall { last_progress } else { started };
             if since.elapsed() >= budget {
-                return false;
+                return Ok(false);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                Some(why) = failed.recv() => return Err(AgentError::TaskFailed(why)),
+            }
         }
     }
 
-    /// Stops every delivery task (each closes its connection gracefully) and the metrics
-    /// endpoint. Returns true when every task confirmed that the peer acknowledged all it wrote.
-    pub async fn stop(self) -> bool {
+    /// Stops every delivery task and the metrics endpoint. Each task keeps delivering what is
+    /// in flight until `deadline`, records its position and closes; one that is not done
+    /// [`STOP_GRACE`] later is abandoned. Returns true when every task confirmed that the peer
+    /// acknowledged all it wrote.
+    pub async fn stop(self, deadline: Instant) -> bool {
         if let Some(m) = &self.metrics {
             m.stop.send_replace(true);
         }
         for t in &self.tasks {
-            t.stop.send_replace(true);
+            t.stop.stop_by(deadline);
         }
+        let give_up = deadline.max(Instant::now()) + STOP_GRACE;
         let mut all = true;
         for t in self.tasks {
-            all &= t.handle.await.unwrap_or(false);
+            all &= t.finished(give_up).await;
         }
-        if let Err(e) = self.store.call(|s| s.compact()).await {
-            tracing::debug!(error = %e, "cannot delete delivered events at stop");
+        let compact = self.store.call(|s| s.compact());
+        match tokio::time::timeout_at(give_up.max(Instant::now()) + COMPACT_WITHIN, compact).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot delete delivered events at stop"),
+            Err(_) => tracing::debug!("no time left to delete delivered events at stop"),
         }
         all
     }
@@ -293,9 +426,10 @@ pub enum OnceOutcome {
     Undelivered,
 }
 
-/// One poll cycle, then deliver everything queued (SPEC `once`).
+/// One poll cycle, then deliver everything queued, then stop.
 pub async fn once(cfg: &Config) -> Result<OnceOutcome, AgentError> {
-    let pipeline = Pipeline::start(cfg).await?;
+    let (failures, mut failed) = mpsc::unbounded_channel();
+    let pipeline = Pipeline::start(cfg, Liveness::new(Duration::from_secs(10)), failures).await?;
     let mut src = Source::new(cfg)?;
     // Only `once` may draw a progress bar; `run`'s stderr is a log.
     src.progress_bar_if_terminal();
@@ -306,9 +440,11 @@ pub async fn once(cfg: &Config) -> Result<OnceOutcome, AgentError> {
     if polled.is_ok() {
         source::prune_seen(cfg.source.lookback, &pipeline.store).await;
     }
-    let delivered = pipeline.drain(cfg.shutdown_timeout, true).await;
-    let acked = pipeline.stop().await;
-    Ok(match (polled, delivered && acked) {
+    let delivered = pipeline
+        .drain(cfg.shutdown_timeout, true, &mut failed)
+        .await;
+    let acked = pipeline.stop(Instant::now()).await;
+    Ok(match (polled, delivered? && acked) {
         (_, false) => OnceOutcome::Undelivered,
         (Err(_), true) => OnceOutcome::PollFailed,
         (Ok(_), true) => OnceOutcome::Delivered,
@@ -342,16 +478,19 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
 
 /// The poll loop as its own task: it owns the source, commits through the store and wakes
 /// delivery after every cycle. Reload and stop abort it; that is safe at any await point
-/// because every page commits in one transaction.
+/// because every page commits in one transaction. A panic in it is reported to `failures`.
 fn spawn_poller(
     mut src: Source,
-    store: Store,
-    tail: Arc<watch::Sender<i64>>,
+    p: &Pipeline,
     cfg: Config,
-    results: tokio::sync::mpsc::Sender<Result<source::CycleReport, String>>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
+    results: mpsc::Sender<Result<source::CycleReport, String>>,
+) -> tokio::task::AbortHandle {
+    let (store, tail) = (p.store.clone(), p.tail.clone());
+    let beat = p.liveness.register("the poller", Duration::ZERO);
+    let task = tokio::spawn(async move {
         loop {
+            // A cycle's length depends on the feed and the API's rate limits.
+            beat.expect_within(Duration::MAX);
             let result = poll(&mut src, &store).await;
             if let Ok(t) = store.call(|s| s.tail()).await {
                 tail.send_replace(t);
@@ -366,29 +505,43 @@ fn spawn_poller(
                 "released the dedup index until the next poll"
             );
             let _ = results.send(result.map_err(|e| e.kind().to_string())).await;
+            beat.expect_within(cfg.source.poll_interval);
             tokio::time::sleep(cfg.source.poll_interval).await;
         }
-    })
+    });
+    let abort = task.abort_handle();
+    drop(supervise(
+        "the poller".into(),
+        task,
+        None,
+        p.failures.clone(),
+    ));
+    abort
 }
-
-/// The agent in the foreground until SIGTERM/SIGINT (SPEC `run`).
+/// The agent in the foreground until SIGTERM/SIGINT.
 pub async fn run(config_path: PathBuf, mut cfg: Config) -> Result<(), AgentError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
-    let mut pipeline = Pipeline::start(&cfg).await?;
-    let (results_tx, mut results) = tokio::sync::mpsc::channel(4);
+    let mut watchdog = Watchdog::from_env();
+    // Promises are judged with one ping period of slack (10 s without a watchdog).
+    let liveness = Liveness::new(
+        watchdog
+            .as_ref()
+            .map_or(Duration::from_secs(10), |w| w.period),
+    );
+    let (failures, mut failed) = mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::start(&cfg, liveness.clone(), failures.clone()).await?;
+    let (results_tx, mut results) = mpsc::channel(4);
     let mut poller = spawn_poller(
         Source::new(&cfg)?,
-        pipeline.store.clone(),
-        pipeline.tail.clone(),
+        &pipeline,
         cfg.clone(),
         results_tx.clone(),
     );
-    let mut watchdog = watchdog_interval();
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(destinations = pipeline.destination_count(), poll_interval = ?cfg.source.poll_interval, "agent started");
-    loop {
+    let failure = loop {
         tokio::select! {
             Some(result) = results.recv() => {
                 let depth = pipeline.store.call(|s| s.queue_bytes()).await.unwrap_or(0);
@@ -398,36 +551,59 @@ pub async fn run(config_path: PathBuf, mut cfg: Config) -> Result<(), AgentError
                 };
                 notify(&[sd_notify::NotifyState::Status(&status)]);
             }
-            _ = tick(&mut watchdog) => notify(&[sd_notify::NotifyState::Watchdog]),
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
+            _ = tick(&mut watchdog) => {
+                if let Some(w) = &mut watchdog {
+                    w.ping_if_alive(&liveness);
+                }
+            }
+            Some(why) = failed.recv() => break Some(why),
+            _ = sigterm.recv() => break None,
+            _ = sigint.recv() => break None,
             _ = sighup.recv() => {
                 notify(&[sd_notify::NotifyState::Reloading]);
                 match reload(&config_path, &cfg, &mut pipeline).await {
                     Ok(Some((new, src))) => {
                         poller.abort();
-                        poller = spawn_poller(src, pipeline.store.clone(), pipeline.tail.clone(), (*new).clone(), results_tx.clone());
+                        poller = spawn_poller(src, &pipeline, (*new).clone(), results_tx.clone());
                         cfg = *new;
                         tracing::info!(path = %config_path.display(), "SIGHUP: configuration reloaded");
                     }
                     Ok(None) => {}
-                    Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed half-way; destinations run with the new settings where they could be applied"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed half-way; every destination runs, with the new settings where they could be applied"),
                 }
                 notify(&[sd_notify::NotifyState::Ready]);
             }
         }
-    }
+    };
     poller.abort();
-    notify(&[sd_notify::NotifyState::Stopping]);
+    // The stop may take shutdown_timeout plus its grace; make sure the service manager waits
+    // that long even where the unit's TimeoutStopSec is shorter.
+    let budget = cfg.shutdown_timeout + Duration::from_secs(5);
+    let usec = u32::try_from(budget.as_micros()).unwrap_or(u32::MAX);
+    notify(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::ExtendTimeoutUsec(usec),
+    ]);
+    if let Some(why) = failure {
+        tracing::error!("{why}; stopping (exit 1, so that the service manager restarts the agent)");
+        pipeline.stop(Instant::now()).await;
+        return Err(AgentError::TaskFailed(why));
+    }
     tracing::info!(timeout = ?cfg.shutdown_timeout, "stopping: polling stopped, delivering what is queued");
-    let delivered = pipeline.drain(cfg.shutdown_timeout, false).await;
-    let acked = pipeline.stop().await;
-    if delivered && acked {
-        tracing::info!("stopped; everything queued was delivered");
-    } else {
-        tracing::warn!(
+    let deadline = Instant::now() + cfg.shutdown_timeout;
+    let delivered = pipeline
+        .drain(cfg.shutdown_timeout, false, &mut failed)
+        .await;
+    let acked = pipeline.stop(deadline).await;
+    match delivered {
+        Ok(true) if acked => tracing::info!("stopped; everything queued was delivered"),
+        Ok(_) => tracing::warn!(
             "stopped with events still queued; they are kept and sent at the next start"
-        );
+        ),
+        Err(e) => {
+            tracing::error!("{e}");
+            return Err(e);
+        }
     }
     Ok(())
 }
@@ -469,29 +645,62 @@ async fn reload(
         }
     };
     if new.state_dir != old.state_dir {
-        let fresh = Pipeline::start(&new).await?;
-        std::mem::replace(pipeline, fresh).stop().await;
+        let fresh =
+            Pipeline::start(&new, pipeline.liveness.clone(), pipeline.failures.clone()).await?;
+        std::mem::replace(pipeline, fresh)
+            .stop(Instant::now() + RELOAD_DRAIN)
+            .await;
     } else {
         pipeline.reload(&new).await?;
     }
     Ok(Some((Box::new(new), src)))
 }
 
-/// The systemd watchdog period (half of `WATCHDOG_USEC`), when systemd asks for one.
-fn watchdog_interval() -> Option<tokio::time::Interval> {
-    let mut usec = 0u64;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
-        return None;
-    }
-    Some(tokio::time::interval(Duration::from_micros(usec / 2)))
+/// The systemd watchdog, when systemd asks for one (`WATCHDOG_USEC`).
+struct Watchdog {
+    /// Half of `WATCHDOG_USEC`: how often we ping.
+    period: Duration,
+    ticks: tokio::time::Interval,
+    /// The tasks that were late at the last tick, so the log says it once per incident.
+    late: Vec<String>,
 }
 
-/// Waits for the next watchdog tick; never, without a watchdog. Pinging from the main loop
-/// means a wedged agent stops pinging and systemd restarts it.
-async fn tick(w: &mut Option<tokio::time::Interval>) {
+impl Watchdog {
+    fn from_env() -> Option<Watchdog> {
+        let mut usec = 0u64;
+        if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+            return None;
+        }
+        let period = Duration::from_micros(usec / 2);
+        Some(Watchdog {
+            period,
+            ticks: tokio::time::interval(period),
+            late: Vec::new(),
+        })
+    }
+
+    /// Pings only while every task keeps its promise (see [`Liveness`]): a task that hangs
+    /// stops the pings, and systemd restarts the agent.
+    fn ping_if_alive(&mut self, liveness: &Liveness) {
+        let overdue = liveness.overdue();
+        let late: Vec<String> = overdue.iter().map(|(n, _)| n.clone()).collect();
+        if late.is_empty() {
+            notify(&[sd_notify::NotifyState::Watchdog]);
+        } else if late != self.late {
+            for (name, by) in &overdue {
+                tracing::error!(task = %name, overdue = ?by,
+                    "a task made no progress for longer than it may; not pinging the systemd watchdog (systemd restarts the agent)");
+            }
+        }
+        self.late = late;
+    }
+}
+
+/// Waits for the next watchdog tick; never, without a watchdog.
+async fn tick(w: &mut Option<Watchdog>) {
     match w {
-        Some(i) => {
-            i.tick().await;
+        Some(w) => {
+            w.ticks.tick().await;
         }
         None => std::future::pending().await,
     }

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ioc_forwarder::agent::{self, AgentError, OnceOutcome};
 use ioc_forwarder::config::{Config, DestinationConfig, SourceKind};
 use ioc_forwarder::deliver::{self, transport};
+use ioc_forwarder::lock::StateLock;
 use ioc_forwarder::store::{self, Event, Store};
 use ioc_forwarder::{demo, encode};
 
@@ -152,8 +153,9 @@ fn main() -> ExitCode {
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let code = runtime.block_on(dispatch(cli.command, config_path));
-    // Delivery tasks have finished; do not wait for a stuck blocking call at exit.
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    // Delivery tasks have finished or were abandoned at the stop's deadline; do not wait for
+    // a stuck blocking call at exit (the stop's budget is already spent).
+    runtime.shutdown_timeout(Duration::from_millis(200));
     ExitCode::from(code)
 }
 
@@ -300,6 +302,18 @@ fn queue(cfg: &Config, command: QueueCommand) -> u8 {
             }
         };
     }
+    // Purging changes what a running agent reads and acknowledges: it needs the directory to
+    // itself. Stats and peek only read.
+    let _lock = match &command {
+        QueueCommand::Purge { .. } => match StateLock::acquire(&cfg.state_dir) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        },
+        _ => None,
+    };
     let s = match Store::open(&cfg.state_dir) {
         Ok(s) => s,
         Err(e) => {
@@ -415,7 +429,7 @@ async fn test_destinations(cfg: &Config, only: Option<&str>) -> u8 {
                     t.spki_pin.as_deref().unwrap_or("?")
                 );
             }
-            c.close().await;
+            c.close(Duration::from_millis(500)).await;
             match acked {
                 Ok(()) => Ok(detail),
                 Err(why) => Err(format!("{detail}: {why}")),

@@ -791,6 +791,36 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// A destination's position, recording one for a destination the state file does not know
+    /// yet: it starts after everything queued so far, as a destination added by
+    /// [`Store::sync_destinations`] does. Writes only in that case.
+    pub fn ensure_position(&self, destination: &str) -> Result<i64, StoreError> {
+        let known: Option<i64> = self
+            .read_lock()
+            .query_row(
+                "SELECT acked_seq FROM positions WHERE destination = ?1",
+                params![destination],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if let Some(p) = known {
+            return Ok(p);
+        }
+        let conn = self.lock();
+        conn.execute(
+            "INSERT OR IGNORE INTO positions (destination, acked_seq) VALUES (?1, ?2)",
+            params![destination, conn.last_seq],
+        )
+        .map_err(|e| self.err(e))?;
+        conn.query_row(
+            "SELECT acked_seq FROM positions WHERE destination = ?1",
+            params![destination],
+            |r| r.get(0),
+        )
+        .map_err(|e| self.err(e))
+    }
+
     /// Up to `limit` events after `after`, oldest first (fewer when the next chunk would not
     /// fit whole; see `queue::read_after`).
     pub fn read_after(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {

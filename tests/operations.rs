@@ -1104,6 +1104,15 @@ fn systemd_notify_protocol() {
         "no STOPPING=1 after SIGTERM\n{}",
         ctx(&agent, &sock)
     );
+    // The stop may take shutdown_timeout (5 s here) plus its grace: systemd is asked to wait
+    // that long even where the unit's TimeoutStopSec is shorter.
+    assert!(
+        sock.lines()[mark..]
+            .iter()
+            .any(|l| l == "EXTEND_TIMEOUT_USEC=10000000"),
+        "no EXTEND_TIMEOUT_USEC covering the stop\n{}",
+        ctx(&agent, &sock)
+    );
     for l in sock.lines() {
         let key = l.split('=').next().unwrap_or("");
         assert!(
@@ -1113,6 +1122,7 @@ fn systemd_notify_protocol() {
                 "WATCHDOG",
                 "RELOADING",
                 "STOPPING",
+                "EXTEND_TIMEOUT_USEC",
                 "MONOTONIC_USEC",
                 "MAINPID",
                 "ERRNO"

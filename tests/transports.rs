@@ -836,11 +836,12 @@ fn udp_oversize_event_is_dropped_with_oversize_drop_and_the_others_arrive() {
 }
 
 #[test]
-fn udp_to_a_port_nobody_listens_on_does_not_stop_the_destination() {
-    // Observed on Linux loopback: the ICMP port unreachable of one datagram makes the next
-    // send() on the connected socket fail with ECONNREFUSED. The agent counts and logs those
-    // and goes on; UDP cannot know what was lost, so `once` reports success (exit 0) and the
-    // queue is empty.
+fn udp_to_a_port_nobody_listens_on_keeps_every_event_queued() {
+    // On Linux loopback the ICMP port unreachable of one datagram makes the next send() on the
+    // connected socket (or the socket's pending error) report ECONNREFUSED. The agent takes
+    // that as "the receiver is down": nothing it sent since the last confirmation counts as
+    // delivered, and it is all sent again after the backoff. `once` gives up after
+    // shutdown_timeout without progress and says so with exit 3; the events stay queued.
     let dir = tempdir();
     let port = {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -850,15 +851,18 @@ fn udp_to_a_port_nobody_listens_on_does_not_stop_the_destination() {
     let cfg = write_cfg(
         dir.path(),
         &api.base_url(),
-        &ConfigOpts::default(),
+        &ConfigOpts {
+            shutdown_timeout: "2s".into(),
+            ..ConfigOpts::default()
+        },
         &[D::new("udp-void", "udp", format!("127.0.0.1:{port}"))],
     );
     let out = run_once(&cfg);
-    assert_exit(&out, 0);
+    assert_exit(&out, 3);
     let log = text(&out.stderr);
-    let line = assert_log_line(&log, "udp-void", &["could not be sent"]);
+    let line = assert_log_line(&log, "udp-void", &["refused"]);
     eprintln!("observed: {line}");
-    assert_eq!(pending(&cfg, "udp-void"), 0);
+    assert_eq!(pending(&cfg, "udp-void"), (N + 2) as i64);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -21,7 +21,9 @@ use tokio::time::Instant;
 use crate::backoff::Backoff;
 use crate::config::{DestinationConfig, MsgId, Oversize, Protocol, SyslogConfig};
 use crate::encode::{cef, rfc5424};
+use crate::liveness::{Heartbeat, Liveness};
 use crate::metrics;
+use crate::shutdown::Shutdown;
 use crate::store::{Event, Store};
 use transport::{Connected, TlsCache, TransportError};
 
@@ -113,12 +115,13 @@ pub struct Wiring {
     pub store: Store,
     /// Bumped by the poller after each commit.
     pub tail: watch::Receiver<i64>,
-    /// Becomes true when the task must finish (after the agent decided how long to drain).
-    pub stop: watch::Receiver<bool>,
+    /// Fires when the task must finish, with the instant by which it must be done (the agent
+    /// decided how long to drain before).
+    pub shutdown: Shutdown,
     pub retry_initial: Duration,
     pub retry_max: Duration,
-    /// How long a close may wait for the peer to acknowledge what was written.
-    pub close_timeout: Duration,
+    /// Where the task promises its next beat, for the watchdog.
+    pub liveness: Liveness,
 }
 
 /// Spawns the task; it returns true when it ended with every written frame acknowledged.
@@ -134,6 +137,19 @@ const PERSIST_EVERY: Duration = Duration::from_millis(20);
 /// At most this many frames are written and not yet acknowledged: it bounds what a crash or
 /// a dead connection can make us send twice (the README's duplicate window).
 const MAX_IN_FLIGHT: usize = 2 * BATCH;
+
+/// The same for UDP, where a frame counts as delivered only after
+/// [`transport::UDP_CONFIRM`] without a refusal: a window of [`MAX_IN_FLIGHT`] would cap UDP
+/// at ~5,000 frames a second.
+const UDP_MAX_IN_FLIGHT: usize = 32 * BATCH;
+
+/// How long closing a connection may take at stop or fail-back (TLS close_notify, FIN, reading
+/// until the peer closes too).
+const CLOSE_WITHIN: Duration = Duration::from_millis(500);
+
+/// What one round of the delivery loop may spend besides its timeouts (store calls, the
+/// fail-back probe's fixed waits) before the watchdog calls it stuck.
+const LOOP_ALLOWANCE: Duration = Duration::from_secs(5);
 
 struct Task {
     dest: DestinationConfig,
@@ -166,11 +182,17 @@ struct Task {
     last_ack_progress: Instant,
     /// While connected to a fallback address: when the primary was last probed.
     last_probe: Instant,
+    /// No connection attempt before this instant (the backoff after a failure).
+    next_connect: Option<Instant>,
+    beat: Heartbeat,
 }
 
 impl Task {
     fn new(dest: DestinationConfig, header: rfc5424::Header, w: Wiring) -> Task {
         let backoff = Backoff::new(w.retry_initial, w.retry_max);
+        let beat = w
+            .liveness
+            .register(format!("delivery to {}", dest.name), LOOP_ALLOWANCE);
         Task {
             dest,
             header,
@@ -189,19 +211,39 @@ impl Task {
             last_acked_bytes: 0,
             last_ack_progress: Instant::now(),
             last_probe: Instant::now(),
+            next_connect: None,
+            beat,
         }
     }
 
+    /// The longest one round of the delivery loop can take when nothing hangs: a backoff, a
+    /// connect attempt to every address (TCP, then TLS), a write, and an allowance for the
+    /// store and the fail-back probe.
+    fn round_bound(&self) -> Duration {
+        let addresses = self.dest.address.len().max(1) as u32;
+        self.w.retry_max
+            + self.dest.connect_timeout * 2 * addresses
+            + self.dest.write_timeout
+            + LOOP_ALLOWANCE
+    }
+
     fn stopping(&self) -> bool {
-        *self.w.stop.borrow()
+        self.w.shutdown.is_stopping()
     }
 
     /// Sleeps, waking early when the task must stop.
     async fn pause(&mut self, d: Duration) {
-        let mut stop = self.w.stop.clone();
+        let mut stop = self.w.shutdown.clone();
         tokio::select! {
             _ = tokio::time::sleep(d) => {}
-            _ = stop.wait_for(|s| *s) => {}
+            _ = stop.stopped() => {}
+        }
+    }
+
+    fn window(&self) -> usize {
+        match self.dest.protocol {
+            Protocol::Udp => UDP_MAX_IN_FLIGHT,
+            _ => MAX_IN_FLIGHT,
         }
     }
 
@@ -219,7 +261,7 @@ impl Task {
 
     /// Moves `acked` past every in-flight frame the peer acknowledged (see [`Task::settle`]).
     fn absorb_acks(&mut self) -> bool {
-        let Some(conn) = &self.conn else {
+        let Some(conn) = &mut self.conn else {
             return true;
         };
         let Some(acked_bytes) = conn.acked() else {
@@ -241,6 +283,12 @@ impl Task {
             delivered += 1;
         }
         metrics::get().delivered(&self.dest.name, delivered);
+        if delivered > 0 {
+            // The receiver took data: it works, so the next failure starts the backoff over.
+            // A connect alone proves nothing (a receiver may accept and close at once).
+            self.backoff.reset();
+            self.failures = 0;
+        }
         if acked_bytes > self.last_acked_bytes || self.inflight.is_empty() {
             self.last_acked_bytes = acked_bytes;
             self.last_ack_progress = Instant::now();
@@ -301,25 +349,31 @@ impl Task {
         }
     }
 
-    /// Drops the connection; everything not acknowledged is sent again on the next one. The
-    /// socket is reset rather than closed, so the kernel does not deliver late what we are
-    /// about to send again.
+    /// Drops the connection; everything not acknowledged is sent again on the next one, after
+    /// the backoff (a receiver that accepts and then closes or refuses at once is not
+    /// hammered). How the socket is let go is [`Connected::abandon`]'s choice.
+    ///
+    /// [`Connected::abandon`]: transport::Connected::abandon
     fn disconnected(&mut self, why: &str) {
-        // On plain TCP what the peer acknowledged is delivered. On TLS the failure may be the
-        // receiver refusing us, which voids everything it acknowledged: replay it all.
+        // On plain TCP what the peer acknowledged is delivered, and so is what a datagram
+        // socket took. On TLS the failure may be the receiver refusing us, which voids
+        // everything it acknowledged: replay it all.
         if self.conn.as_ref().is_none_or(|c| c.tls.is_none()) {
             self.absorb_acks();
         }
         metrics::get().destination_up(&self.dest.name, false);
+        let wait = self.backoff.next_delay();
+        self.next_connect = Some(Instant::now() + wait);
         if let Some(c) = self.conn.take() {
             tracing::warn!(
                 destination = %self.dest.name,
                 peer = %c.peer,
                 reason = why,
                 replay = self.inflight.len(),
+                retry_in = ?wait,
                 "destination disconnected; unacknowledged events will be sent again"
             );
-            c.abort();
+            c.abandon();
         }
         self.inflight.clear();
         self.sent = self.acked;
@@ -328,8 +382,10 @@ impl Task {
     async fn run(mut self) -> bool {
         let name = self.dest.name.clone();
         let start = loop {
+            self.beat
+                .expect_within(Duration::from_secs(1) + LOOP_ALLOWANCE);
             let n = name.clone();
-            match self.w.store.call(move |s| s.position(&n)).await {
+            match self.w.store.call(move |s| s.ensure_position(&n)).await {
                 Ok(p) => break p,
                 Err(e) => {
                     tracing::error!(destination = %name, error = %e, "cannot read the queue position");
@@ -346,6 +402,7 @@ impl Task {
         let mut ends = Vec::with_capacity(BATCH);
         let mut frame_of = Vec::with_capacity(BATCH);
         while !self.stopping() {
+            self.beat.expect_within(self.round_bound());
             if !self.settle() {
                 self.disconnected(&format!(
                     "the peer acknowledged nothing for {:?}",
@@ -354,7 +411,7 @@ impl Task {
             }
             self.persist(false).await;
             self.fail_back().await;
-            if self.inflight.len() + BATCH > MAX_IN_FLIGHT {
+            if self.inflight.len() + BATCH > self.window() {
                 // Enough in flight: wait for acknowledgements before reading more.
                 self.idle().await;
                 continue;
@@ -399,44 +456,50 @@ impl Task {
                     }
                 }
                 // A dropped event "ends" where the previous frame ended: it counts as
-                // delivered once everything before it is.
-                frame_of.push((ev.seq, buf.len()));
+                // delivered once everything before it is. Datagram positions count frames.
+                frame_of.push((ev.seq, if datagram { ends.len() } else { buf.len() }));
+            }
+            if crate::failpoint::hit("delivery-panics") {
+                panic!("failpoint delivery-panics: destination {name}");
+            }
+            if crate::failpoint::hit("delivery-hangs") {
+                tracing::warn!(destination = %name, "failpoint delivery-hangs: this task stops here");
+                std::future::pending::<()>().await;
             }
             let Some(conn) = self.conn.as_mut() else {
                 continue;
             };
             let base = conn.written();
-            match tokio::time::timeout(self.dest.write_timeout, conn.send(&buf, &ends)).await {
-                Ok(Ok(failed)) => {
-                    if failed > 0 {
-                        tracing::warn!(destination = %name, failed, "datagrams could not be sent (receiver unreachable?)");
-                    }
-                    // Plain TCP maps every frame to its wire offset; TLS only the flushed batch.
-                    let exact = conn.exact_offsets();
-                    let after = conn.written();
-                    for &(seq, end) in &frame_of {
-                        let wire_end = if exact { base + end as u64 } else { after };
-                        self.inflight.push_back((seq, wire_end));
-                    }
+            let result =
+                tokio::time::timeout(self.dest.write_timeout, conn.send(&buf, &ends)).await;
+            // Plain TCP maps every frame to its byte offset and datagram transports to its
+            // count, so after a failure the frames that did go out are known; TLS maps only the
+            // flushed batch.
+            let exact = conn.exact_offsets();
+            let after = conn.written();
+            let complete = matches!(result, Ok(Ok(())));
+            let before = self.inflight.len();
+            for &(seq, end) in &frame_of {
+                let wire_end = if exact { base + end as u64 } else { after };
+                if !complete && (!exact || wire_end > after) {
+                    break;
+                }
+                self.inflight.push_back((seq, wire_end));
+            }
+            match result {
+                Ok(Ok(())) => {
                     self.sent = frame_of.last().map(|f| f.0).unwrap_or(self.sent);
-                    if self.inflight.len() == frame_of.len() {
+                    if before == 0 {
                         // Nothing was in flight before: the stall clock starts now.
                         self.last_ack_progress = Instant::now();
                     }
                 }
-                Ok(Err(e)) => {
-                    self.disconnected(&format!("write failed: {e}"));
-                    let wait = self.backoff.next_delay();
-                    self.pause(wait).await;
-                }
-                Err(_) => {
-                    self.disconnected(&format!(
-                        "write stalled for more than {:?}",
-                        self.dest.write_timeout
-                    ));
-                    let wait = self.backoff.next_delay();
-                    self.pause(wait).await;
-                }
+                Ok(Err(e)) if datagram => self.disconnected(&transport::datagram_error(&e)),
+                Ok(Err(e)) => self.disconnected(&format!("write failed: {e}")),
+                Err(_) => self.disconnected(&format!(
+                    "write stalled for more than {:?}",
+                    self.dest.write_timeout
+                )),
             }
         }
         self.finish().await
@@ -458,10 +521,10 @@ impl Task {
         };
         // The task's own receivers, not clones: `changed()` must mark what it saw, or it
         // returns at once forever after the first commit and the task spins.
-        let Wiring { tail, stop, .. } = &mut self.w;
+        let Wiring { tail, shutdown, .. } = &mut self.w;
         tokio::select! {
             _ = tail.changed() => {}
-            _ = stop.wait_for(|s| *s) => {}
+            _ = shutdown.stopped() => {}
             _ = tokio::time::sleep(tick) => {}
         }
         if let Some(why) = self.conn.as_mut().and_then(|c| c.peer_error()) {
@@ -469,10 +532,10 @@ impl Task {
         }
     }
 
-    /// At stop: wait (up to `close_timeout`) for the peer to acknowledge what is in flight,
-    /// record it, close gracefully. True when nothing written is left unacknowledged.
+    /// At stop: wait (until the stop's deadline) for the peer to acknowledge what is in
+    /// flight, record it, close. True when nothing written is left unacknowledged.
     async fn finish(mut self) -> bool {
-        let deadline = Instant::now() + self.w.close_timeout;
+        let deadline = self.w.shutdown.deadline().unwrap_or_else(Instant::now);
         while self.conn.is_some() && !self.inflight.is_empty() && Instant::now() < deadline {
             if let Some(why) = self.conn.as_mut().and_then(|c| c.peer_error()) {
                 self.disconnected(&why);
@@ -489,7 +552,7 @@ impl Task {
                 tracing::warn!(destination = %self.dest.name, peer = %c.peer, unacknowledged = self.inflight.len(),
                     "closing before the peer acknowledged every frame; they stay queued");
             }
-            c.close().await;
+            c.close(CLOSE_WITHIN).await;
         }
         metrics::get().destination_up(&self.dest.name, false);
         complete
@@ -504,10 +567,10 @@ impl Task {
             return;
         }
         self.last_probe = Instant::now();
-        let mut stop = self.w.stop.clone();
+        let mut stop = self.w.shutdown.clone();
         let probe = tokio::select! {
             r = transport::connect_primary(&self.dest, &mut self.tls) => r,
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.stopped() => return,
         };
         let Ok(primary) = probe else {
             tracing::debug!(destination = %self.dest.name, "primary address still unreachable; staying on the fallback");
@@ -522,7 +585,7 @@ impl Task {
         if let Some(old) = self.conn.take() {
             tracing::info!(destination = %self.dest.name, from = %old.peer, to = %primary.peer,
                 "primary address answers again; failing back");
-            old.close().await;
+            old.close(CLOSE_WITHIN).await;
         }
         self.inflight.clear();
         self.sent = self.acked;
@@ -531,12 +594,22 @@ impl Task {
         self.conn = Some(primary);
     }
 
-    /// One connection attempt; on failure waits the backoff. Returns true when connected.
+    /// One connection attempt, once the backoff after the last failure has passed. Returns
+    /// true when connected.
     async fn connect(&mut self) -> bool {
-        let mut stop = self.w.stop.clone();
+        if let Some(at) = self.next_connect {
+            let wait = at.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                self.pause(wait).await;
+                if self.stopping() {
+                    return false;
+                }
+            }
+        }
+        let mut stop = self.w.shutdown.clone();
         let result = tokio::select! {
             r = transport::connect(&self.dest, &mut self.tls) => r,
-            _ = stop.wait_for(|s| *s) => return false,
+            _ = stop.stopped() => return false,
         };
         match result {
             Ok(c) => {
@@ -564,9 +637,8 @@ impl Task {
                         "connected to a fallback address; probing the first one every retry_max");
                 }
                 self.conn = Some(c);
+                self.next_connect = None;
                 metrics::get().destination_up(&self.dest.name, true);
-                self.failures = 0;
-                self.backoff.reset();
                 self.last_acked_bytes = 0;
                 self.last_ack_progress = Instant::now();
                 true
@@ -583,7 +655,7 @@ impl Task {
                 } else {
                     tracing::debug!(destination = %self.dest.name, error = %e, failures = self.failures, retry_in = ?wait, "cannot connect to destination");
                 }
-                self.pause(wait).await;
+                self.next_connect = Some(Instant::now() + wait);
                 false
             }
         }

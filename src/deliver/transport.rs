@@ -8,6 +8,7 @@
 //! A TLS receiver only talks to refuse (an alert) or to close, so [`Connected::peer_error`]
 //! reads through rustls on every check: an alert fails the connection.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -106,7 +107,18 @@ pub struct Connected {
     confirm_after: Duration,
     /// Which entry of the destination's address list this connection reached (0 = primary).
     pub address_index: usize,
+    /// Datagram transports: frames handed to the kernel on this connection.
+    frames_sent: u64,
+    /// UDP: frames sent per batch and when, until [`UDP_CONFIRM`] without a refusal passed.
+    udp_unconfirmed: VecDeque<(u64, Instant)>,
+    /// UDP: frames sent at least [`UDP_CONFIRM`] ago with no refusal since.
+    udp_confirmed: u64,
 }
+
+/// How long a UDP datagram must go without an ICMP refusal before it counts as delivered. A
+/// refusal (nobody listens on the port) comes back within a round trip; until then the frame
+/// stays in flight and is sent again if the refusal comes.
+pub const UDP_CONFIRM: Duration = Duration::from_millis(200);
 
 /// The rustls configuration of one destination, rebuilt when its files change on disk so a
 /// renewed certificate is picked up at the next reconnect without a restart.
@@ -159,6 +171,9 @@ fn connected(conn: Conn, peer: String) -> Connected {
         read_at_handshake: None,
         confirm_after: Duration::ZERO,
         address_index: 0,
+        frames_sent: 0,
+        udp_unconfirmed: VecDeque::new(),
+        udp_confirmed: 0,
     }
 }
 
@@ -320,7 +335,12 @@ async fn connect_within(
     }
 }
 
-/// Keepalive and `TCP_USER_TIMEOUT` (Linux): dead peers are found in about `write_timeout`.
+/// Keepalive and `TCP_USER_TIMEOUT` (Linux): a peer that vanished is noticed by the kernel in
+/// about twice `write_timeout`. Delivery's own stall check (no acknowledgement progress for
+/// `write_timeout`) comes first and decides how to close; the kernel's limit is the backstop.
+/// It is not `write_timeout` itself: since Linux 5.11 it also ends a connection whose receiver
+/// kept its window closed that long, silently — and the receiver's next window update is then
+/// answered with a reset that discards what it had acknowledged and not yet read.
 /// Best effort: a failure only costs slower detection, so it is logged, not fatal.
 fn tune_tcp(stream: &TcpStream, write_timeout: Duration) {
     let _ = stream.set_nodelay(true);
@@ -328,62 +348,106 @@ fn tune_tcp(stream: &TcpStream, write_timeout: Duration) {
     {
         use std::os::fd::AsRawFd;
         let fd = stream.as_raw_fd();
-        let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
-            // SAFETY: fd is a live socket owned by `stream`; value is a plain c_int.
-            let rc = unsafe {
-                libc::setsockopt(
-                    fd,
-                    level,
-                    name,
-                    &value as *const libc::c_int as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if rc != 0 {
-                tracing::debug!(option = name, error = %io::Error::last_os_error(), "setsockopt failed");
-            }
-        };
         let idle = (write_timeout.as_secs() / 2).clamp(1, 60) as libc::c_int;
-        set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
-        set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, idle);
-        set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, idle.clamp(1, 10));
-        set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
-        let user_timeout = write_timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-        set(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, user_timeout);
+        set_int_opt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+        set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, idle);
+        set_int_opt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPINTVL,
+            idle.clamp(1, 10),
+        );
+        set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
+        let user_timeout = (2 * write_timeout.as_millis()).min(i32::MAX as u128) as libc::c_int;
+        set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, user_timeout);
     }
     #[cfg(not(target_os = "linux"))]
     let _ = write_timeout;
 }
 
+#[cfg(target_os = "linux")]
+fn set_int_opt(fd: std::os::fd::RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    // SAFETY: fd is a live socket owned by the caller; value is a plain c_int.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(option = name, error = %io::Error::last_os_error(), "setsockopt failed");
+    }
+}
+
+/// What the kernel knows about a TCP connection (`TCP_INFO`, Linux), when it can tell all the
+/// fields read here (Linux ≥ 4.1).
+#[cfg(target_os = "linux")]
+fn tcp_info(stream: &TcpStream) -> Option<libc::tcp_info> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain old data; zeroed is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info` and updates `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut libc::tcp_info as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    let needed =
+        std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + std::mem::size_of::<u64>();
+    (rc == 0 && len as usize >= needed).then_some(info)
+}
+
 /// Bytes of payload the peer's TCP stack has acknowledged on this connection
-/// (`TCP_INFO.tcpi_bytes_acked`, Linux ≥ 4.1). Unlike `SIOCOUTQ`, the counter survives a reset:
-/// the kernel purges the send queue on RST, so "nothing unacknowledged" would then be a lie,
-/// while "bytes acknowledged" stays exact. `None` where the platform cannot tell.
+/// (`TCP_INFO.tcpi_bytes_acked`). Unlike `SIOCOUTQ`, the counter survives a reset: the kernel
+/// purges the send queue on RST, so "nothing unacknowledged" would then be a lie, while
+/// "bytes acknowledged" stays exact. `None` where the platform cannot tell.
 fn bytes_acked(stream: &TcpStream) -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
-        use std::os::fd::AsRawFd;
-        // SAFETY: tcp_info is plain old data; zeroed is a valid value.
-        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into `info` and updates `len`.
-        let rc = unsafe {
-            libc::getsockopt(
-                stream.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_INFO,
-                &mut info as *mut libc::tcp_info as *mut libc::c_void,
-                &mut len,
-            )
-        };
-        let needed =
-            std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + std::mem::size_of::<u64>();
-        (rc == 0 && len as usize >= needed).then_some(info.tcpi_bytes_acked)
+        tcp_info(stream).map(|i| i.tcpi_bytes_acked)
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = stream;
         None
+    }
+}
+
+/// A peer stopped answering altogether (half-open: gone, or cut off by the network) when the
+/// kernel has retransmitted data, or probed a closed window, at least twice in a row without
+/// any acknowledgement. A receiver that is only slow answers every zero-window probe, which
+/// resets both counts.
+pub fn stopped_answering(retransmits: u8, probes: u8) -> bool {
+    retransmits >= 2 || probes >= 2
+}
+
+fn half_open(stream: &TcpStream) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        tcp_info(stream).is_some_and(|i| stopped_answering(i.tcpi_retransmits, i.tcpi_probes))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = stream;
+        false
+    }
+}
+
+/// Why a datagram send failed, for the log: an ICMP refusal (UDP: nobody listens on the
+/// port), a socket that was closed or replaced (unix: the receiving daemon restarted), no
+/// route. The frame was not delivered either way.
+pub fn datagram_error(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => format!("the receiver refused a datagram ({e})"),
+        _ => format!("a datagram could not be sent ({e})"),
     }
 }
 
@@ -393,16 +457,32 @@ impl Connected {
         matches!(self.conn, Conn::Udp(_) | Conn::UnixDatagram(_))
     }
 
-    /// Frame ends map to exact wire offsets (plain TCP). Under TLS only a whole flushed batch
-    /// maps to a wire offset.
+    /// Frame ends map to exact positions on this connection: byte offsets on plain TCP, frame
+    /// counts on datagram transports. Under TLS only a whole flushed batch maps to a wire
+    /// offset.
     pub fn exact_offsets(&self) -> bool {
-        matches!(self.conn, Conn::Tcp(_))
+        matches!(
+            self.conn,
+            Conn::Tcp(_) | Conn::Udp(_) | Conn::UnixDatagram(_)
+        )
     }
 
-    /// The reason the peer is gone — it closed, reset, or (TLS) sent an alert — or `None`
-    /// while the connection is healthy. Receivers never talk back otherwise, so this reads
-    /// and discards whatever arrived; writing after any of these would lose data.
+    /// The reason the peer is gone — it closed, reset, (TLS) sent an alert, or (datagrams) a
+    /// send was refused — or `None` while the connection is healthy. Receivers never talk back
+    /// otherwise, so this reads and discards whatever arrived; writing after any of these would
+    /// lose data.
     pub fn peer_error(&mut self) -> Option<String> {
+        let pending = match &self.conn {
+            Conn::Udp(s) => Some(s.take_error()),
+            Conn::UnixDatagram(s) => Some(s.take_error()),
+            _ => None,
+        };
+        if let Some(pending) = pending {
+            return match pending {
+                Ok(None) => None,
+                Ok(Some(e)) | Err(e) => Some(datagram_error(&e)),
+            };
+        }
         let mut scratch = [0u8; 4096];
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
@@ -432,9 +512,10 @@ impl Connected {
     }
 
     /// Sends a batch. `ends` are the byte offsets where each frame ends (datagram transports
-    /// send each frame on its own). Returns how many datagrams failed (e.g. ICMP port
-    /// unreachable surfacing as ECONNREFUSED): counted, not fatal.
-    pub async fn send(&mut self, buf: &[u8], ends: &[usize]) -> io::Result<usize> {
+    /// send each frame on its own). On a datagram transport the first frame the kernel refuses
+    /// ends the batch with that error: the frames before it were sent (see
+    /// [`Connected::written`]), it and the rest were not.
+    pub async fn send(&mut self, buf: &[u8], ends: &[usize]) -> io::Result<()> {
         match &mut self.conn {
             Conn::Tcp(s) => {
                 // Write by write, so the byte count stays exact even when the caller's
@@ -447,38 +528,35 @@ impl Connected {
                     }
                     off += n;
                 }
-                Ok(0)
+                Ok(())
             }
             Conn::Tls(s) => {
                 s.write_all(buf).await?;
-                s.flush().await?;
-                Ok(0)
+                s.flush().await
             }
-            Conn::UnixStream(s) => {
-                s.write_all(buf).await?;
-                Ok(0)
-            }
+            Conn::UnixStream(s) => s.write_all(buf).await,
             Conn::Stdout(o) => {
                 o.write_all(buf).await?;
-                o.flush().await?;
-                Ok(0)
+                o.flush().await
             }
             Conn::Udp(_) | Conn::UnixDatagram(_) => {
-                let mut failed = 0;
                 let mut start = 0;
                 for &end in ends {
-                    let r = match &self.conn {
-                        Conn::Udp(sock) => sock.send(&buf[start..end]).await,
-                        Conn::UnixDatagram(sock) => sock.send(&buf[start..end]).await,
-                        _ => Ok(0),
+                    let frame = &buf[start..end];
+                    match &self.conn {
+                        Conn::Udp(sock) => sock.send(frame).await?,
+                        Conn::UnixDatagram(sock) => sock.send(frame).await?,
+                        _ => 0,
                     };
-                    if let Err(e) = r {
-                        failed += 1;
-                        tracing::debug!(error = %e, "datagram not sent");
-                    }
+                    // Counted as it goes: a timeout may cancel the batch half-way.
+                    self.frames_sent += 1;
                     start = end;
                 }
-                Ok(failed)
+                if matches!(self.conn, Conn::Udp(_)) {
+                    self.udp_unconfirmed
+                        .push_back((self.frames_sent, Instant::now()));
+                }
+                Ok(())
             }
         }
     }
@@ -491,21 +569,44 @@ impl Connected {
         }
     }
 
-    /// Bytes written to the socket on this connection so far.
+    /// How far writing got on this connection: bytes on TCP and TLS, frames on datagram
+    /// transports.
     pub fn written(&self) -> u64 {
+        if self.is_datagram() {
+            return self.frames_sent;
+        }
         self.tcp().map(|t| t.written).unwrap_or(0)
     }
 
-    /// Bytes the peer acknowledged on this connection, when the transport can tell (TCP and
-    /// TLS on Linux). `None` means "position after write" is all we can know.
+    /// How far the peer is known to have what was written (in the units of
+    /// [`Connected::written`]), when the transport can tell. `None` means "written" is all we
+    /// can know (unix stream sockets and stdout hand data straight to the reader).
     ///
-    /// A TLS 1.3 receiver that refuses our client certificate does so *after* our side of the
-    /// handshake completed, with an alert; its TCP stack may already have acknowledged our
-    /// first frames. So on TLS 1.3 nothing counts as acknowledged until the receiver sent
-    /// something after the handshake (session tickets, the answer to our key update) — proof
-    /// it accepted us — or, for a receiver that sends nothing at all, until half of
-    /// `write_timeout` passed without an alert.
-    pub fn acked(&self) -> Option<u64> {
+    /// TCP and TLS: the bytes the peer's TCP stack acknowledged. A TLS 1.3 receiver that
+    /// refuses our client certificate does so *after* our side of the handshake completed, with
+    /// an alert; its TCP stack may already have acknowledged our first frames. So on TLS 1.3
+    /// nothing counts as acknowledged until the receiver sent something after the handshake
+    /// (session tickets, the answer to our key update) — proof it accepted us — or, for a
+    /// receiver that sends nothing at all, until half of `write_timeout` passed without an
+    /// alert.
+    ///
+    /// Unix datagram sockets: every frame sent is in the receiver's queue. UDP: frames sent at
+    /// least [`UDP_CONFIRM`] ago without a refusal.
+    pub fn acked(&mut self) -> Option<u64> {
+        match self.conn {
+            Conn::UnixDatagram(_) => return Some(self.frames_sent),
+            Conn::Udp(_) => {
+                while let Some(&(frames, at)) = self.udp_unconfirmed.front() {
+                    if at.elapsed() < UDP_CONFIRM {
+                        break;
+                    }
+                    self.udp_confirmed = frames;
+                    self.udp_unconfirmed.pop_front();
+                }
+                return Some(self.udp_confirmed);
+            }
+            _ => {}
+        }
         let t = self.tcp()?;
         let raw = bytes_acked(&t.inner)?;
         if !self.confirmed() {
@@ -524,12 +625,20 @@ impl Connected {
         }
     }
 
-    /// Drops the connection with a reset (SO_LINGER 0): what sits in the send buffer is
-    /// discarded instead of being delivered by the kernel after we gave up on it — we send it
-    /// again on the next connection, so delivering it late would only duplicate it.
-    pub fn abort(self) {
-        if let Some(t) = self.tcp() {
-            use std::os::fd::AsRawFd;
+    /// Gives up on the connection at once, without waiting for anything; what was not
+    /// acknowledged is sent again on the next one. A peer that stopped answering altogether
+    /// is reset (SO_LINGER 0), so the kernel stops retrying for it. Any other peer is closed
+    /// gracefully (FIN after what the kernel still holds): a reset would make a receiver that
+    /// is only slow — e.g. one with a closed window — discard data it acknowledged and did not
+    /// read yet (Windows stacks do), and we already counted that as delivered. The kernel may
+    /// then still deliver what we send again: duplicates, never loss.
+    pub fn abandon(self) {
+        let Some(t) = self.tcp() else {
+            return;
+        };
+        use std::os::fd::AsRawFd;
+        let fd = t.inner.as_raw_fd();
+        if half_open(&t.inner) {
             let linger = libc::linger {
                 l_onoff: 1,
                 l_linger: 0,
@@ -537,13 +646,22 @@ impl Connected {
             // SAFETY: the fd is a live socket owned by `t`; linger is plain data.
             unsafe {
                 libc::setsockopt(
-                    t.inner.as_raw_fd(),
+                    fd,
                     libc::SOL_SOCKET,
                     libc::SO_LINGER,
                     &linger as *const libc::linger as *const libc::c_void,
                     std::mem::size_of::<libc::linger>() as libc::socklen_t,
                 );
             }
+            return;
+        }
+        // The orphaned socket must not hit the user timeout while a slow receiver keeps its
+        // window closed (the kernel would drop it silently and reset the receiver later).
+        #[cfg(target_os = "linux")]
+        set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 0);
+        // SAFETY: the fd is a live socket owned by `t`.
+        unsafe {
+            libc::shutdown(fd, libc::SHUT_WR);
         }
     }
 
@@ -572,15 +690,17 @@ impl Connected {
 
     /// Closes gracefully: TLS `close_notify` / TCP FIN, then drains what the peer sends (e.g.
     /// session tickets) until it closes too, so our close never turns into a reset that
-    /// destroys data in the receiver's buffer. Callers that need delivery confirmed call
-    /// [`Connected::wait_acked`] first.
-    pub async fn close(self) {
+    /// destroys data in the receiver's buffer — all within `within`, after which the socket
+    /// is left to the kernel as in [`Connected::abandon`]. Callers that need delivery confirmed
+    /// call [`Connected::wait_acked`] first.
+    pub async fn close(self, within: Duration) {
+        let deadline = Instant::now() + within;
         let mut scratch = [0u8; 4096];
-        let drain = Duration::from_millis(500);
         match self.conn {
+            Conn::Tcp(ref s) if half_open(&s.inner) => self.abandon(),
             Conn::Tcp(mut s) => {
                 let _ = s.inner.shutdown().await;
-                let _ = tokio::time::timeout(drain, async {
+                let _ = tokio::time::timeout_at(deadline, async {
                     while let Ok(n) = s.inner.read(&mut scratch).await {
                         if n == 0 {
                             break;
@@ -588,11 +708,14 @@ impl Connected {
                     }
                 })
                 .await;
+                Connected::leave(s.inner);
             }
+            Conn::Tls(ref s) if half_open(&s.get_ref().0.inner) => self.abandon(),
             Conn::Tls(mut s) => {
-                // shutdown() sends close_notify, then FIN.
-                let _ = tokio::time::timeout(drain, s.shutdown()).await;
-                let _ = tokio::time::timeout(drain, async {
+                // shutdown() sends close_notify, then FIN; a receiver with a closed window
+                // leaves it in our buffer until the deadline.
+                let _ = tokio::time::timeout_at(deadline, s.shutdown()).await;
+                let _ = tokio::time::timeout_at(deadline, async {
                     while let Ok(n) = s.read(&mut scratch).await {
                         if n == 0 {
                             break;
@@ -600,15 +723,36 @@ impl Connected {
                     }
                 })
                 .await;
+                let (tcp, _) = s.into_inner();
+                Connected::leave(tcp.inner);
             }
             Conn::UnixStream(mut s) => {
-                let _ = s.shutdown().await;
+                let _ = tokio::time::timeout_at(deadline, s.shutdown()).await;
             }
             Conn::Stdout(mut o) => {
-                let _ = o.flush().await;
+                let _ = tokio::time::timeout_at(deadline, o.flush()).await;
             }
             Conn::Udp(_) | Conn::UnixDatagram(_) => {}
         }
+    }
+
+    /// Drops a TCP socket whose FIN is queued, without a reset: see [`Connected::abandon`].
+    fn leave(stream: TcpStream) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            set_int_opt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_USER_TIMEOUT,
+                0,
+            );
+            // SAFETY: the fd is a live socket owned by `stream`.
+            unsafe {
+                libc::shutdown(stream.as_raw_fd(), libc::SHUT_WR);
+            }
+        }
+        drop(stream);
     }
 }
 
@@ -642,7 +786,7 @@ mod tests {
         assert!(c.wait_acked(Duration::from_secs(10)).await.is_ok());
         assert_eq!(c.acked(), Some(100_000));
         assert_eq!(c.written(), 100_000);
-        c.close().await;
+        c.close(Duration::from_millis(500)).await;
         assert_eq!(server.await.unwrap(), 100_000);
     }
 

@@ -1188,16 +1188,29 @@ pub struct Dest {
     pub protocol: String,
     pub address: String,
     pub framing: String,
+    /// Raw `key = value` TOML lines added to the table.
+    pub extra: Vec<String>,
 }
 
 impl Dest {
     pub fn tcp(name: &str, address: impl ToString) -> Dest {
+        Dest::new(name, "tcp", address)
+    }
+
+    pub fn new(name: &str, protocol: &str, address: impl ToString) -> Dest {
         Dest {
             name: name.to_string(),
-            protocol: "tcp".to_string(),
+            protocol: protocol.to_string(),
             address: address.to_string(),
             framing: "lf".to_string(),
+            extra: Vec::new(),
         }
+    }
+
+    /// `key = <raw TOML value>`.
+    pub fn set(mut self, key: &str, raw_value: &str) -> Dest {
+        self.extra.push(format!("{key} = {raw_value}"));
+        self
     }
 
     pub fn framing(mut self, framing: &str) -> Dest {
@@ -1277,6 +1290,10 @@ pub fn render_config(dir: &Path, api_base: &str, dests: &[Dest], o: &ConfigOpts)
             toml_str(&d.address),
             toml_str(&d.framing),
         ));
+        for line in &d.extra {
+            s.push_str(line);
+            s.push('\n');
+        }
     }
     s.push_str(&format!(
         "\n[queue]\nretry_initial = {}\nretry_max = {}\n",

@@ -57,7 +57,12 @@ pub struct UdpReceiver {
 
 impl UdpReceiver {
     pub fn start() -> UdpReceiver {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind UDP receiver");
+        UdpReceiver::start_on(0)
+    }
+
+    /// On a given port of 127.0.0.1 (0 = any free one).
+    pub fn start_on(port: u16) -> UdpReceiver {
+        let sock = UdpSocket::bind(("127.0.0.1", port)).expect("bind UDP receiver");
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         let addr = sock.local_addr().unwrap();
@@ -93,20 +98,67 @@ pub struct UnixDgramReceiver {
     pub path: PathBuf,
     got: Datagrams,
     stop: Arc<AtomicBool>,
+    /// Set while the receiver must not read (its queue fills up).
+    paused: Arc<AtomicBool>,
+    reader: Option<thread::JoinHandle<()>>,
 }
 
 impl UnixDgramReceiver {
     pub fn start(path: &Path) -> UnixDgramReceiver {
+        UnixDgramReceiver::start_with(path, false)
+    }
+
+    /// Bound, but not reading until [`UnixDgramReceiver::resume`].
+    pub fn start_paused(path: &Path) -> UnixDgramReceiver {
+        UnixDgramReceiver::start_with(path, true)
+    }
+
+    fn start_with(path: &Path, paused: bool) -> UnixDgramReceiver {
         let sock = UnixDatagram::bind(path).expect("bind unix datagram receiver");
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let got = collect_datagrams(move |b| sock.recv(b), stop.clone());
+        let paused = Arc::new(AtomicBool::new(paused));
+        let got: Datagrams = Arc::default();
+        let (g, st, p) = (got.clone(), stop.clone(), paused.clone());
+        // The socket lives in the thread: it is closed when the thread ends.
+        let reader = thread::spawn(move || {
+            let mut buf = vec![0u8; 65_536];
+            while !st.load(Ordering::SeqCst) {
+                if p.load(Ordering::SeqCst) {
+                    thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                match sock.recv(&mut buf) {
+                    Ok(n) => g.lock().unwrap().push(buf[..n].to_vec()),
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(_) => break,
+                }
+            }
+        });
         UnixDgramReceiver {
             path: path.to_path_buf(),
             got,
             stop,
+            paused,
+            reader: Some(reader),
         }
+    }
+
+    /// Starts reading (what queued up meanwhile first).
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+    }
+
+    /// Closes the socket and removes its path, as a syslog daemon does when it stops (what is
+    /// still queued in the socket goes with it). Returns what it received.
+    pub fn close(mut self) -> Vec<Vec<u8>> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+        self.datagrams()
     }
 
     pub fn datagrams(&self) -> Vec<Vec<u8>> {
