@@ -846,7 +846,7 @@ impl Store {
         let tx = inner.conn.transaction().map_err(|e| self.err(e))?;
         let n = inner
             .seen
-            .prune(&tx, before.timestamp_micros())
+            .prune(&tx, before.timestamp_micros(), now_us())
             .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(n)
