@@ -4,7 +4,8 @@
 //!
 //! It is the only thing the polling side and the delivery side share. Polling commits whole
 //! pages ([`Store::commit_page`]): the page's events, its dedup entries and — on the last page
-//! of a cycle — the cursor, in one transaction. Delivery reads after its own position and moves
+//! of a cycle — the cycle's end (its success, and the cursor when there is one), in one
+//! transaction. Delivery reads after its own position and moves
 //! it forward ([`Store::ack`]); events are stored in chunks (see `queue`), and a chunk is
 //! deleted once every destination has passed all of it.
 //! A crash at any point therefore either keeps a page whole or loses it whole, and the cursor
@@ -166,6 +167,24 @@ pub struct PageOutcome {
     pub duplicates: usize,
     /// Events dropped to make room (`when_full = "drop-oldest"`), per destination.
     pub dropped: Vec<(String, i64)>,
+}
+
+/// How a poll cycle ended, committed with its last page: the cycle succeeded (when, on this
+/// host's clock, is what bounds pruning of the dedup table) and, when the server told its time,
+/// where the next cycle starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CycleEnd {
+    /// The next cycle's `since`; `None` leaves the cursor where it was.
+    pub cursor: Option<DateTime<Utc>>,
+}
+
+impl CycleEnd {
+    /// A cycle that ends with the cursor at `cursor`.
+    pub fn at(cursor: DateTime<Utc>) -> CycleEnd {
+        CycleEnd {
+            cursor: Some(cursor),
+        }
+    }
 }
 
 /// Per-destination view for `queue stats`.
@@ -654,12 +673,12 @@ impl Store {
     }
 
     /// Commits one page in one transaction: every indicator whose version is new is queued
-    /// (its `act` set to add or update) and its version recorded; `cursor`, when given, is
-    /// stored too (the last page of a cycle).
+    /// (its `act` set to add or update) and its version recorded; `end`, on the last page of a
+    /// cycle, is stored too.
     pub fn commit_page(
         &self,
         items: &[Prepared],
-        cursor: Option<DateTime<Utc>>,
+        end: Option<CycleEnd>,
     ) -> Result<PageOutcome, StoreError> {
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -778,13 +797,17 @@ impl Store {
                 }
             }
         }
-        if let Some(c) = cursor {
-            Self::set_meta(
-                &tx,
-                "since",
-                &c.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            )
-            .map_err(|e| self.err(e))?;
+        if let Some(end) = end {
+            if let Some(c) = end.cursor {
+                Self::set_meta(
+                    &tx,
+                    "since",
+                    &c.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                )
+                .map_err(|e| self.err(e))?;
+            }
+            // Whether or not the cursor moved: the horizon for forgetting seen versions counts
+            // from here, and a source that tells no time must not keep them forever.
             Self::set_meta(&tx, "last_success_us", &now.to_string()).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))?;
@@ -1421,7 +1444,8 @@ mod tests {
         {
             let s = Store::open(dir.path()).unwrap();
             assert_eq!(s.cursor().unwrap(), None);
-            s.commit_page(&page(&s, &[]), Some(t)).unwrap();
+            s.commit_page(&page(&s, &[]), Some(CycleEnd::at(t)))
+                .unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.cursor().unwrap(), Some(t));
@@ -1515,6 +1539,30 @@ mod tests {
     }
 
     #[test]
+    fn a_cycle_that_ends_without_a_cursor_records_its_success_and_keeps_the_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let t = DateTime::parse_from_rfc3339("2026-05-17T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        s.commit_page(&page(&s, &many(2)), None).unwrap();
+        assert_eq!(s.last_success().unwrap(), None, "not the end of a cycle");
+        let before = Utc::now();
+        s.commit_page(&page(&s, &[]), Some(CycleEnd { cursor: None }))
+            .unwrap();
+        let first = s.last_success().unwrap();
+        assert!(first.is_some_and(|l| l >= before), "{first:?}");
+        assert_eq!(s.cursor().unwrap(), None, "no server time, no cursor");
+        // A cursor stays where the last cycle with server time put it.
+        s.commit_page(&page(&s, &[]), Some(CycleEnd::at(t)))
+            .unwrap();
+        s.commit_page(&page(&s, &many(3)), Some(CycleEnd { cursor: None }))
+            .unwrap();
+        assert_eq!(s.cursor().unwrap(), Some(t));
+        assert!(s.last_success().unwrap() >= first);
+    }
+
+    #[test]
     fn a_file_that_is_not_a_database_is_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE_NAME), vec![b'x'; 8192]).unwrap();
@@ -1600,11 +1648,12 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         // a first page bigger than the limit still goes in when the queue is empty
-        s.commit_page(&page(&s, &many(20)), Some(t)).unwrap();
+        s.commit_page(&page(&s, &many(20)), Some(CycleEnd::at(t)))
+            .unwrap();
         let before = s.queue_bytes().unwrap();
         let later = t + chrono::Duration::hours(1);
         let err = s
-            .commit_page(&page(&s, &many(25)[20..]), Some(later))
+            .commit_page(&page(&s, &many(25)[20..]), Some(CycleEnd::at(later)))
             .unwrap_err();
         assert!(matches!(err, StoreError::QueueFull { .. }), "{err}");
         assert!(err.to_string().contains("polling paused"));
@@ -1613,7 +1662,7 @@ mod tests {
         // the refused versions were not recorded as seen: they come again next time
         s.ack("dead", s.tail().unwrap()).unwrap();
         let o = s
-            .commit_page(&page(&s, &many(25)[20..]), Some(later))
+            .commit_page(&page(&s, &many(25)[20..]), Some(CycleEnd::at(later)))
             .unwrap();
         assert_eq!(o.added, 5);
         assert_eq!(s.cursor().unwrap(), Some(later));

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::thread;
 use std::time::Duration;
 
 use chrono::Duration as CDuration;
@@ -280,5 +281,73 @@ fn a_state_file_cannot_be_created_on_a_full_disk_and_the_error_says_so() {
             .filter_map(|e| e.ok())
             .any(|e| e.file_name().to_string_lossy().contains("corrupt")),
         "a full disk is not damage: something was moved aside"
+    );
+}
+
+fn meta(state_dir: &Path, key: &str) -> Option<String> {
+    use rusqlite::OptionalExtension;
+    state_db(state_dir)
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+        .expect("read meta")
+}
+
+fn seen_rows(state_dir: &Path) -> i64 {
+    state_db(state_dir)
+        .query_row("SELECT COUNT(*) FROM seen_log", [], |r| r.get(0))
+        .expect("count seen_log rows")
+}
+
+#[test]
+fn a_source_without_server_time_still_records_its_successful_polls_and_prunes_old_versions() {
+    const N: usize = 20;
+    let dir = tempdir();
+    let api = FakeApi::start(ipv4_feed(
+        N,
+        now_secs() - CDuration::minutes(1),
+        Duration::from_secs(1),
+    ));
+    api.without_server_time();
+    let rx = TcpReceiver::start(Framing::Lf);
+    let cfg = config_for(dir.path(), &api, Dest::tcp("siem1", rx.addr), "5s");
+    let state = dir.path().join("state");
+
+    let out = run_once(&cfg);
+    assert_exit(&out, 0);
+    assert!(
+        text(&out.stderr).contains("neither meta.generated_at nor a Date header"),
+        "the fake API told a time after all\n{}",
+        describe(&out)
+    );
+    assert_eq!(rx.wait_for(N, WAIT), N);
+    assert_eq!(meta(&state, "since"), None, "no server time, no cursor");
+    assert!(
+        meta(&state, "last_success_us").is_some(),
+        "a successful cycle without server time records that it succeeded\n{}",
+        tail(&text(&out.stderr), 3000)
+    );
+    assert!(seen_rows(&state) > 0);
+
+    // The versions were recorded four days ago: past every horizon once the next cycle succeeds.
+    let four_days_us = CDuration::days(4).num_microseconds().unwrap_or(i64::MAX);
+    state_db(&state)
+        .execute(
+            "UPDATE seen_log SET recorded_us = recorded_us - ?1",
+            [four_days_us],
+        )
+        .expect("age seen_log");
+    let out = run_once(&cfg);
+    assert_exit(&out, 0);
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        rx.count(),
+        N,
+        "the second cycle still knew every version (pruning comes after it)"
+    );
+    assert_eq!(
+        seen_rows(&state),
+        0,
+        "versions older than the horizon are forgotten without server time too\n{}",
+        tail(&text(&out.stderr), 3000)
     );
 }
