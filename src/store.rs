@@ -5,11 +5,14 @@
 //! It is the only thing the polling side and the delivery side share. Polling commits whole
 //! pages ([`Store::commit_page`]): the page's events, its dedup entries and — on the last page
 //! of a cycle — the cycle's end (its success, and the cursor when there is one), in one
-//! transaction. Delivery reads after its own position and moves
-//! it forward ([`Store::ack`]); events are stored in chunks (see `queue`), and a chunk is
-//! deleted once every destination has passed all of it.
-//! A crash at any point therefore either keeps a page whole or loses it whole, and the cursor
-//! never gets ahead of what is queued.
+//! transaction. Delivery reads after its own position and moves it forward ([`Store::ack`]);
+//! events are stored in chunks (see `queue`), and a chunk is deleted once every destination
+//! has passed all of it. A crash at any point therefore either keeps a page whole or loses it
+//! whole, and the cursor never gets ahead of what is queued.
+//!
+//! Opening a current file writes nothing unless its running totals need correcting, and a
+//! correction that a full disk refuses is kept in memory: a restart on a full disk delivers
+//! what is queued instead of exiting.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
