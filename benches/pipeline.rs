@@ -557,7 +557,10 @@ fn limits(s: &Settings, feed: &Feed, cfg: &Config, work: &Path, res: &mut Result
         let last = k + 1 == offsets.len();
         let out = ins.time(|| {
             store
-                .commit_page(&prepared, last.then(Utc::now))
+                .commit_page(
+                    &prepared,
+                    last.then(|| ioc_forwarder::store::CycleEnd::at(Utc::now())),
+                )
                 .expect("commit_page")
         });
         assert_eq!(out.added, inds.len(), "every generated indicator is new");

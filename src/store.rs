@@ -4,11 +4,15 @@
 //!
 //! It is the only thing the polling side and the delivery side share. Polling commits whole
 //! pages ([`Store::commit_page`]): the page's events, its dedup entries and — on the last page
-//! of a cycle — the cursor, in one transaction. Delivery reads after its own position and moves
-//! it forward ([`Store::ack`]); events are stored in chunks (see `queue`), and a chunk is
-//! deleted once every destination has passed all of it.
-//! A crash at any point therefore either keeps a page whole or loses it whole, and the cursor
-//! never gets ahead of what is queued.
+//! of a cycle — the cycle's end (its success, and the cursor when there is one), in one
+//! transaction. Delivery reads after its own position and moves it forward ([`Store::ack`]);
+//! events are stored in chunks (see `queue`), and a chunk is deleted once every destination
+//! has passed all of it. A crash at any point therefore either keeps a page whole or loses it
+//! whole, and the cursor never gets ahead of what is queued.
+//!
+//! Opening a current file writes nothing unless its running totals need correcting, and a
+//! correction that a full disk refuses is kept in memory: a restart on a full disk delivers
+//! what is queued instead of exiting.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -49,6 +53,11 @@ pub enum StoreError {
     QueueFull { bytes: i64, max: u64 },
     #[error("state file {path} was damaged and moved aside, but a fresh one cannot be created: {detail}")]
     Recreate { path: PathBuf, detail: String },
+    #[error("state file {path}: the disk is full, and creating, upgrading or opening it needs room ({source}); free some space and start again")]
+    NoRoom {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
 }
 
 /// One queued event as delivery sees it. The events read from one chunk share one text
@@ -163,6 +172,24 @@ pub struct PageOutcome {
     pub dropped: Vec<(String, i64)>,
 }
 
+/// How a poll cycle ended, committed with its last page: the cycle succeeded (when, on this
+/// host's clock, is what bounds pruning of the dedup table) and, when the server told its time,
+/// where the next cycle starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CycleEnd {
+    /// The next cycle's `since`; `None` leaves the cursor where it was.
+    pub cursor: Option<DateTime<Utc>>,
+}
+
+impl CycleEnd {
+    /// A cycle that ends with the cursor at `cursor`.
+    pub fn at(cursor: DateTime<Utc>) -> CycleEnd {
+        CycleEnd {
+            cursor: Some(cursor),
+        }
+    }
+}
+
 /// Per-destination view for `queue stats`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DestinationStats {
@@ -185,6 +212,9 @@ struct Inner {
     seen: SeenIndex,
     /// The highest sequence number ever assigned (also in `meta`, see `queue`).
     last_seq: i64,
+    /// The corrections made at open (see [`Drift`]) could not be saved for a full disk: until
+    /// a page commit saves them, the stored queue size is not trusted.
+    unsaved: bool,
 }
 
 impl std::ops::Deref for Inner {
@@ -238,6 +268,58 @@ fn now_us() -> i64 {
     Utc::now().timestamp_micros()
 }
 
+/// What the state file's running totals say against what its queue holds: the sequence
+/// high-water mark in `meta` (see `queue`) and the byte total in `totals`, recounted from the
+/// chunk rows so that it never drifts across versions or repairs. `None` = already right:
+/// only what differs is written.
+#[derive(Debug, Default)]
+struct Drift {
+    last_seq: Option<i64>,
+    queue_bytes: Option<i64>,
+}
+
+impl Drift {
+    /// Reads both (one scan of the chunk rows: it also touches the tables, so damage shows).
+    fn of(tx: &Transaction<'_>, last_seq: i64) -> rusqlite::Result<Drift> {
+        let stored_seq = Store::meta_i64(tx, queue::LAST_SEQ_KEY)?;
+        let counted = queue_bytes_counted(tx)?;
+        let stored_bytes: Option<i64> = tx
+            .query_row("SELECT queue_bytes FROM totals WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(Drift {
+            last_seq: (stored_seq != Some(last_seq)).then_some(last_seq),
+            queue_bytes: (stored_bytes != Some(counted)).then_some(counted),
+        })
+    }
+
+    fn is_none(&self) -> bool {
+        self.last_seq.is_none() && self.queue_bytes.is_none()
+    }
+
+    fn save(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        // The high-water mark goes first: a migrated one would be lost to the next truncate.
+        if let Some(seq) = self.last_seq {
+            Store::set_meta(tx, queue::LAST_SEQ_KEY, &seq.to_string())?;
+        }
+        if let Some(bytes) = self.queue_bytes {
+            tx.execute(
+                "INSERT OR REPLACE INTO totals (id, queue_bytes) VALUES (1, ?1)",
+                params![bytes],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The bytes of CEF the chunk rows hold.
+fn queue_bytes_counted(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT COALESCE(SUM(bytes), 0) FROM chunks", [], |r| {
+        r.get(0)
+    })
+}
+
 impl Store {
     /// Opens (creating if needed) `state_dir/state.db`. A file that is not a database or is
     /// corrupt is moved aside with a timestamped name and a fresh one is started: the agent
@@ -268,6 +350,7 @@ impl Store {
                 })?;
                 Self::with_writer(conn, path)
             }
+            Err(source) if disk_full(&source) => Err(StoreError::NoRoom { path, source }),
             Err(source) => Err(StoreError::Sqlite { path, source }),
         }
     }
@@ -298,7 +381,9 @@ impl Store {
         conn.pragma_update(None, "wal_autocheckpoint", 40_000_000 / page.max(512))?;
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         // The whole schema in one transaction: a creation cut short (a full disk) leaves no
-        // half-made file that `queue verify` would call damaged.
+        // half-made file that `queue verify` would call damaged. On a current file every
+        // statement of it only reads: an unchanged file is never written by opening it (the
+        // read-only commands, and a start on a full disk, depend on that).
         let tx = conn.transaction()?;
         tx.execute_batch(SCHEMA)?;
         tx.execute_batch(queue::SCHEMA)?;
@@ -306,9 +391,9 @@ impl Store {
         tx.execute_batch(seen::SCHEMA)?;
         let index = SeenIndex::new(seen::sip_key(&tx)?);
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let stored = Self::meta_i64(&tx, queue::LAST_SEQ_KEY)?;
-        let mut last_seq = stored.unwrap_or(0);
-        if version < USER_VERSION {
+        let mut last_seq = Self::meta_i64(&tx, queue::LAST_SEQ_KEY)?.unwrap_or(0);
+        let upgrade = version < USER_VERSION;
+        if upgrade {
             seen::migrate_v1(&tx, &index)?;
             last_seq = last_seq.max(queue::migrate_v2(&tx)?);
             tx.pragma_update(None, "user_version", USER_VERSION)?;
@@ -317,23 +402,32 @@ impl Store {
         if let Some(t) = queue::tail(&tx)? {
             last_seq = last_seq.max(t.last);
         }
-        // Kept in `meta` before anything else can empty the queue (a migrated high-water mark
-        // would otherwise be lost to the next truncate); written only when it changed.
-        if stored != Some(last_seq) {
-            Self::set_meta(&tx, queue::LAST_SEQ_KEY, &last_seq.to_string())?;
+        let drift = Drift::of(&tx, last_seq)?;
+        let mut unsaved = false;
+        if upgrade || drift.is_none() {
+            // A new or upgraded file is whole or not at all, its totals and high-water mark
+            // included: a full disk here is an error (the caller says so).
+            drift.save(&tx)?;
+            tx.commit()?;
+        } else {
+            // A usable file whose corrections cannot be written still serves what it holds:
+            // delivery needs no room, and page commits fail (pausing polling) until there is.
+            match drift.save(&tx).and_then(|()| tx.commit()) {
+                Ok(()) => {}
+                Err(e) if disk_full(&e) => {
+                    tracing::error!(path = %path.display(), error = %e,
+                        queue_bytes = ?drift.queue_bytes, last_seq = ?drift.last_seq,
+                        "disk full at start: the corrected queue totals cannot be saved; running with them in memory (delivery continues, polling pauses until there is room)");
+                    unsaved = true;
+                }
+                Err(e) => return Err(e),
+            }
         }
-        // Recount the queue's bytes (one scan of the chunk rows at start): the running total
-        // can then never drift across versions or repairs. It also touches the tables, so
-        // damage shows now.
-        tx.execute(
-            "INSERT OR REPLACE INTO totals (id, queue_bytes) VALUES (1, (SELECT COALESCE(SUM(bytes), 0) FROM chunks))",
-            [],
-        )?;
-        tx.commit()?;
         Ok(Inner {
             conn,
             seen: index,
             last_seq,
+            unsaved,
         })
     }
 
@@ -393,11 +487,14 @@ impl Store {
 
     /// Bytes of CEF lines queued (for any destination).
     pub fn queue_bytes(&self) -> Result<i64, StoreError> {
-        self.lock()
-            .query_row("SELECT queue_bytes FROM totals WHERE id = 1", [], |r| {
-                r.get(0)
-            })
-            .map_err(|e| self.err(e))
+        let conn = self.lock();
+        if conn.unsaved {
+            return queue_bytes_counted(&conn).map_err(|e| self.err(e));
+        }
+        conn.query_row("SELECT queue_bytes FROM totals WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .map_err(|e| self.err(e))
     }
 
     fn total(tx: &Transaction<'_>) -> rusqlite::Result<i64> {
@@ -565,7 +662,11 @@ impl Store {
         };
         if m >= tail.last {
             // Everything is delivered everywhere: emptying the table is SQLite's truncate.
-            // Sequence numbers go on from `meta` (see `queue`).
+            // Sequence numbers go on from `meta` (see `queue`), so it must hold the tail
+            // before the rows that show it go (it may not, when open could not save it).
+            if Self::meta_i64(tx, queue::LAST_SEQ_KEY)?.is_none_or(|s| s < tail.last) {
+                Self::set_meta(tx, queue::LAST_SEQ_KEY, &tail.last.to_string())?;
+            }
             tx.execute("DELETE FROM chunks", [])?;
             tx.execute("UPDATE totals SET queue_bytes = 0 WHERE id = 1", [])?;
         } else if head.last <= m && m - head.first + 1 >= at_least {
@@ -575,12 +676,12 @@ impl Store {
     }
 
     /// Commits one page in one transaction: every indicator whose version is new is queued
-    /// (its `act` set to add or update) and its version recorded; `cursor`, when given, is
-    /// stored too (the last page of a cycle).
+    /// (its `act` set to add or update) and its version recorded; `end`, on the last page of a
+    /// cycle, is stored too.
     pub fn commit_page(
         &self,
         items: &[Prepared],
-        cursor: Option<DateTime<Utc>>,
+        end: Option<CycleEnd>,
     ) -> Result<PageOutcome, StoreError> {
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -595,6 +696,12 @@ impl Store {
         let seen = &mut inner.seen;
         let last_seq = inner.last_seq;
         let tx = inner.conn.transaction().map_err(|e| self.err(e))?;
+        if inner.unsaved {
+            // What open could not save goes in first, so the limit below sees the real total.
+            Drift::of(&tx, last_seq)
+                .and_then(|d| d.save(&tx))
+                .map_err(|e| self.err(e))?;
+        }
         let mut outcome = PageOutcome::default();
         let now = now_us();
         let mut page_bytes = 0i64;
@@ -693,17 +800,22 @@ impl Store {
                 }
             }
         }
-        if let Some(c) = cursor {
-            Self::set_meta(
-                &tx,
-                "since",
-                &c.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            )
-            .map_err(|e| self.err(e))?;
+        if let Some(end) = end {
+            if let Some(c) = end.cursor {
+                Self::set_meta(
+                    &tx,
+                    "since",
+                    &c.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                )
+                .map_err(|e| self.err(e))?;
+            }
+            // Whether or not the cursor moved: the horizon for forgetting seen versions counts
+            // from here, and a source that tells no time must not keep them forever.
             Self::set_meta(&tx, "last_success_us", &now.to_string()).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))?;
         inner.last_seq = new_last;
+        inner.unsaved = false;
         seen.apply_at(&recorded, &recorded_at);
         if let (Some(t), Some(watch)) = (new_tail, &self.tail) {
             watch.send_replace(t);
@@ -760,7 +872,7 @@ impl Store {
         let tx = inner.conn.transaction().map_err(|e| self.err(e))?;
         let n = inner
             .seen
-            .prune(&tx, before.timestamp_micros())
+            .prune(&tx, before.timestamp_micros(), now_us())
             .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(n)
@@ -1021,13 +1133,20 @@ impl StoreError {
     /// The disk (or the process's file size limit) refused a write: behave like a full queue.
     pub fn is_disk_full(&self) -> bool {
         match self {
-            StoreError::Sqlite { source, .. } => matches!(
-                source.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::DiskFull) | Some(rusqlite::ErrorCode::SystemIoFailure)
-            ),
+            StoreError::Sqlite { source, .. } => disk_full(source),
+            StoreError::NoRoom { .. } => true,
             _ => false,
         }
     }
+}
+
+/// SQLite could not write: the disk is full (`SQLITE_FULL`) or the write itself failed
+/// (`SQLITE_IOERR`, e.g. `EFBIG` past the process's file size limit).
+fn disk_full(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DiskFull) | Some(rusqlite::ErrorCode::SystemIoFailure)
+    )
 }
 
 fn is_damage(e: &rusqlite::Error) -> bool {
@@ -1358,10 +1477,122 @@ mod tests {
         {
             let s = Store::open(dir.path()).unwrap();
             assert_eq!(s.cursor().unwrap(), None);
-            s.commit_page(&page(&s, &[]), Some(t)).unwrap();
+            s.commit_page(&page(&s, &[]), Some(CycleEnd::at(t)))
+                .unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.cursor().unwrap(), Some(t));
+    }
+
+    /// `state.db` and its WAL as they are on disk.
+    fn file_bytes(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+        let read = |suffix: &str| {
+            std::fs::read(dir.join(format!("{FILE_NAME}{suffix}"))).unwrap_or_default()
+        };
+        (read(""), read("-wal"))
+    }
+
+    #[test]
+    fn opening_an_unchanged_state_file_writes_nothing_and_a_drifted_one_is_corrected() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.sync_destinations(&["a".into()]).unwrap();
+        s.commit_page(&page(&s, &many(5)), None).unwrap();
+        let queued = s.queue_bytes().unwrap();
+        drop(s);
+        let before = file_bytes(dir.path());
+        drop(Store::open(dir.path()).unwrap());
+        assert!(
+            file_bytes(dir.path()) == before,
+            "opening wrote to the file"
+        );
+        // A total that no longer matches the queue is recounted and saved.
+        Store::open(dir.path())
+            .unwrap()
+            .lock()
+            .execute("UPDATE totals SET queue_bytes = 1", [])
+            .unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert!(!s.lock().unsaved);
+        let stored: i64 = s
+            .lock()
+            .query_row("SELECT queue_bytes FROM totals", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, queued);
+    }
+
+    #[test]
+    fn corrections_a_full_disk_kept_from_open_are_served_from_the_queue_and_saved_by_the_next_commit(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.sync_destinations(&["a".into()]).unwrap();
+        s.commit_page(&page(&s, &many(5)), None).unwrap();
+        let queued = s.queue_bytes().unwrap();
+        // As open leaves it when the recount could not be written.
+        s.lock()
+            .execute("UPDATE totals SET queue_bytes = 1", [])
+            .unwrap();
+        s.lock().unsaved = true;
+        assert_eq!(s.queue_bytes().unwrap(), queued);
+        let more = s.commit_page(&page(&s, &many(8)[5..]), None).unwrap();
+        assert_eq!(more.added, 3);
+        assert!(!s.lock().unsaved);
+        let total = s.queue_bytes().unwrap();
+        let read: usize = s
+            .read_after(0, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.cef().len())
+            .sum();
+        assert_eq!(total, read as i64, "the stored total is the queue's again");
+    }
+
+    #[test]
+    fn the_queue_is_never_emptied_while_meta_lags_its_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.sync_destinations(&["a".into()]).unwrap();
+        s.commit_page(&page(&s, &many(5)), None).unwrap();
+        // A high-water mark open could not save (a full disk): only memory has it.
+        s.lock()
+            .execute(
+                "DELETE FROM meta WHERE key = ?1",
+                params![queue::LAST_SEQ_KEY],
+            )
+            .unwrap();
+        s.ack("a", 5).unwrap();
+        s.compact().unwrap();
+        assert_eq!(s.tail().unwrap(), 0, "emptied");
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        s.commit_page(&page(&s, &[ind("n", "2026-05-17T00:00:00Z", "low")]), None)
+            .unwrap();
+        assert_eq!(s.tail().unwrap(), 6, "sequence numbers are never reused");
+    }
+
+    #[test]
+    fn a_cycle_that_ends_without_a_cursor_records_its_success_and_keeps_the_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let t = DateTime::parse_from_rfc3339("2026-05-17T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        s.commit_page(&page(&s, &many(2)), None).unwrap();
+        assert_eq!(s.last_success().unwrap(), None, "not the end of a cycle");
+        let before = Utc::now();
+        s.commit_page(&page(&s, &[]), Some(CycleEnd { cursor: None }))
+            .unwrap();
+        let first = s.last_success().unwrap();
+        assert!(first.is_some_and(|l| l >= before), "{first:?}");
+        assert_eq!(s.cursor().unwrap(), None, "no server time, no cursor");
+        // A cursor stays where the last cycle with server time put it.
+        s.commit_page(&page(&s, &[]), Some(CycleEnd::at(t)))
+            .unwrap();
+        s.commit_page(&page(&s, &many(3)), Some(CycleEnd { cursor: None }))
+            .unwrap();
+        assert_eq!(s.cursor().unwrap(), Some(t));
+        assert!(s.last_success().unwrap() >= first);
     }
 
     #[test]
@@ -1450,11 +1681,12 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         // a first page bigger than the limit still goes in when the queue is empty
-        s.commit_page(&page(&s, &many(20)), Some(t)).unwrap();
+        s.commit_page(&page(&s, &many(20)), Some(CycleEnd::at(t)))
+            .unwrap();
         let before = s.queue_bytes().unwrap();
         let later = t + chrono::Duration::hours(1);
         let err = s
-            .commit_page(&page(&s, &many(25)[20..]), Some(later))
+            .commit_page(&page(&s, &many(25)[20..]), Some(CycleEnd::at(later)))
             .unwrap_err();
         assert!(matches!(err, StoreError::QueueFull { .. }), "{err}");
         assert!(err.to_string().contains("polling paused"));
@@ -1463,7 +1695,7 @@ mod tests {
         // the refused versions were not recorded as seen: they come again next time
         s.ack("dead", s.tail().unwrap()).unwrap();
         let o = s
-            .commit_page(&page(&s, &many(25)[20..]), Some(later))
+            .commit_page(&page(&s, &many(25)[20..]), Some(CycleEnd::at(later)))
             .unwrap();
         assert_eq!(o.added, 5);
         assert_eq!(s.cursor().unwrap(), Some(later));

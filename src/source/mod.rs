@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use crate::config::{Config, SourceKind};
 use crate::encode::cef::CefOptions;
 use crate::indicator::IocType;
-use crate::store::{Store, StoreError};
+use crate::store::{CycleEnd, Store, StoreError};
 use prepare::{Prep, PreparedPage};
 use progress::{Progress, ProgressMode};
 use socdefenders::{ApiClient, ServerFilters, SourceError};
@@ -170,13 +170,13 @@ impl Source {
     }
 
     /// Starts the commit of a prepared page once the previous page's commit has finished;
-    /// `cursor` goes in with it when this is the last. The commit runs on a blocking thread
+    /// `end` goes in with it when this is the last. The commit runs on a blocking thread
     /// while the caller fetches and decodes the next page ([`Committer::settle`] waits).
     async fn commit(
         &self,
         store: &Store,
         page: PreparedPage,
-        cursor: Option<DateTime<Utc>>,
+        end: Option<CycleEnd>,
         report: &mut CycleReport,
         committer: &mut Committer,
     ) -> Result<(), CycleError> {
@@ -195,7 +195,7 @@ impl Source {
         let store = store.clone();
         let items = page.items;
         committer.pending = Some(tokio::task::spawn_blocking(move || {
-            store.commit_page(&items, cursor)
+            store.commit_page(&items, end)
         }));
         Ok(())
     }
@@ -265,7 +265,7 @@ impl Source {
         self.commit(
             store,
             held.unwrap_or_default(),
-            Some(now),
+            Some(CycleEnd::at(now)),
             report,
             committer,
         )
@@ -358,21 +358,20 @@ impl Source {
             }
             let n = page.items.decoded;
             let last = is_last_page(n, offset, page.limit, page.total);
-            let next_cursor = if last {
-                // Taken as is even when it is earlier than the old cursor (a server clock set
-                // back): re-reading a window costs only duplicates, skipping one loses data.
-                server_time.map(|t| t - overlap)
-            } else {
-                None
-            };
+            // The last page ends the cycle, and its commit records the success whether or not
+            // the server told its time. The cursor moves only with that time, taken as is even
+            // when it is earlier than the old cursor (a server clock set back): re-reading a
+            // window costs only duplicates, skipping one loses data.
+            let end = last.then(|| CycleEnd {
+                cursor: server_time.map(|t| t - overlap),
+            });
             let me = &*self;
-            me.commit(store, page.items, next_cursor, report, committer)
-                .await?;
+            me.commit(store, page.items, end, report, committer).await?;
             progress.page(n, page.total, tokio::time::Instant::now());
             if last {
                 committer.settle(report).await?;
                 progress.finish(tokio::time::Instant::now());
-                report.cursor = next_cursor.or(cursor);
+                report.cursor = end.and_then(|e| e.cursor).or(cursor);
                 return Ok(());
             }
             offset += n;

@@ -452,53 +452,69 @@ impl SeenIndex {
     }
 
     /// Forgets versions recorded before `before_us`: deletes their rows, and drops an identity
-    /// from memory when a version deleted was its last. Costs in proportion to what it
-    /// deletes (rows are in commit order, so the old ones come first). Returns how many
-    /// versions were forgotten.
-    pub fn prune(&mut self, tx: &Transaction<'_>, before_us: i64) -> rusqlite::Result<usize> {
-        self.consolidate();
-        let mut last_id = None;
-        let mut versions = 0;
-        let mut gone: Vec<(u64, Version)> = Vec::new();
-        {
-            let mut st =
-                tx.prepare("SELECT id, recorded_us, versions FROM seen_log ORDER BY id")?;
-            let mut rows = st.query([])?;
-            while let Some(r) = rows.next()? {
-                // A clock set back can leave an older time after a newer one: those rows wait
-                // for the next prune that reaches past them.
-                if r.get::<_, i64>(1)? >= before_us {
-                    break;
-                }
-                last_id = Some(r.get::<_, i64>(0)?);
-                let blob = r.get_ref(2)?.as_blob()?;
-                versions += blob.len() / RECORD;
-                if self.loaded {
-                    gone.extend(Entry::read_all(blob).map(|e| (e.key, e.version())));
-                }
-            }
-        }
+    /// from memory when its last version was in a deleted row. Returns how many versions were
+    /// forgotten.
+    ///
+    /// A row's stamp is this host's clock at its commit, and rows are appended in commit
+    /// order: a row was committed no later than the stamp of any later row, and no later than
+    /// `now_us`. A stamp ahead of those (the clock jumped forward, then was set back) therefore
+    /// holds back nothing behind it: every row up to the last one stamped before `before_us`
+    /// is old (every row, when `now_us` is before it), whatever its own stamp says, and every
+    /// row after that one may be recent and is kept.
+    pub fn prune(
+        &mut self,
+        tx: &Transaction<'_>,
+        before_us: i64,
+        now_us: i64,
+    ) -> rusqlite::Result<usize> {
+        // Found from the newest row back, reading stamps only: the rows kept, and the one that
+        // ends them, are all that is scanned.
+        let last_id: Option<i64> = if now_us < before_us {
+            tx.query_row("SELECT MAX(id) FROM seen_log", [], |r| r.get(0))?
+        } else {
+            tx.query_row(
+                "SELECT id FROM seen_log WHERE recorded_us < ?1 ORDER BY id DESC LIMIT 1",
+                params![before_us],
+                |r| r.get(0),
+            )
+            .optional()?
+        };
         let Some(last_id) = last_id else {
             return Ok(0);
         };
+        // Blobs are read only for the rows deleted, and only when memory must follow.
+        let mut versions = 0;
+        let mut gone: Vec<Entry> = Vec::new();
+        if self.loaded {
+            let mut st = tx.prepare("SELECT versions FROM seen_log WHERE id <= ?1 ORDER BY id")?;
+            let mut rows = st.query(params![last_id])?;
+            while let Some(r) = rows.next()? {
+                let blob = r.get_ref(0)?.as_blob()?;
+                versions += blob.len() / RECORD;
+                gone.extend(Entry::read_all(blob));
+            }
+        } else {
+            let bytes: i64 = tx.query_row(
+                "SELECT COALESCE(SUM(length(versions) / ?2), 0) FROM seen_log WHERE id <= ?1",
+                params![last_id, RECORD as i64],
+                |r| r.get(0),
+            )?;
+            versions = bytes as usize;
+        }
         tx.execute("DELETE FROM seen_log WHERE id <= ?1", params![last_id])?;
         if !gone.is_empty() {
-            // An identity whose last version equals a deleted row's is forgotten. (If an older
-            // identical version was deleted while the same version came back later, it is
-            // forgotten early: it is then queued once more, never lost.)
-            gone.sort_by_key(|g| g.0);
+            self.consolidate();
+            // Per identity, the last version the deleted rows held (they are in commit order).
+            // Memory holds that same version only when no later row recorded another: then the
+            // identity is gone from disk, and it goes from memory. (Consecutive versions of one
+            // identity always differ, so a later row holding it again must follow a different
+            // one in between; only a flip back to a deleted version, A -> B -> A across the
+            // cut, is forgotten early: it is then queued once more, never lost.)
+            sort_keeping_last(&mut gone);
             self.entries.retain(|e| {
                 let key = e.key;
-                let v = e.version();
-                match gone.binary_search_by_key(&key, |g| g.0) {
-                    Ok(_) => {
-                        // Any deleted row of this key with this exact version.
-                        let start = gone.partition_point(|g| g.0 < key);
-                        !gone[start..]
-                            .iter()
-                            .take_while(|g| g.0 == key)
-                            .any(|g| g.1 == v)
-                    }
+                match gone.binary_search_by_key(&key, |g| g.key) {
+                    Ok(i) => gone[i].version() != e.version(),
                     Err(_) => true,
                 }
             });
@@ -763,6 +779,133 @@ mod tests {
         idx.apply(&big);
         assert!(idx.recent.is_empty());
         assert!(big.iter().all(|(k, _)| idx.get(*k) == Some(v)));
+    }
+
+    fn v(t: i64) -> Version {
+        Version {
+            last_us: t,
+            conf: 0,
+        }
+    }
+
+    /// A `seen_log` holding `rows` (stamp, versions) in this order.
+    fn log_of(rows: &[(i64, &[(u64, Version)])]) -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        let tx = c.transaction().unwrap();
+        for (stamp, versions) in rows {
+            record(&tx, versions, *stamp).unwrap();
+        }
+        tx.commit().unwrap();
+        c
+    }
+
+    fn stamps_left(c: &Connection) -> Vec<i64> {
+        let mut st = c
+            .prepare("SELECT recorded_us FROM seen_log ORDER BY id")
+            .unwrap();
+        let rows = st.query_map([], |r| r.get(0)).unwrap();
+        rows.map(|r| r.unwrap()).collect()
+    }
+
+    /// What the index holds, in key order.
+    fn contents(idx: &SeenIndex) -> Vec<(u64, i64, u32)> {
+        let mut all: Vec<(u64, i64, u32)> = idx
+            .entries
+            .iter()
+            .chain(idx.recent.iter())
+            .map(|e| (e.key, e.last_us, e.conf))
+            .collect();
+        all.sort_unstable();
+        all
+    }
+
+    /// Prunes `c` with the index loaded; returns the versions forgotten.
+    fn prune_loaded(c: &mut Connection, idx: &mut SeenIndex, before: i64, now: i64) -> usize {
+        idx.ensure_loaded(c).unwrap();
+        let tx = c.transaction().unwrap();
+        let n = idx.prune(&tx, before, now).unwrap();
+        tx.commit().unwrap();
+        n
+    }
+
+    #[test]
+    fn a_row_stamped_in_the_future_does_not_hold_back_the_rows_after_it() {
+        // The clock jumped ahead for the second commit and was set back: 10_000 is in the
+        // future of everything after it.
+        let rows: [(i64, &[(u64, Version)]); 4] = [
+            (100, &[(1, v(1))]),
+            (10_000, &[(2, v(1))]),
+            (200, &[(3, v(1))]),
+            (300, &[(4, v(1))]),
+        ];
+        let mut c = log_of(&rows);
+        let mut idx = SeenIndex::new((1, 2));
+        // Only the first row is provably older than 150: the second was committed before the
+        // third, so no later than 200.
+        assert_eq!(prune_loaded(&mut c, &mut idx, 150, 1_000), 1);
+        assert_eq!(stamps_left(&c), [10_000, 200, 300]);
+        // Once the third is old, so is the one stamped in the future before it.
+        assert_eq!(prune_loaded(&mut c, &mut idx, 250, 1_000), 2);
+        assert_eq!(stamps_left(&c), [300]);
+        assert_eq!(contents(&idx), [(4, 1, 0)]);
+    }
+
+    #[test]
+    fn nothing_is_pruned_that_is_not_provably_old() {
+        let rows: [(i64, &[(u64, Version)]); 3] = [
+            (100, &[(1, v(1))]),
+            (5_000, &[(2, v(1))]),
+            (400, &[(3, v(1))]),
+        ];
+        let mut c = log_of(&rows);
+        let mut idx = SeenIndex::new((1, 2));
+        // The second row may be as recent as 400: not before 300.
+        assert_eq!(prune_loaded(&mut c, &mut idx, 300, 1_000), 1);
+        assert_eq!(stamps_left(&c), [5_000, 400]);
+        assert_eq!(
+            prune_loaded(&mut c, &mut idx, 400, 1_000),
+            0,
+            "400 is not before 400"
+        );
+        // The last row stamped in the future was committed no later than now.
+        let mut c = log_of(&[(100, &[(1, v(1))]), (5_000, &[(2, v(1))])]);
+        let mut idx = SeenIndex::new((1, 2));
+        assert_eq!(prune_loaded(&mut c, &mut idx, 800, 1_000), 1);
+        assert_eq!(stamps_left(&c), [5_000]);
+        assert_eq!(contents(&idx), [(2, 1, 0)]);
+        // A horizon past now: every row was committed before it.
+        assert_eq!(prune_loaded(&mut c, &mut idx, 2_000, 1_000), 1);
+        assert!(stamps_left(&c).is_empty());
+        assert!(contents(&idx).is_empty());
+        // Nothing old, nothing done; an empty log too.
+        assert_eq!(prune_loaded(&mut c, &mut idx, 2_000, 1_000), 0);
+    }
+
+    #[test]
+    fn memory_forgets_exactly_what_the_deleted_rows_were_the_last_to_hold() {
+        let rows: [(i64, &[(u64, Version)]); 3] = [
+            // 1: only in deleted rows; 2: changed within them; 3: changed and changed back,
+            // the last version after the cut; 4: changed after the cut; 5: only after it.
+            (100, &[(1, v(1)), (2, v(1)), (3, v(1)), (4, v(1))]),
+            (200, &[(2, v(2)), (3, v(2))]),
+            (300, &[(3, v(1)), (4, v(2)), (5, v(1))]),
+        ];
+        let mut c = log_of(&rows);
+        let mut idx = SeenIndex::new((1, 2));
+        assert_eq!(prune_loaded(&mut c, &mut idx, 250, 1_000), 6);
+        let mut fresh = SeenIndex::new((1, 2));
+        fresh.ensure_loaded(&c).unwrap();
+        assert_eq!(contents(&fresh), [(3, 1, 0), (4, 2, 0), (5, 1, 0)]);
+        assert_eq!(contents(&idx), contents(&fresh));
+        // Unloaded, only the rows go (and are counted the same).
+        let mut c = log_of(&rows);
+        let mut idx = SeenIndex::new((1, 2));
+        let tx = c.transaction().unwrap();
+        assert_eq!(idx.prune(&tx, 250, 1_000).unwrap(), 6);
+        tx.commit().unwrap();
+        assert_eq!(stamps_left(&c), [300]);
+        assert!(!idx.loaded);
     }
 
     #[test]

@@ -236,6 +236,8 @@ pub struct ApiState {
     /// Serve gzip bodies to clients that send `Accept-Encoding: gzip`.
     pub gzip: bool,
     pub feed_hook: Option<FeedHook>,
+    /// Tell no time: no `Date` header and no `meta.generated_at` (a proxy that strips both).
+    pub no_server_time: bool,
 }
 
 /// A hand-written HTTP/1.1 server that serves `GET /api/v1/iocs` like the real API.
@@ -267,6 +269,7 @@ impl FakeApi {
                 rate_headers: VecDeque::new(),
                 gzip: false,
                 feed_hook: None,
+                no_server_time: false,
             })),
             stop: Arc::new(AtomicBool::new(false)),
             in_flight: Arc::default(),
@@ -364,6 +367,11 @@ impl FakeApi {
     }
 
     /// Answer with `Content-Encoding: gzip` when the client accepts it.
+    /// Leave out `Date` and `meta.generated_at` from now on.
+    pub fn without_server_time(&self) {
+        self.state.lock().unwrap().no_server_time = true;
+    }
+
     pub fn set_gzip(&self, on: bool) {
         self.state.lock().unwrap().gzip = on;
     }
@@ -502,6 +510,8 @@ struct Reply {
     rate: Option<RateHeaders>,
     /// Leave `X-RateLimit-Reset` out.
     no_reset: bool,
+    /// Leave `Date` out.
+    no_date: bool,
 }
 
 /// An HTTP-date (IMF-fixdate), as in `Date` and `Retry-After`.
@@ -523,10 +533,12 @@ fn write_response_ex(
         None => (1000, 999, reply.clock.timestamp() + 60),
     };
     let mut head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nDate: {}\r\n",
-        reason(status),
-        http_date(reply.clock)
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\n",
+        reason(status)
     );
+    if !reply.no_date {
+        head.push_str(&format!("Date: {}\r\n", http_date(reply.clock)));
+    }
     let has = |name: &str| extra.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
     if !has("X-RateLimit-Limit") {
         head.push_str(&format!("X-RateLimit-Limit: {limit}\r\n"));
@@ -609,7 +621,7 @@ fn serve_connection(
     };
 
     // Record, then decide on a fault while holding the state lock only briefly.
-    let (fault, api_key, max_limit, clock, tier_lookback, rate, gzip, hook, ioc_index) = {
+    let (fault, api_key, max_limit, clock, tier_lookback, rate, gzip, hook, ioc_index, timeless) = {
         let mut s = state.lock().unwrap();
         let clock = s.clock.unwrap_or_else(|| now_secs() + s.clock_offset);
         req.clock = clock;
@@ -634,12 +646,14 @@ fn serve_connection(
             s.gzip,
             s.feed_hook.clone(),
             ioc_index,
+            s.no_server_time,
         )
     };
     let reply = Reply {
         clock: req.clock,
         rate,
         no_reset: false,
+        no_date: timeless,
     };
     if path == "/api/v1/iocs" {
         if let Some(hook) = hook {
@@ -680,6 +694,7 @@ fn serve_connection(
                 clock: reply.clock,
                 rate: None,
                 no_reset: reset_in.is_none(),
+                no_date: timeless,
             };
             match retry_after {
                 Some(RetryAfter::Secs(n)) => extra.push(("Retry-After".to_string(), n.to_string())),
@@ -853,7 +868,7 @@ fn serve_connection(
     if offset + limit < total {
         links["next"] = json!(format!("{base}?limit={limit}&offset={}", offset + limit));
     }
-    let body = json!({
+    let mut body = json!({
         "meta": {
             "total": total,
             "limit": limit,
@@ -871,8 +886,13 @@ fn serve_connection(
         },
         "data": data,
         "links": links,
-    })
-    .to_string();
+    });
+    if timeless {
+        if let Some(meta) = body["meta"].as_object_mut() {
+            meta.remove("generated_at");
+        }
+    }
+    let body = body.to_string();
 
     if let Some(d) = delay {
         thread::sleep(d);
