@@ -91,6 +91,34 @@ pub struct ApiConfig {
     /// The key is written literally in the config file (not `${VAR}`, not `api_key_file`):
     /// then the file itself is a secret and its permissions matter.
     pub key_in_config_file: bool,
+    /// An `http://` base_url to a host other than this machine is accepted (the key then
+    /// crosses the network in clear text).
+    pub allow_insecure_http: bool,
+}
+
+impl ApiConfig {
+    /// The host the API key would travel to in clear text: `base_url` is `http://` and its
+    /// host is not this machine. `None` for https:// and for loopback hosts.
+    pub fn cleartext_host(&self) -> Option<String> {
+        cleartext_host(&self.base_url)
+    }
+}
+
+/// The host of an `http://` URL unless it is a loopback address (127.0.0.0/8, `::1`) or
+/// `localhost`, where the key never leaves the machine. The URL is read as the HTTP client
+/// reads it, so `http://127.1/` counts as loopback and `http://localhost.example/` does not.
+pub fn cleartext_host(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    if parsed.scheme() != "http" {
+        return None;
+    }
+    let host = parsed.host_str()?;
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback());
+    (!loopback).then(|| host.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -420,6 +448,7 @@ impl Config {
                 out += &format!("page_size = {}\n", api.page_size);
                 out += &format!("request_timeout = {}\n", q(&d(api.request_timeout)));
                 out += &format!("ca_file = {}\n", path(&api.ca_file));
+                out += &format!("allow_insecure_http = {}\n", api.allow_insecure_http);
             }
             SourceKind::File { path } => {
                 out += "kind = \"file\"\n";
@@ -954,11 +983,23 @@ impl<'a> Reader<'a> {
         let category = self.string(&mut s, "category", "");
         let kind = if kind == 0 {
             let base_url = self.string(&mut s, "base_url", "https://socdefenders.ai/api/v1");
+            let allow_insecure_http = self.bool(&mut s, "allow_insecure_http", false);
             if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
                 self.problem(
                     &s,
                     "base_url",
                     format!("{base_url:?} must start with https:// or http://"),
+                );
+            } else if let Err(e) = reqwest::Url::parse(&base_url) {
+                self.problem(&s, "base_url", format!("{base_url:?} is not a URL: {e}"));
+            } else if let (Some(host), false) = (cleartext_host(&base_url), allow_insecure_http) {
+                // The key goes in a request header: over http:// anyone on the path reads it.
+                self.problem(
+                    &s,
+                    "base_url",
+                    format!(
+                        "http:// to {host} would send the API key in clear text; use https://, or set allow_insecure_http = true in [source] if the network path is trusted"
+                    ),
                 );
             }
             let key_in_config_file = s
@@ -1022,6 +1063,7 @@ impl<'a> Reader<'a> {
                 request_timeout,
                 ca_file,
                 key_in_config_file,
+                allow_insecure_http,
             })
         } else {
             let path = match self.nonempty(&mut s, "path") {
@@ -1038,6 +1080,7 @@ impl<'a> Reader<'a> {
                 "page_size",
                 "request_timeout",
                 "ca_file",
+                "allow_insecure_http",
             ] {
                 if s.table.remove(k).is_some() {
                     self.problem(&s, k, "only used with kind = \"socdefenders\"");
@@ -1513,6 +1556,30 @@ address = "127.0.0.1:514"
         let c = parse(MINIMAL).unwrap();
         let t: Result<Table, _> = c.to_display_toml().parse();
         assert!(t.is_ok(), "{}", c.to_display_toml());
+    }
+
+    #[test]
+    fn only_http_to_a_host_other_than_this_machine_is_cleartext() {
+        for local in [
+            "http://127.0.0.1:8080/api",
+            "http://127.255.0.9/api",
+            "http://127.1/api",
+            "http://[::1]:8080/api",
+            "http://localhost/api",
+            "http://LocalHost:80/api",
+            "https://api.example.com/api",
+        ] {
+            assert_eq!(cleartext_host(local), None, "{local}");
+        }
+        for (remote, host) in [
+            ("http://api.example.com/api", "api.example.com"),
+            ("http://localhost.example.com/api", "localhost.example.com"),
+            ("http://128.0.0.1/api", "128.0.0.1"),
+            ("http://[::2]/api", "[::2]"),
+            ("http://[::ffff:10.0.0.1]/api", "[::ffff:a00:1]"),
+        ] {
+            assert_eq!(cleartext_host(remote).as_deref(), Some(host), "{remote}");
+        }
     }
 
     #[test]

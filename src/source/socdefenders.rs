@@ -169,6 +169,13 @@ const RATE_LIMIT_JITTER: Duration = Duration::from_secs(1);
 
 impl ApiClient {
     pub fn new(cfg: &ApiConfig, retry_max: Duration) -> Result<ApiClient, SourceError> {
+        // Config load refuses this unless allow_insecure_http is set; every start says it again.
+        if let Some(host) = cfg.cleartext_host() {
+            tracing::warn!(
+                host = %host,
+                "base_url is http:// to another host (allow_insecure_http = true): the API key crosses the network in clear text; use https:// where you can"
+            );
+        }
         let mut b = reqwest::Client::builder()
             .user_agent(concat!("ioc-forwarder/", env!("CARGO_PKG_VERSION")))
             .timeout(cfg.request_timeout)
@@ -582,6 +589,7 @@ mod tests {
             request_timeout: Duration::from_secs(30),
             ca_file: None,
             key_in_config_file: false,
+            allow_insecure_http: false,
         };
         let mut c = ApiClient::new(&cfg, Duration::from_secs(1)).unwrap();
         c.max_body = 1 << 20;
