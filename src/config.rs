@@ -26,9 +26,11 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
-    /// The first 12 characters, which the API itself shows as `key_prefix`.
-    pub fn prefix(&self) -> String {
-        self.0.chars().take(12).collect()
+    /// The only part of the key that may ever be shown (check-config, logs, errors): its first
+    /// 12 characters, what the API itself shows as `key_prefix`, and only of a key of at least
+    /// 20, so that most of it stays secret. Nothing of a shorter key.
+    pub fn shown_prefix(&self) -> Option<String> {
+        (self.0.chars().count() >= 20).then(|| self.0.chars().take(12).collect())
     }
 }
 
@@ -39,13 +41,11 @@ impl fmt::Debug for Secret {
 }
 
 impl fmt::Display for Secret {
-    /// The 12-character prefix (what the API itself shows as `key_prefix`) of a key long
-    /// enough that the prefix gives nothing away; nothing at all of a short one.
+    /// [`Secret::shown_prefix`] and a redaction marker: the one way a key is written out.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.chars().count() >= 20 {
-            write!(f, "{}… (redacted)", self.prefix())
-        } else {
-            f.write_str("(redacted)")
+        match self.shown_prefix() {
+            Some(p) => write!(f, "{p}… (redacted)"),
+            None => f.write_str("(redacted)"),
         }
     }
 }
@@ -1549,6 +1549,16 @@ address = "127.0.0.1:514"
         assert!(!format!("{c:?}").contains("0123456789abcdef"));
         assert!(!c.to_display_toml().contains("0123456789abcdef"));
         assert!(c.to_display_toml().contains("sk_live_0123"));
+    }
+
+    #[test]
+    fn only_a_long_keys_prefix_is_ever_shown() {
+        let long = Secret::new("sk_live_0123456789abcdef");
+        assert_eq!(long.shown_prefix().as_deref(), Some("sk_live_0123"));
+        assert_eq!(long.to_string(), "sk_live_0123… (redacted)");
+        let short = Secret::new("sk_live_01234");
+        assert_eq!(short.shown_prefix(), None);
+        assert_eq!(short.to_string(), "(redacted)");
     }
 
     #[test]

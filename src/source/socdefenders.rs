@@ -20,11 +20,12 @@ use crate::store::Keyer;
 /// How a request failed; `kind()` is the `ioc_forwarder_source_errors_total` label.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("the API refused the key {key_prefix}…: HTTP {status} {code}")]
+    #[error("the API refused the key {key}: HTTP {status} {code}")]
     Auth {
         status: u16,
         code: String,
-        key_prefix: String,
+        /// The key as check-config shows it: its prefix only when it is long enough.
+        key: String,
     },
     #[error("the API rate limit is still exhausted after {attempts} waits")]
     RateLimited { attempts: u32 },
@@ -318,7 +319,7 @@ impl ApiClient {
             return Err(Attempt::Failed(SourceError::Auth {
                 status: status.as_u16(),
                 code: error_code(&body).unwrap_or_else(|| "no error code".into()),
-                key_prefix: self.key.prefix(),
+                key: self.key.to_string(),
             }));
         }
         if !status.is_success() {
@@ -692,14 +693,18 @@ mod tests {
     }
 
     #[test]
-    fn auth_error_shows_only_the_key_prefix() {
-        let e = SourceError::Auth {
-            status: 401,
-            code: "invalid_api_key".into(),
-            key_prefix: Secret::new("sk_live_abcdefghijkl").prefix(),
-        };
-        let s = e.to_string();
-        assert!(s.contains("sk_live_abcd") && !s.contains("efghijkl"), "{s}");
-        assert_eq!(e.kind(), "auth");
+    fn auth_error_shows_the_key_as_check_config_does() {
+        for key in ["sk_live_abcdefghijkl", "sk_live_abcdef"] {
+            let secret = Secret::new(key);
+            let e = SourceError::Auth {
+                status: 401,
+                code: "invalid_api_key".into(),
+                key: secret.to_string(),
+            };
+            let s = e.to_string();
+            assert!(s.contains(&format!("the key {secret}:")), "{s}");
+            assert!(!s.contains(&key[..13]), "{s}");
+            assert_eq!(e.kind(), "auth");
+        }
     }
 }
