@@ -150,7 +150,7 @@ impl Metrics {
         );
         r.register(
             "ioc_forwarder_source_errors",
-            "Failed source requests or cycles, by kind (auth, rate_limit, http, timeout, decode)",
+            "Failed API requests (also those retried) and failed file imports, by kind (auth, rate_limit, http, timeout, decode)",
             m.source_errors.clone(),
         );
         r.register(

@@ -254,7 +254,13 @@ impl ApiClient {
             if let Some(t) = self.not_before.take() {
                 tokio::time::sleep_until(t).await;
             }
-            match self.request(&query, prep, keyer).await {
+            let attempt = self.request(&query, prep, keyer).await;
+            // Every failed request counts, also one that is waited out or retried below and
+            // then succeeds: a 429 the agent recovered from still tells of a tight budget.
+            if let Err(a) = &attempt {
+                crate::metrics::get().source_error(a.kind());
+            }
+            match attempt {
                 Ok(page) => return Ok(page),
                 Err(Attempt::RateLimited(wait)) => {
                     rate_waits += 1;
@@ -429,6 +435,16 @@ impl ApiClient {
 enum Attempt {
     RateLimited(Duration),
     Failed(SourceError),
+}
+
+impl Attempt {
+    /// The `ioc_forwarder_source_errors_total` label of this failed request.
+    fn kind(&self) -> &'static str {
+        match self {
+            Attempt::RateLimited(_) => "rate_limit",
+            Attempt::Failed(e) => e.kind(),
+        }
+    }
 }
 
 /// The server's clock as its `Date` header tells it, in Unix seconds.
