@@ -457,7 +457,8 @@ async fn poll(src: &mut Source, store: &Store) -> Result<source::CycleReport, Cy
     let result = source::poll_and_log(src, store).await;
     let m = metrics::get();
     m.poll_finished(started.elapsed(), result.is_ok());
-    if let Err(e @ (CycleError::Source(_) | CycleError::File(_))) = &result {
+    // The API client counts each failed request itself; a file import counts once per failure.
+    if let Err(e @ CycleError::File(_)) = &result {
         m.source_error(e.kind());
     }
     if let Err(CycleError::Store(e)) = &result {

@@ -26,9 +26,11 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
-    /// The first 12 characters, which the API itself shows as `key_prefix`.
-    pub fn prefix(&self) -> String {
-        self.0.chars().take(12).collect()
+    /// The only part of the key that may ever be shown (check-config, logs, errors): its first
+    /// 12 characters, what the API itself shows as `key_prefix`, and only of a key of at least
+    /// 20, so that most of it stays secret. Nothing of a shorter key.
+    pub fn shown_prefix(&self) -> Option<String> {
+        (self.0.chars().count() >= 20).then(|| self.0.chars().take(12).collect())
     }
 }
 
@@ -39,13 +41,11 @@ impl fmt::Debug for Secret {
 }
 
 impl fmt::Display for Secret {
-    /// The 12-character prefix (what the API itself shows as `key_prefix`) of a key long
-    /// enough that the prefix gives nothing away; nothing at all of a short one.
+    /// [`Secret::shown_prefix`] and a redaction marker: the one way a key is written out.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.chars().count() >= 20 {
-            write!(f, "{}… (redacted)", self.prefix())
-        } else {
-            f.write_str("(redacted)")
+        match self.shown_prefix() {
+            Some(p) => write!(f, "{p}… (redacted)"),
+            None => f.write_str("(redacted)"),
         }
     }
 }
@@ -91,6 +91,34 @@ pub struct ApiConfig {
     /// The key is written literally in the config file (not `${VAR}`, not `api_key_file`):
     /// then the file itself is a secret and its permissions matter.
     pub key_in_config_file: bool,
+    /// An `http://` base_url to a host other than this machine is accepted (the key then
+    /// crosses the network in clear text).
+    pub allow_insecure_http: bool,
+}
+
+impl ApiConfig {
+    /// The host the API key would travel to in clear text: `base_url` is `http://` and its
+    /// host is not this machine. `None` for https:// and for loopback hosts.
+    pub fn cleartext_host(&self) -> Option<String> {
+        cleartext_host(&self.base_url)
+    }
+}
+
+/// The host of an `http://` URL unless it is a loopback address (127.0.0.0/8, `::1`) or
+/// `localhost`, where the key never leaves the machine. The URL is read as the HTTP client
+/// reads it, so `http://127.1/` counts as loopback and `http://localhost.example/` does not.
+pub fn cleartext_host(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    if parsed.scheme() != "http" {
+        return None;
+    }
+    let host = parsed.host_str()?;
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback());
+    (!loopback).then(|| host.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -420,6 +448,7 @@ impl Config {
                 out += &format!("page_size = {}\n", api.page_size);
                 out += &format!("request_timeout = {}\n", q(&d(api.request_timeout)));
                 out += &format!("ca_file = {}\n", path(&api.ca_file));
+                out += &format!("allow_insecure_http = {}\n", api.allow_insecure_http);
             }
             SourceKind::File { path } => {
                 out += "kind = \"file\"\n";
@@ -954,11 +983,23 @@ impl<'a> Reader<'a> {
         let category = self.string(&mut s, "category", "");
         let kind = if kind == 0 {
             let base_url = self.string(&mut s, "base_url", "https://socdefenders.ai/api/v1");
+            let allow_insecure_http = self.bool(&mut s, "allow_insecure_http", false);
             if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
                 self.problem(
                     &s,
                     "base_url",
                     format!("{base_url:?} must start with https:// or http://"),
+                );
+            } else if let Err(e) = reqwest::Url::parse(&base_url) {
+                self.problem(&s, "base_url", format!("{base_url:?} is not a URL: {e}"));
+            } else if let (Some(host), false) = (cleartext_host(&base_url), allow_insecure_http) {
+                // The key goes in a request header: over http:// anyone on the path reads it.
+                self.problem(
+                    &s,
+                    "base_url",
+                    format!(
+                        "http:// to {host} would send the API key in clear text; use https://, or set allow_insecure_http = true in [source] if the network path is trusted"
+                    ),
                 );
             }
             let key_in_config_file = s
@@ -1022,6 +1063,7 @@ impl<'a> Reader<'a> {
                 request_timeout,
                 ca_file,
                 key_in_config_file,
+                allow_insecure_http,
             })
         } else {
             let path = match self.nonempty(&mut s, "path") {
@@ -1038,6 +1080,7 @@ impl<'a> Reader<'a> {
                 "page_size",
                 "request_timeout",
                 "ca_file",
+                "allow_insecure_http",
             ] {
                 if s.table.remove(k).is_some() {
                     self.problem(&s, k, "only used with kind = \"socdefenders\"");
@@ -1509,10 +1552,44 @@ address = "127.0.0.1:514"
     }
 
     #[test]
+    fn only_a_long_keys_prefix_is_ever_shown() {
+        let long = Secret::new("sk_live_0123456789abcdef");
+        assert_eq!(long.shown_prefix().as_deref(), Some("sk_live_0123"));
+        assert_eq!(long.to_string(), "sk_live_0123… (redacted)");
+        let short = Secret::new("sk_live_01234");
+        assert_eq!(short.shown_prefix(), None);
+        assert_eq!(short.to_string(), "(redacted)");
+    }
+
+    #[test]
     fn display_toml_is_itself_valid_toml() {
         let c = parse(MINIMAL).unwrap();
         let t: Result<Table, _> = c.to_display_toml().parse();
         assert!(t.is_ok(), "{}", c.to_display_toml());
+    }
+
+    #[test]
+    fn only_http_to_a_host_other_than_this_machine_is_cleartext() {
+        for local in [
+            "http://127.0.0.1:8080/api",
+            "http://127.255.0.9/api",
+            "http://127.1/api",
+            "http://[::1]:8080/api",
+            "http://localhost/api",
+            "http://LocalHost:80/api",
+            "https://api.example.com/api",
+        ] {
+            assert_eq!(cleartext_host(local), None, "{local}");
+        }
+        for (remote, host) in [
+            ("http://api.example.com/api", "api.example.com"),
+            ("http://localhost.example.com/api", "localhost.example.com"),
+            ("http://128.0.0.1/api", "128.0.0.1"),
+            ("http://[::2]/api", "[::2]"),
+            ("http://[::ffff:10.0.0.1]/api", "[::ffff:a00:1]"),
+        ] {
+            assert_eq!(cleartext_host(remote).as_deref(), Some(host), "{remote}");
+        }
     }
 
     #[test]

@@ -3,12 +3,15 @@
 //!
 //! The metrics live in one process-wide registry ([`get`]) so that any module can count
 //! without threading handles through every call. Queue depth, bytes and lag are read from the
-//! store at scrape time instead of being tracked on every commit: they are then always right,
-//! including after a restart or `queue purge` from another process.
+//! store instead of being tracked on every commit: they are then right, including after a
+//! restart or `queue purge` from another process. Those readings take the store's writer lock,
+//! which delivery's acknowledgements and the poller's commits need too, so scrapes share one
+//! reading per [`STORE_READ_EVERY`] ([`StoreGauges`]) and at most [`MAX_CONNECTIONS`] are
+//! served at once: a flood of scrapes cannot starve the pipeline.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, TryLockError};
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -18,7 +21,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::store::Store;
 
@@ -150,7 +153,7 @@ impl Metrics {
         );
         r.register(
             "ioc_forwarder_source_errors",
-            "Failed source requests or cycles, by kind (auth, rate_limit, http, timeout, decode)",
+            "Failed API requests (also those retried) and failed file imports, by kind (auth, rate_limit, http, timeout, decode)",
             m.source_errors.clone(),
         );
         r.register(
@@ -257,26 +260,29 @@ impl Metrics {
         last > 0 && chrono::Utc::now().timestamp() - last <= window.as_secs() as i64
     }
 
-    /// Refreshes the queue gauges from the store and renders the registry.
-    pub fn render(&self, store: Option<&Store>) -> String {
-        if let Some(s) = store {
-            let now = chrono::Utc::now();
-            if let Ok(rows) = s.stats() {
-                for r in rows {
-                    self.queue_events
-                        .get_or_create(&dest(&r.name))
-                        .set(r.events);
-                    let lag = r
-                        .oldest
-                        .map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0)
-                        .unwrap_or(0.0);
-                    self.destination_lag.get_or_create(&dest(&r.name)).set(lag);
-                }
-            }
-            if let Ok(b) = s.queue_bytes() {
-                self.queue_bytes.set(b);
+    /// Sets the queue gauges (events and lag per destination, bytes) from the store. A store
+    /// error leaves the previous values.
+    pub fn read_store(&self, s: &Store) {
+        let now = chrono::Utc::now();
+        if let Ok(rows) = s.stats() {
+            for r in rows {
+                self.queue_events
+                    .get_or_create(&dest(&r.name))
+                    .set(r.events);
+                let lag = r
+                    .oldest
+                    .map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0)
+                    .unwrap_or(0.0);
+                self.destination_lag.get_or_create(&dest(&r.name)).set(lag);
             }
         }
+        if let Ok(b) = s.queue_bytes() {
+            self.queue_bytes.set(b);
+        }
+    }
+
+    /// The registry in the text format.
+    pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -290,6 +296,76 @@ pub fn get() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
+/// How old the store-derived gauges may be before a scrape reads the store again.
+pub const STORE_READ_EVERY: Duration = Duration::from_secs(1);
+
+/// Connections answered at once; further ones wait in the listen backlog until one is done.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// The store-derived gauges as a snapshot: read at most once per `every`, by one reading at a
+/// time, on a blocking thread. Scrapes that come while a reading is under way serve the last
+/// snapshot instead of queueing for the store (only before the first one do they wait for it).
+pub struct StoreGauges {
+    every: Duration,
+    /// When the last snapshot was taken; held for the whole of a reading.
+    taken: Mutex<Option<Instant>>,
+    /// A snapshot exists.
+    ready: AtomicBool,
+    /// Readings of the store so far.
+    reads: AtomicU64,
+}
+
+impl StoreGauges {
+    pub fn new(every: Duration) -> StoreGauges {
+        StoreGauges {
+            every,
+            taken: Mutex::new(None),
+            ready: AtomicBool::new(false),
+            reads: AtomicU64::new(0),
+        }
+    }
+
+    /// How many times the store was read.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    fn fresh(&self, taken: &Option<Instant>) -> bool {
+        taken.is_some_and(|t| t.elapsed() < self.every)
+    }
+
+    /// Brings the gauges up to date when the snapshot is older than `every`. Returns at once
+    /// when it is fresh or another reading is under way.
+    pub async fn refresh(self: &Arc<Self>, store: &Store) {
+        match self.taken.try_lock() {
+            Ok(t) if self.fresh(&t) => return,
+            Err(TryLockError::WouldBlock) if self.ready.load(Ordering::Acquire) => return,
+            _ => {}
+        }
+        // The reading holds `taken` on the blocking thread: a scrape that gives up (its
+        // connection timed out) cannot let a second reading start beside the first.
+        let me = Arc::clone(self);
+        store.call(move |s| me.read(s)).await;
+    }
+
+    fn read(&self, s: &Store) {
+        let mut taken = match self.taken.try_lock() {
+            Ok(t) => t,
+            Err(TryLockError::WouldBlock) if self.ready.load(Ordering::Acquire) => return,
+            Err(TryLockError::WouldBlock) => self.taken.lock().unwrap_or_else(|p| p.into_inner()),
+            // A reading that panicked left nothing half-done: the gauges are plain values.
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        if self.fresh(&taken) {
+            return;
+        }
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        get().read_store(s);
+        *taken = Some(Instant::now());
+        self.ready.store(true, Ordering::Release);
+    }
+}
+
 /// Serves `/metrics`, `/healthz` and `/readyz` until `stop` turns true.
 pub async fn serve(
     listener: TcpListener,
@@ -297,7 +373,15 @@ pub async fn serve(
     ready_window: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let gauges = Arc::new(StoreGauges::new(STORE_READ_EVERY));
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // A free slot first, then the next connection: the rest wait in the backlog.
+        let slot = tokio::select! {
+            s = Arc::clone(&slots).acquire_owned() => s,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let Ok(slot) = slot else { return };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stop.wait_for(|s| *s) => return,
@@ -305,12 +389,14 @@ pub async fn serve(
         match accepted {
             Ok((conn, _)) => {
                 let store = store.clone();
+                let gauges = Arc::clone(&gauges);
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(
                         Duration::from_secs(10),
-                        answer(conn, store, ready_window),
+                        answer(conn, &store, &gauges, ready_window),
                     )
                     .await;
+                    drop(slot);
                 });
             }
             Err(e) => {
@@ -322,7 +408,12 @@ pub async fn serve(
 }
 
 /// One request, one answer, connection closed (scrapers and health probes need no more).
-async fn answer(mut conn: TcpStream, store: Store, ready_window: Duration) -> std::io::Result<()> {
+async fn answer(
+    mut conn: TcpStream,
+    store: &Store,
+    gauges: &Arc<StoreGauges>,
+    ready_window: Duration,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
@@ -344,7 +435,8 @@ async fn answer(mut conn: TcpStream, store: Store, ready_window: Duration) -> st
         .unwrap_or_default();
     let (status, ctype, body) = match (method, path) {
         ("GET", "/metrics") => {
-            let body = store.call(|s| get().render(Some(s))).await;
+            gauges.refresh(store).await;
+            let body = get().render();
             (
                 "200 OK",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -395,7 +487,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         s.sync_destinations(&["siem".into()]).unwrap();
-        let text = m.render(Some(&s));
+        m.read_store(&s);
+        let text = m.render();
         for needle in [
             "# TYPE ioc_forwarder_indicators_fetched counter",
             "ioc_forwarder_indicators_fetched_total{type=\"ipv4\"} 2",
@@ -417,5 +510,43 @@ mod tests {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
         assert!(m.ready(Duration::from_secs(60)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_scrapes_share_one_store_reading_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.sync_destinations(&["flood".into()]).unwrap();
+        // One interval spans the whole test.
+        let gauges = Arc::new(StoreGauges::new(Duration::from_secs(3600)));
+        let scrapes: Vec<_> = (0..64)
+            .map(|_| {
+                let (g, s) = (Arc::clone(&gauges), s.clone());
+                tokio::spawn(async move {
+                    g.refresh(&s).await;
+                    get().render()
+                })
+            })
+            .collect();
+        for scrape in scrapes {
+            let body = scrape.await.unwrap();
+            assert!(
+                body.contains("ioc_forwarder_queue_events{destination=\"flood\"} 0"),
+                "every scrape shows the snapshot\n{body}"
+            );
+        }
+        assert_eq!(
+            gauges.reads(),
+            1,
+            "64 concurrent scrapes, one store reading"
+        );
+        gauges.refresh(&s).await;
+        assert_eq!(gauges.reads(), 1, "a later scrape in the same interval");
+        // An interval of zero: every scrape is in a new one and reads again.
+        let every_time = Arc::new(StoreGauges::new(Duration::ZERO));
+        for n in 1..=3 {
+            every_time.refresh(&s).await;
+            assert_eq!(every_time.reads(), n);
+        }
     }
 }

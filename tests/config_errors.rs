@@ -285,3 +285,150 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert_no_panic(&out);
 }
+
+/// `valid` with another `base_url` and extra `[source]` lines.
+fn with_base_url(dir: &Path, base_url: &str, source_extra: &str) -> String {
+    render_config(
+        dir,
+        base_url,
+        &[Dest::tcp("siem1", "127.0.0.1:9")],
+        &ConfigOpts {
+            source_extra: source_extra.to_string(),
+            ..ConfigOpts::default()
+        },
+    )
+}
+
+/// No part of the test key in either stream (check-config's redacted prefix included).
+fn assert_key_not_printed(out: &Output) {
+    for (name, s) in [("stdout", text(&out.stdout)), ("stderr", text(&out.stderr))] {
+        assert!(
+            !s.contains(&API_KEY[..8]) && !s.contains("abcdefgh"),
+            "{name} shows part of the API key\n{}",
+            describe(out)
+        );
+    }
+}
+
+#[test]
+fn http_base_url_to_another_host_is_refused_naming_the_key_and_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = with_base_url(dir.path(), "http://api.example.invalid/api/v1", "");
+    let line = toml
+        .lines()
+        .position(|l| l.starts_with("base_url"))
+        .map(|i| i + 1)
+        .unwrap();
+    let path = write(dir.path(), &toml);
+    for args in [&["check-config"][..], &["once"][..], &["run"][..]] {
+        let (out, _) = run_cmd(command(&path, args));
+        assert_config_error(
+            &out,
+            &[
+                &format!("source.base_url (line {line})"),
+                "clear text",
+                "allow_insecure_http = true",
+            ],
+        );
+        let err = text(&out.stderr);
+        assert_eq!(
+            lines_with(&err, "source.base_url").len(),
+            1,
+            "{args:?}: one line for the problem\n{err}"
+        );
+        assert_key_not_printed(&out);
+    }
+}
+
+#[test]
+fn http_base_url_to_loopback_needs_no_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in [
+        "http://127.0.0.1:8080/api/v1",
+        "http://127.3.2.1/api/v1",
+        "http://[::1]:8080/api/v1",
+        "http://localhost:8080/api/v1",
+        "http://LOCALHOST/api/v1",
+    ] {
+        let out = check(dir.path(), &with_base_url(dir.path(), url, ""));
+        assert_eq!(out.status.code(), Some(0), "{url}\n{}", describe(&out));
+        assert!(
+            text(&out.stdout)
+                .lines()
+                .any(|l| l == "allow_insecure_http = false"),
+            "check-config shows the key with its default\n{}",
+            describe(&out)
+        );
+    }
+}
+
+#[test]
+fn allow_insecure_http_loads_a_remote_http_url_and_once_warns_about_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // `.invalid` never resolves: nothing leaves the machine, and the poll fails.
+    let toml = with_base_url(
+        dir.path(),
+        "http://api.example.invalid/api/v1",
+        "allow_insecure_http = true",
+    );
+    let path = write(dir.path(), &toml);
+    let out = check_config(&path);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        text(&out.stdout)
+            .lines()
+            .any(|l| l == "allow_insecure_http = true"),
+        "{}",
+        describe(&out)
+    );
+    let out = run_once(&path);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the poll fails (the host does not resolve), the config loads\n{}",
+        describe(&out)
+    );
+    let err = text(&out.stderr);
+    let warnings = lines_with(&err, "clear text");
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning at the start of `once`\n{err}"
+    );
+    assert!(
+        warnings[0].contains("WARN") && warnings[0].contains("api.example.invalid"),
+        "{}",
+        warnings[0]
+    );
+    assert_key_not_printed(&out);
+    assert_no_panic(&out);
+}
+
+#[test]
+fn allow_insecure_http_is_only_for_the_api_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = write_file(dir.path(), "iocs.json", "[]");
+    let toml = valid(dir.path())
+        .replace(
+            "kind = \"socdefenders\"",
+            &format!(
+                "kind = \"file\"\npath = {}",
+                toml_str(feed.to_str().unwrap())
+            ),
+        )
+        .replacen("[source]\n", "[source]\nallow_insecure_http = true\n", 1);
+    let toml: String = toml
+        .lines()
+        .filter(|l| {
+            !["base_url", "api_key", "page_size", "request_timeout"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let out = check(dir.path(), &toml);
+    assert_config_error(
+        &out,
+        &["source.allow_insecure_http", "kind = \"socdefenders\""],
+    );
+}

@@ -377,13 +377,9 @@ async fn auth_errors_are_not_retried_within_the_cycle() {
     let (_dir, mut c) = client(&api);
     let (r, at) = drive(&api, one_page(&mut c)).await;
     match r {
-        Err(SourceError::Auth {
-            status,
-            code,
-            key_prefix,
-        }) => {
+        Err(SourceError::Auth { status, code, key }) => {
             assert_eq!((status, code.as_str()), (403, "insufficient_tier"));
-            assert_eq!(key_prefix, &API_KEY[..12]);
+            assert_eq!(key, format!("{}… (redacted)", &API_KEY[..12]));
         }
         other => panic!("expected an auth error, got {other:?}"),
     }

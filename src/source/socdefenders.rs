@@ -20,11 +20,12 @@ use crate::store::Keyer;
 /// How a request failed; `kind()` is the `ioc_forwarder_source_errors_total` label.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("the API refused the key {key_prefix}…: HTTP {status} {code}")]
+    #[error("the API refused the key {key}: HTTP {status} {code}")]
     Auth {
         status: u16,
         code: String,
-        key_prefix: String,
+        /// The key as check-config shows it: its prefix only when it is long enough.
+        key: String,
     },
     #[error("the API rate limit is still exhausted after {attempts} waits")]
     RateLimited { attempts: u32 },
@@ -169,6 +170,13 @@ const RATE_LIMIT_JITTER: Duration = Duration::from_secs(1);
 
 impl ApiClient {
     pub fn new(cfg: &ApiConfig, retry_max: Duration) -> Result<ApiClient, SourceError> {
+        // Config load refuses this unless allow_insecure_http is set; every start says it again.
+        if let Some(host) = cfg.cleartext_host() {
+            tracing::warn!(
+                host = %host,
+                "base_url is http:// to another host (allow_insecure_http = true): the API key crosses the network in clear text; use https:// where you can"
+            );
+        }
         let mut b = reqwest::Client::builder()
             .user_agent(concat!("ioc-forwarder/", env!("CARGO_PKG_VERSION")))
             .timeout(cfg.request_timeout)
@@ -246,7 +254,13 @@ impl ApiClient {
             if let Some(t) = self.not_before.take() {
                 tokio::time::sleep_until(t).await;
             }
-            match self.request(&query, prep, keyer).await {
+            let attempt = self.request(&query, prep, keyer).await;
+            // Every failed request counts, also one that is waited out or retried below and
+            // then succeeds: a 429 the agent recovered from still tells of a tight budget.
+            if let Err(a) = &attempt {
+                crate::metrics::get().source_error(a.kind());
+            }
+            match attempt {
                 Ok(page) => return Ok(page),
                 Err(Attempt::RateLimited(wait)) => {
                     rate_waits += 1;
@@ -311,7 +325,7 @@ impl ApiClient {
             return Err(Attempt::Failed(SourceError::Auth {
                 status: status.as_u16(),
                 code: error_code(&body).unwrap_or_else(|| "no error code".into()),
-                key_prefix: self.key.prefix(),
+                key: self.key.to_string(),
             }));
         }
         if !status.is_success() {
@@ -421,6 +435,16 @@ impl ApiClient {
 enum Attempt {
     RateLimited(Duration),
     Failed(SourceError),
+}
+
+impl Attempt {
+    /// The `ioc_forwarder_source_errors_total` label of this failed request.
+    fn kind(&self) -> &'static str {
+        match self {
+            Attempt::RateLimited(_) => "rate_limit",
+            Attempt::Failed(e) => e.kind(),
+        }
+    }
 }
 
 /// The server's clock as its `Date` header tells it, in Unix seconds.
@@ -582,6 +606,7 @@ mod tests {
             request_timeout: Duration::from_secs(30),
             ca_file: None,
             key_in_config_file: false,
+            allow_insecure_http: false,
         };
         let mut c = ApiClient::new(&cfg, Duration::from_secs(1)).unwrap();
         c.max_body = 1 << 20;
@@ -684,14 +709,18 @@ mod tests {
     }
 
     #[test]
-    fn auth_error_shows_only_the_key_prefix() {
-        let e = SourceError::Auth {
-            status: 401,
-            code: "invalid_api_key".into(),
-            key_prefix: Secret::new("sk_live_abcdefghijkl").prefix(),
-        };
-        let s = e.to_string();
-        assert!(s.contains("sk_live_abcd") && !s.contains("efghijkl"), "{s}");
-        assert_eq!(e.kind(), "auth");
+    fn auth_error_shows_the_key_as_check_config_does() {
+        for key in ["sk_live_abcdefghijkl", "sk_live_abcdef"] {
+            let secret = Secret::new(key);
+            let e = SourceError::Auth {
+                status: 401,
+                code: "invalid_api_key".into(),
+                key: secret.to_string(),
+            };
+            let s = e.to_string();
+            assert!(s.contains(&format!("the key {secret}:")), "{s}");
+            assert!(!s.contains(&key[..13]), "{s}");
+            assert_eq!(e.kind(), "auth");
+        }
     }
 }
