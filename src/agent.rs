@@ -487,12 +487,15 @@ fn spawn_poller(
     results: mpsc::Sender<Result<source::CycleReport, String>>,
 ) -> tokio::task::AbortHandle {
     let (store, tail) = (p.store.clone(), p.tail.clone());
-    let beat = p.liveness.register("the poller", Duration::ZERO);
+    let beat = p.liveness.register("the poller", source::STEP_ALLOWANCE);
+    src.watched_by(beat.clone());
     let task = tokio::spawn(async move {
         loop {
-            // A cycle's length depends on the feed and the API's rate limits.
-            beat.expect_within(Duration::MAX);
+            // Each request, wait and commit of the cycle promises its own bound from here on.
+            beat.expect_within(source::STEP_ALLOWANCE);
             let result = poll(&mut src, &store).await;
+            // The store calls below.
+            beat.expect_within(source::STEP_ALLOWANCE);
             if let Ok(t) = store.call(|s| s.tail()).await {
                 tail.send_replace(t);
             }

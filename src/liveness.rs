@@ -7,55 +7,75 @@
 //! wedged system call — stops the pings and systemd restarts the agent.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// When a task promised to beat again, in nanoseconds after [`Liveness`]'s epoch: a beat is
+/// one atomic store on the task's hot path.
+type Due = Arc<AtomicU64>;
+
 /// The registry of every task's next promised beat.
 #[derive(Debug, Clone)]
 pub struct Liveness {
-    due: Arc<Mutex<BTreeMap<String, Instant>>>,
+    tasks: Arc<Mutex<BTreeMap<String, Due>>>,
+    epoch: Instant,
     /// Added to every promise: scheduling delays must not count as a hang.
     slack: Duration,
 }
 
-/// A task's handle on the registry; dropping it removes the task.
+/// A task's handle on the registry, shared by the parts of the task that wait; dropping the
+/// last clone removes the task.
+#[derive(Debug, Clone)]
+pub struct Heartbeat(Arc<Registration>);
+
 #[derive(Debug)]
-pub struct Heartbeat {
+struct Registration {
     name: String,
+    due: Due,
     reg: Liveness,
 }
 
 impl Liveness {
     pub fn new(slack: Duration) -> Liveness {
         Liveness {
-            due: Arc::default(),
+            tasks: Arc::default(),
+            epoch: Instant::now(),
             slack,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Instant>> {
-        self.due.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Due>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn nanos_since_epoch(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Registers a task under `name`, due at once plus `first` (its start-up).
     pub fn register(&self, name: impl Into<String>, first: Duration) -> Heartbeat {
-        let hb = Heartbeat {
+        let hb = Heartbeat(Arc::new(Registration {
             name: name.into(),
+            due: Due::default(),
             reg: self.clone(),
-        };
+        }));
         hb.expect_within(first);
+        self.lock().insert(hb.0.name.clone(), hb.0.due.clone());
         hb
     }
 
     /// Tasks past their promise, with how long ago it ran out.
     pub fn overdue(&self) -> Vec<(String, Duration)> {
-        let now = Instant::now();
+        let now = self.nanos_since_epoch();
         self.lock()
             .iter()
-            .filter(|(_, due)| **due < now)
-            .map(|(name, due)| (name.clone(), now - *due))
+            .filter_map(|(name, due)| {
+                let due = due.load(Ordering::Relaxed);
+                (due < now).then(|| (name.clone(), Duration::from_nanos(now - due)))
+            })
             .collect()
     }
 }
@@ -63,21 +83,18 @@ impl Liveness {
 impl Heartbeat {
     /// The task is alive and will beat again within `bound`.
     pub fn expect_within(&self, bound: Duration) {
-        let due = Instant::now()
-            .checked_add(bound.saturating_add(self.reg.slack))
-            .unwrap_or_else(far_future);
-        self.reg.lock().insert(self.name.clone(), due);
+        let r = &self.0;
+        let within =
+            u64::try_from(bound.saturating_add(r.reg.slack).as_nanos()).unwrap_or(u64::MAX);
+        let due = r.reg.nanos_since_epoch().saturating_add(within);
+        r.due.store(due, Ordering::Relaxed);
     }
 }
 
-impl Drop for Heartbeat {
+impl Drop for Registration {
     fn drop(&mut self) {
         self.reg.lock().remove(&self.name);
     }
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
 #[cfg(test)]

@@ -239,6 +239,13 @@ fn udp_events_sent_while_the_receiver_was_down_arrive_after_it_comes_back() {
     );
     assert!(agent.terminate().success());
     assert_eq!(pending(&cfg, "udp"), 0);
+    // Each refusal dropped the socket; each reconnect resolved the address again.
+    let connects = agent
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("destination connected") && l.contains("destination=udp"))
+        .count();
+    assert!(connects >= 2, "{}", agent.stderr());
 }
 
 // ---------------------------------------------------------------------------------------------

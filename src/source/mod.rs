@@ -28,6 +28,7 @@ use chrono::{DateTime, Utc};
 use crate::config::{Config, SourceKind};
 use crate::encode::cef::CefOptions;
 use crate::indicator::IocType;
+use crate::liveness::Heartbeat;
 use crate::store::{CycleEnd, Store, StoreError};
 use prepare::{Prep, PreparedPage};
 use progress::{Progress, ProgressMode};
@@ -83,7 +84,7 @@ impl CycleReport {
 }
 
 enum Backend {
-    Api(ApiClient),
+    Api(Box<ApiClient>),
     File(file::FileSource),
 }
 
@@ -96,7 +97,13 @@ pub struct Source {
     server: ServerFilters,
     /// Draw a progress line on stderr (`once` on a terminal) instead of logging progress.
     progress_bar: bool,
+    /// Where the poller promises its next step, for the watchdog.
+    beat: Option<Heartbeat>,
 }
+
+/// What one step of a cycle besides its requests and waits (a page commit, which may first load
+/// the dedup index) may take before the watchdog calls the poller stuck.
+pub const STEP_ALLOWANCE: Duration = Duration::from_secs(60);
 
 /// Types every page of the API's documentation spells the same way, so the server can filter
 /// them. `sha512` is only in the OpenAPI enum and `mitre-attack` is spelled `mitre_attack`
@@ -118,7 +125,7 @@ impl Source {
         let s = &cfg.source;
         let (backend, page_size) = match &s.kind {
             SourceKind::SocDefenders(api) => (
-                Backend::Api(ApiClient::new(api, cfg.queue.retry_max)?),
+                Backend::Api(Box::new(ApiClient::new(api, cfg.queue.retry_max)?)),
                 api.page_size,
             ),
             SourceKind::File { path } => (Backend::File(file::FileSource::new(path.clone())), 0),
@@ -160,11 +167,27 @@ impl Source {
             lookback: s.lookback,
             server,
             progress_bar: false,
+            beat: None,
         })
     }
 
     /// For `once`: when stderr is a terminal, long walks draw a progress line there instead of
     /// logging progress every 10 seconds. `run` never calls this (its stderr is a log).
+    /// Reports each step of every cycle to `beat`: every request, wait and page commit promises
+    /// its own bound.
+    pub fn watched_by(&mut self, beat: Heartbeat) {
+        if let Backend::Api(api) = &mut self.backend {
+            api.watched_by(beat.clone());
+        }
+        self.beat = Some(beat);
+    }
+
+    fn step(&self, bound: Duration) {
+        if let Some(b) = &self.beat {
+            b.expect_within(bound);
+        }
+    }
+
     pub fn progress_bar_if_terminal(&mut self) {
         self.progress_bar = std::io::stderr().is_terminal();
     }
@@ -191,6 +214,7 @@ impl Source {
         for (r, n) in page.by_reason {
             m.skipped(r, n);
         }
+        self.step(STEP_ALLOWANCE);
         committer.settle(report).await?;
         let store = store.clone();
         let items = page.items;
@@ -315,12 +339,14 @@ impl Source {
             let edges = page.items.edges;
             if offset > 0 && page.items.decoded > 1 && edges == prev_edges {
                 // The same page again at a new offset: a cache or proxy that ignores the query
-                // would otherwise feed us page one forever.
-                return Err(SourceError::Decode(format!(
+                // would otherwise feed us page one forever. The request itself succeeded, so
+                // the client did not count this failure.
+                let e = SourceError::Decode(format!(
                     "the API answered offset {offset} with the same page as before (meta.offset {:?}); is a cache ignoring the query string?",
                     page.offset
-                ))
-                .into());
+                ));
+                crate::metrics::get().source_error(e.kind());
+                return Err(e.into());
             }
             prev_edges = edges;
             if first {

@@ -15,6 +15,7 @@ use super::prepare::{Prep, PreparedPage};
 use crate::backoff::{jitter, Backoff};
 use crate::config::{ApiConfig, Secret};
 use crate::decode::{self, Data};
+use crate::liveness::Heartbeat;
 use crate::store::Keyer;
 
 /// How a request failed; `kind()` is the `ioc_forwarder_source_errors_total` label.
@@ -154,6 +155,8 @@ pub struct ApiClient {
     spare: Vec<u8>,
     /// [`MAX_BODY_BYTES`] (smaller in tests).
     max_body: usize,
+    /// Where each request and wait promises its bound, for the watchdog.
+    beat: Option<Heartbeat>,
 }
 
 /// A response body larger than this is refused (a page of 10,000 indicators is ~6 MB; even
@@ -200,6 +203,7 @@ impl ApiClient {
         Ok(ApiClient {
             spare: Vec::new(),
             max_body: MAX_BODY_BYTES,
+            beat: None,
             http,
             base_url: cfg.base_url.clone(),
             key: cfg.api_key.clone(),
@@ -212,6 +216,17 @@ impl ApiClient {
                 retry_max.min(Duration::from_secs(60)),
             ),
         })
+    }
+
+    pub fn watched_by(&mut self, beat: Heartbeat) {
+        self.beat = Some(beat);
+    }
+
+    /// Promises the watchdog to be back within `wait` plus one request (decoding included).
+    fn step(&self, wait: Duration) {
+        if let Some(b) = &self.beat {
+            b.expect_within(wait + self.timeout + super::STEP_ALLOWANCE);
+        }
     }
 
     /// The rate-limit budget the last response announced (`None` before the first response).
@@ -252,8 +267,10 @@ impl ApiClient {
         self.backoff.reset();
         loop {
             if let Some(t) = self.not_before.take() {
+                self.step(t.saturating_duration_since(Instant::now()));
                 tokio::time::sleep_until(t).await;
             }
+            self.step(Duration::ZERO);
             let attempt = self.request(&query, prep, keyer).await;
             // Every failed request counts, also one that is waited out or retried below and
             // then succeeds: a 429 the agent recovered from still tells of a tight budget.
@@ -277,12 +294,14 @@ impl ApiClient {
                         wait.max(floor).min(MAX_RATE_LIMIT_SLEEP) + jitter(RATE_LIMIT_JITTER);
                     tracing::warn!(wait = ?wait, attempt = rate_waits, offset, "API rate limit reached (HTTP 429); waiting before the next request");
                     self.not_before = None;
+                    self.step(wait);
                     tokio::time::sleep(wait).await;
                 }
                 Err(Attempt::Failed(e)) if e.transient() && failures + 1 < self.attempts => {
                     failures += 1;
                     let wait = self.backoff.next_delay();
                     tracing::warn!(error = %e, attempt = failures, retry_in = ?wait, offset, "API request failed; retrying");
+                    self.step(wait);
                     tokio::time::sleep(wait).await;
                 }
                 Err(Attempt::Failed(e)) => return Err(e),
