@@ -655,14 +655,11 @@ impl Connected {
             }
             return;
         }
-        // The orphaned socket must not hit the user timeout while a slow receiver keeps its
-        // window closed (the kernel would drop it silently and reset the receiver later).
-        #[cfg(target_os = "linux")]
-        set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 0);
-        // SAFETY: the fd is a live socket owned by `t`.
-        unsafe {
-            libc::shutdown(fd, libc::SHUT_WR);
-        }
+        // Closing a socket with unread input sends a reset: discard what the peer sent last
+        // (receivers only send TLS records, which no longer matter).
+        let mut scratch = [0u8; 4096];
+        while matches!(t.inner.try_read(&mut scratch), Ok(n) if n > 0) {}
+        Connected::leave(&t.inner);
     }
 
     /// Waits (up to `timeout`) until the peer acknowledged every byte written. `Ok` when it
@@ -708,7 +705,7 @@ impl Connected {
                     }
                 })
                 .await;
-                Connected::leave(s.inner);
+                Connected::leave(&s.inner);
             }
             Conn::Tls(ref s) if half_open(&s.get_ref().0.inner) => self.abandon(),
             Conn::Tls(mut s) => {
@@ -723,8 +720,7 @@ impl Connected {
                     }
                 })
                 .await;
-                let (tcp, _) = s.into_inner();
-                Connected::leave(tcp.inner);
+                Connected::leave(&s.get_ref().0.inner);
             }
             Conn::UnixStream(mut s) => {
                 let _ = tokio::time::timeout_at(deadline, s.shutdown()).await;
@@ -736,23 +732,23 @@ impl Connected {
         }
     }
 
-    /// Drops a TCP socket whose FIN is queued, without a reset: see [`Connected::abandon`].
-    fn leave(stream: TcpStream) {
+    /// Prepares a TCP socket to be dropped without a reset: FIN after what the kernel still
+    /// holds, and no user timeout — the orphaned socket must not be dropped silently while a slow
+    /// receiver keeps its window closed, or the receiver's next window update is answered with
+    /// a reset that discards what it acknowledged (see [`Connected::abandon`]).
+    fn leave(stream: &TcpStream) {
+        use std::os::fd::AsRawFd;
         #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            set_int_opt(
-                stream.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_USER_TIMEOUT,
-                0,
-            );
-            // SAFETY: the fd is a live socket owned by `stream`.
-            unsafe {
-                libc::shutdown(stream.as_raw_fd(), libc::SHUT_WR);
-            }
+        set_int_opt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            0,
+        );
+        // SAFETY: the fd is a live socket owned by `stream`.
+        unsafe {
+            libc::shutdown(stream.as_raw_fd(), libc::SHUT_WR);
         }
-        drop(stream);
     }
 }
 
