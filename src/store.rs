@@ -264,6 +264,16 @@ CREATE TABLE IF NOT EXISTS meta (
 /// version 3 the row-per-event `events` table with `chunks` (see `queue`).
 const USER_VERSION: i64 = 3;
 
+/// A destination's recorded position, if the state file knows the destination.
+fn stored_position(conn: &Connection, destination: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT acked_seq FROM positions WHERE destination = ?1",
+        params![destination],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
 fn now_us() -> i64 {
     Utc::now().timestamp_micros()
 }
@@ -892,13 +902,7 @@ impl Store {
 
     /// The destination's acknowledged position.
     pub fn position(&self, destination: &str) -> Result<i64, StoreError> {
-        self.read_lock()
-            .query_row(
-                "SELECT acked_seq FROM positions WHERE destination = ?1",
-                params![destination],
-                |r| r.get(0),
-            )
-            .optional()
+        stored_position(&self.read_lock(), destination)
             .map(|v| v.unwrap_or(0))
             .map_err(|e| self.err(e))
     }
@@ -907,16 +911,7 @@ impl Store {
     /// yet: it starts after everything queued so far, as a destination added by
     /// [`Store::sync_destinations`] does. Writes only in that case.
     pub fn ensure_position(&self, destination: &str) -> Result<i64, StoreError> {
-        let known: Option<i64> = self
-            .read_lock()
-            .query_row(
-                "SELECT acked_seq FROM positions WHERE destination = ?1",
-                params![destination],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
-        if let Some(p) = known {
+        if let Some(p) = stored_position(&self.read_lock(), destination).map_err(|e| self.err(e))? {
             return Ok(p);
         }
         let conn = self.lock();
@@ -925,12 +920,9 @@ impl Store {
             params![destination, conn.last_seq],
         )
         .map_err(|e| self.err(e))?;
-        conn.query_row(
-            "SELECT acked_seq FROM positions WHERE destination = ?1",
-            params![destination],
-            |r| r.get(0),
-        )
-        .map_err(|e| self.err(e))
+        stored_position(&conn, destination)
+            .map(|v| v.unwrap_or(0))
+            .map_err(|e| self.err(e))
     }
 
     /// Up to `limit` events after `after`, oldest first (fewer when the next chunk would not
@@ -987,14 +979,7 @@ impl Store {
     /// connection.
     pub fn has_pending(&self, destination: &str) -> Result<bool, StoreError> {
         let conn = self.read_lock();
-        let acked: Option<i64> = conn
-            .query_row(
-                "SELECT acked_seq FROM positions WHERE destination = ?1",
-                params![destination],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
+        let acked = stored_position(&conn, destination).map_err(|e| self.err(e))?;
         let tail = queue::tail(&conn).map_err(|e| self.err(e))?;
         Ok(matches!((acked, tail), (Some(a), Some(t)) if t.last > a))
     }
@@ -1050,13 +1035,7 @@ impl Store {
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let tail = conn_last_seq;
         let acked: Option<i64> = match destination {
-            Some(d) => tx
-                .query_row(
-                    "SELECT acked_seq FROM positions WHERE destination = ?1",
-                    params![d],
-                    |r| r.get(0),
-                )
-                .optional(),
+            Some(d) => stored_position(&tx, d),
             None => tx.query_row("SELECT MIN(acked_seq) FROM positions", [], |r| r.get(0)),
         }
         .map_err(|e| self.err(e))?;

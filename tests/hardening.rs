@@ -11,7 +11,6 @@ use std::io::{ErrorKind, Read};
 use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -19,26 +18,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::sockets::{UdpReceiver, UnixDgramReceiver};
+use support::tls::{Ca, TlsOpts, TlsReceiver};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn tempdir() -> tempfile::TempDir {
-    // Short paths: unix socket paths are limited to 107 bytes.
-    tempfile::Builder::new()
-        .prefix("iocfw")
-        .tempdir_in("/tmp")
-        .expect("tempdir")
-}
-
-fn assert_exit(out: &Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "expected exit {code}\n{}",
-        describe(out)
-    );
-}
 
 /// `n` new IPv4 indicators (ids and values from `from` on), seen now, put at the head of the
 /// feed as the API serves new ones.
@@ -410,22 +393,36 @@ impl StallingReceiver {
     }
 }
 
-#[test]
-fn sigterm_with_a_stalled_receiver_exits_0_before_the_budget_runs_out() {
-    const BUDGET: Duration = Duration::from_secs(4);
+/// 3,000 indicators (pages of 1,000) for a destination `siem` on a [`StallingReceiver`], with
+/// `write_timeout`; the config is `DIR/config.toml`.
+fn stalled(
+    write_timeout: &str,
+    opts: ConfigOpts,
+) -> (tempfile::TempDir, StallingReceiver, FakeApi) {
     let dir = tempdir();
     let rx = StallingReceiver::start();
     let api = FakeApi::start(ipv4_feed(3000, now_secs(), Duration::from_millis(10)));
     api.set_max_limit(1000);
-    let cfg = write_config_with(
+    write_config_with(
         dir.path(),
         &api.base_url(),
-        &[Dest::tcp("siem", rx.addr).set("write_timeout", "\"60s\"")],
-        &ConfigOpts {
+        &[Dest::tcp("siem", rx.addr).set("write_timeout", &toml_str(write_timeout))],
+        &opts,
+    );
+    (dir, rx, api)
+}
+
+#[test]
+fn sigterm_with_a_stalled_receiver_exits_0_before_the_budget_runs_out() {
+    const BUDGET: Duration = Duration::from_secs(4);
+    let (dir, rx, _api) = stalled(
+        "60s",
+        ConfigOpts {
             shutdown_timeout: "4s".into(),
             ..ConfigOpts::default()
         },
     );
+    let cfg = dir.path().join("config.toml");
     let mut agent = Agent::spawn(&cfg);
     let deadline = Instant::now() + WAIT;
     while (rx.connections() == 0 || !agent.stderr().contains("poll cycle complete"))
@@ -670,23 +667,27 @@ fn parse_debug_duration(s: &str) -> Option<Duration> {
 }
 
 #[test]
-fn a_receiver_that_accepts_and_closes_at_once_is_retried_with_a_growing_backoff() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(Mutex::new(0usize));
-    let acc = accepted.clone();
-    thread::spawn(move || {
-        for s in listener.incoming() {
-            *acc.lock().unwrap() += 1;
-            drop(s);
-        }
-    });
+fn a_receiver_that_accepts_and_refuses_at_once_is_retried_with_a_growing_backoff() {
+    // A TLS 1.3 receiver that wants a client certificate we do not have: the connection and
+    // our side of the handshake succeed, then it refuses with an alert. Nothing it took counts
+    // as delivered, so every connection is followed by a longer wait than the one before.
     let dir = tempdir();
+    let ca = Ca::new("Test CA");
+    let rx = TlsReceiver::start(
+        &ca.server_leaf(),
+        TlsOpts {
+            client_ca: Some(ca.pem()),
+            ..TlsOpts::default()
+        },
+    );
+    let ca_path = write_file(dir.path(), "ca.pem", &ca.pem());
     let api = FakeApi::start(ipv4_feed(10, now_secs(), Duration::from_secs(1)));
     let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
-        &[Dest::tcp("churn", addr)],
+        &[Dest::new("churn", "tls", rx.address())
+            .set("ca_file", &toml_str(&ca_path.display().to_string()))
+            .set("server_name", "\"receiver.test\"")],
         &ConfigOpts {
             retry_initial: "100ms".into(),
             retry_max: "30s".into(),
@@ -704,33 +705,24 @@ fn a_receiver_that_accepts_and_closes_at_once_is_retried_with_a_growing_backoff(
     // every connect, every delay would stay within [50, 100] ms.
     assert!(
         delays[4] >= delays[0] * 4,
-        "the backoff did not grow across connections that were accepted and closed: {delays:?}"
+        "the backoff did not grow across connections that were refused at once: {delays:?}"
     );
     assert_eq!(pending(&cfg, "churn"), 10, "nothing counts as delivered");
     assert!(agent.terminate().success());
-    eprintln!(
-        "connections accepted: {}, delays {delays:?}",
-        accepted.lock().unwrap()
-    );
+    eprintln!("connections: {}, delays {delays:?}", rx.connections().len());
 }
 
 #[test]
 fn a_slow_receiver_is_closed_gracefully_after_a_stall_not_reset() {
-    let dir = tempdir();
-    let rx = StallingReceiver::start();
-    let api = FakeApi::start(ipv4_feed(3000, now_secs(), Duration::from_millis(10)));
-    api.set_max_limit(1000);
-    let cfg = write_config_with(
-        dir.path(),
-        &api.base_url(),
-        &[Dest::tcp("siem", rx.addr).set("write_timeout", "\"1s\"")],
-        &ConfigOpts {
+    let (dir, rx, _api) = stalled(
+        "1s",
+        ConfigOpts {
             retry_initial: "1s".into(),
             retry_max: "2s".into(),
             ..ConfigOpts::default()
         },
     );
-    let mut agent = Agent::spawn(&cfg);
+    let mut agent = Agent::spawn(&dir.path().join("config.toml"));
     // The receiver reads nothing: its window closes, it answers the window probes, and after
     // write_timeout the agent gives the connection up and connects again.
     let deadline = Instant::now() + WAIT;

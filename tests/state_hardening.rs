@@ -9,7 +9,6 @@ mod support;
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::thread;
 use std::time::Duration;
 
@@ -19,19 +18,6 @@ use support::*;
 
 /// Hang guard for one wait inside a test.
 const WAIT: Duration = Duration::from_secs(30);
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
-
-fn assert_exit(out: &Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "expected exit {code}\n{}",
-        describe(out)
-    );
-}
 
 /// The distinct `src` values of the frames a receiver got, and how many frames there were.
 fn delivered_values(frames: &[String]) -> HashSet<String> {

@@ -1339,6 +1339,25 @@ pub fn write_config_with(
     path
 }
 
+/// A temporary directory with a short path under /tmp: unix socket paths are limited to 107
+/// bytes.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("iocfw")
+        .tempdir_in("/tmp")
+        .expect("tempdir")
+}
+
+/// The process exited with `code`; otherwise fails with its output.
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "expected exit {code}\n{}",
+        describe(out)
+    );
+}
+
 /// Writes arbitrary TOML to `DIR/NAME`.
 pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
