@@ -20,7 +20,10 @@ type Due = Arc<AtomicU64>;
 /// The registry of every task's next promised beat.
 #[derive(Debug, Clone)]
 pub struct Liveness {
-    tasks: Arc<Mutex<BTreeMap<String, Due>>>,
+    /// Keyed by name and a registration number: a task that was abandoned and replaced by one
+    /// of the same name must not take its successor's entry with it when it ends.
+    tasks: Arc<Mutex<BTreeMap<(String, u64), Due>>>,
+    registrations: Arc<AtomicU64>,
     epoch: Instant,
     /// Added to every promise: scheduling delays must not count as a hang.
     slack: Duration,
@@ -33,7 +36,7 @@ pub struct Heartbeat(Arc<Registration>);
 
 #[derive(Debug)]
 struct Registration {
-    name: String,
+    key: (String, u64),
     due: Due,
     reg: Liveness,
 }
@@ -42,12 +45,13 @@ impl Liveness {
     pub fn new(slack: Duration) -> Liveness {
         Liveness {
             tasks: Arc::default(),
+            registrations: Arc::default(),
             epoch: Instant::now(),
             slack,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Due>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<(String, u64), Due>> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -57,13 +61,14 @@ impl Liveness {
 
     /// Registers a task under `name`, due at once plus `first` (its start-up).
     pub fn register(&self, name: impl Into<String>, first: Duration) -> Heartbeat {
+        let number = self.registrations.fetch_add(1, Ordering::Relaxed);
         let hb = Heartbeat(Arc::new(Registration {
-            name: name.into(),
+            key: (name.into(), number),
             due: Due::default(),
             reg: self.clone(),
         }));
         hb.expect_within(first);
-        self.lock().insert(hb.0.name.clone(), hb.0.due.clone());
+        self.lock().insert(hb.0.key.clone(), hb.0.due.clone());
         hb
     }
 
@@ -72,7 +77,7 @@ impl Liveness {
         let now = self.nanos_since_epoch();
         self.lock()
             .iter()
-            .filter_map(|(name, due)| {
+            .filter_map(|((name, _), due)| {
                 let due = due.load(Ordering::Relaxed);
                 (due < now).then(|| (name.clone(), Duration::from_nanos(now - due)))
             })
@@ -93,7 +98,7 @@ impl Heartbeat {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.reg.lock().remove(&self.name);
+        self.reg.lock().remove(&self.key);
     }
 }
 
@@ -121,5 +126,12 @@ mod tests {
         );
         let _huge = l.register("forever", Duration::MAX);
         assert!(l.overdue().is_empty());
+        // A task replaced by one of the same name: the old one ending leaves the new one watched.
+        let old = l.register("deliver:a", Duration::ZERO);
+        let new = l.register("deliver:a", Duration::ZERO);
+        drop(old);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(l.overdue().len(), 1);
+        drop(new);
     }
 }
