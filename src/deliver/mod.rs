@@ -151,6 +151,58 @@ const CLOSE_WITHIN: Duration = Duration::from_millis(500);
 /// fail-back probe's fixed waits) before the watchdog calls it stuck.
 const LOOP_ALLOWANCE: Duration = Duration::from_secs(5);
 
+/// One batch framed for the wire, with the buffers reused from batch to batch.
+#[derive(Default)]
+struct Frames {
+    /// Scratch for one message before framing.
+    msg: Vec<u8>,
+    /// The batch as it goes on the wire.
+    buf: Vec<u8>,
+    /// Where each frame sent ends in `buf` (datagram transports send each on its own).
+    ends: Vec<usize>,
+    /// Every event of the batch with its position on this connection once it is sent: a byte
+    /// offset into `buf`, or on datagram transports a count of frames. A dropped event "ends"
+    /// where the frame before it ended: it counts as delivered once everything before it is.
+    positions: Vec<(i64, usize)>,
+}
+
+impl Frames {
+    /// Frames `batch` within the destination's `max_message_size`, counting and logging what
+    /// had to be truncated or dropped.
+    fn fill(
+        &mut self,
+        dest: &DestinationConfig,
+        header: &rfc5424::Header,
+        batch: &[Event],
+        datagram: bool,
+    ) {
+        self.buf.clear();
+        self.ends.clear();
+        self.positions.clear();
+        let name = &dest.name;
+        for ev in batch {
+            match frame_event(dest, header, ev, datagram, &mut self.msg, &mut self.buf) {
+                Framed::Whole => self.ends.push(self.buf.len()),
+                Framed::Truncated => {
+                    self.ends.push(self.buf.len());
+                    metrics::get().truncated(name);
+                    tracing::warn!(destination = %name, seq = ev.seq, max = dest.max_message_size, "event longer than max_message_size; truncated");
+                }
+                Framed::Dropped => {
+                    metrics::get().dropped(name, "oversize", 1);
+                    tracing::warn!(destination = %name, seq = ev.seq, max = dest.max_message_size, "event longer than max_message_size; dropped");
+                }
+            }
+            let at = if datagram {
+                self.ends.len()
+            } else {
+                self.buf.len()
+            };
+            self.positions.push((ev.seq, at));
+        }
+    }
+}
+
 struct Task {
     dest: DestinationConfig,
     header: rfc5424::Header,
@@ -397,10 +449,7 @@ impl Task {
             }
         };
         (self.acked, self.persisted, self.sent) = (start, start, start);
-        let mut msg = Vec::with_capacity(1024);
-        let mut buf = Vec::with_capacity(BATCH * 512);
-        let mut ends = Vec::with_capacity(BATCH);
-        let mut frame_of = Vec::with_capacity(BATCH);
+        let mut frames = Frames::default();
         while !self.stopping() {
             self.beat.expect_within(self.round_bound());
             if !self.settle() {
@@ -437,72 +486,60 @@ impl Task {
                 continue;
             }
             let datagram = self.conn.as_ref().is_some_and(|c| c.is_datagram());
-            buf.clear();
-            ends.clear();
-            frame_of.clear();
-            for ev in &batch {
-                let outcome =
-                    frame_event(&self.dest, &self.header, ev, datagram, &mut msg, &mut buf);
-                match outcome {
-                    Framed::Whole => ends.push(buf.len()),
-                    Framed::Truncated => {
-                        ends.push(buf.len());
-                        metrics::get().truncated(&name);
-                        tracing::warn!(destination = %name, seq = ev.seq, max = self.dest.max_message_size, "event longer than max_message_size; truncated");
-                    }
-                    Framed::Dropped => {
-                        metrics::get().dropped(&name, "oversize", 1);
-                        tracing::warn!(destination = %name, seq = ev.seq, max = self.dest.max_message_size, "event longer than max_message_size; dropped");
-                    }
-                }
-                // A dropped event "ends" where the previous frame ended: it counts as
-                // delivered once everything before it is. Datagram positions count frames.
-                frame_of.push((ev.seq, if datagram { ends.len() } else { buf.len() }));
-            }
-            if crate::failpoint::hit("delivery-panics") {
-                panic!("failpoint delivery-panics: destination {name}");
-            }
-            if crate::failpoint::hit("delivery-hangs") {
-                tracing::warn!(destination = %name, "failpoint delivery-hangs: this task stops here");
-                std::future::pending::<()>().await;
-            }
-            let Some(conn) = self.conn.as_mut() else {
-                continue;
-            };
-            let base = conn.written();
-            let result =
-                tokio::time::timeout(self.dest.write_timeout, conn.send(&buf, &ends)).await;
-            // Plain TCP maps every frame to its byte offset and datagram transports to its
-            // count, so after a failure the frames that did go out are known; TLS maps only the
-            // flushed batch.
-            let exact = conn.exact_offsets();
-            let after = conn.written();
-            let complete = matches!(result, Ok(Ok(())));
-            let before = self.inflight.len();
-            for &(seq, end) in &frame_of {
-                let wire_end = if exact { base + end as u64 } else { after };
-                if !complete && (!exact || wire_end > after) {
-                    break;
-                }
-                self.inflight.push_back((seq, wire_end));
-            }
-            match result {
-                Ok(Ok(())) => {
-                    self.sent = frame_of.last().map(|f| f.0).unwrap_or(self.sent);
-                    if before == 0 {
-                        // Nothing was in flight before: the stall clock starts now.
-                        self.last_ack_progress = Instant::now();
-                    }
-                }
-                Ok(Err(e)) if datagram => self.disconnected(&transport::datagram_error(&e)),
-                Ok(Err(e)) => self.disconnected(&format!("write failed: {e}")),
-                Err(_) => self.disconnected(&format!(
-                    "write stalled for more than {:?}",
-                    self.dest.write_timeout
-                )),
-            }
+            frames.fill(&self.dest, &self.header, &batch, datagram);
+            self.send(&frames, datagram).await;
         }
         self.finish().await
+    }
+
+    /// Writes a framed batch on the connection and records what went out as in flight; on a
+    /// failure, drops the connection (what it took is kept, the rest is sent again).
+    async fn send(&mut self, frames: &Frames, datagram: bool) {
+        if crate::failpoint::hit("delivery-panics") {
+            panic!("failpoint delivery-panics: destination {}", self.dest.name);
+        }
+        if crate::failpoint::hit("delivery-hangs") {
+            tracing::warn!(destination = %self.dest.name, "failpoint delivery-hangs: this task stops here");
+            std::future::pending::<()>().await;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let base = conn.written();
+        let result = tokio::time::timeout(
+            self.dest.write_timeout,
+            conn.send(&frames.buf, &frames.ends),
+        )
+        .await;
+        // Plain TCP maps every frame to its byte offset and datagram transports to its count,
+        // so after a failure the frames that did go out are known; TLS maps only the flushed
+        // batch.
+        let exact = conn.exact_offsets();
+        let after = conn.written();
+        let complete = matches!(result, Ok(Ok(())));
+        let before = self.inflight.len();
+        for &(seq, end) in &frames.positions {
+            let wire_end = if exact { base + end as u64 } else { after };
+            if !complete && (!exact || wire_end > after) {
+                break;
+            }
+            self.inflight.push_back((seq, wire_end));
+        }
+        match result {
+            Ok(Ok(())) => {
+                self.sent = frames.positions.last().map_or(self.sent, |f| f.0);
+                if before == 0 {
+                    // Nothing was in flight before: the stall clock starts now.
+                    self.last_ack_progress = Instant::now();
+                }
+            }
+            Ok(Err(e)) if datagram => self.disconnected(&transport::datagram_error(&e)),
+            Ok(Err(e)) => self.disconnected(&format!("write failed: {e}")),
+            Err(_) => self.disconnected(&format!(
+                "write stalled for more than {:?}",
+                self.dest.write_timeout
+            )),
+        }
     }
 
     /// Nothing to send: wait for new events, the stop signal, or (with frames in flight) the
