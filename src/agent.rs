@@ -124,6 +124,8 @@ fn panic_message(p: Box<dyn Any + Send>) -> String {
 struct MetricsServer {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
+    /// Ends (and lets go of the address) once `stop` fires.
+    task: JoinHandle<()>,
 }
 
 /// The running pieces: the state directory's lock, the store, one task per destination, the
@@ -135,7 +137,7 @@ pub struct Pipeline {
     metrics: Option<MetricsServer>,
     liveness: Liveness,
     failures: Failures,
-    _lock: StateLock,
+    lock: StateLock,
 }
 
 fn limit_of(q: &QueueConfig) -> QueueLimit {
@@ -173,7 +175,7 @@ impl Pipeline {
             metrics: None,
             liveness,
             failures,
-            _lock: lock,
+            lock,
         };
         if let Err(e) = p.sync_destinations(cfg).await {
             tracing::error!(error = %e, "cannot record the destinations in the state file; every destination delivers all the same");
@@ -310,9 +312,7 @@ impl Pipeline {
         if self.metrics.as_ref().map(|m| m.addr) == cfg.metrics.listen {
             return Ok(());
         }
-        if let Some(old) = self.metrics.take() {
-            old.stop.send_replace(true);
-        }
+        self.stop_metrics().await;
         let Some(addr) = cfg.metrics.listen else {
             return Ok(());
         };
@@ -321,14 +321,22 @@ impl Pipeline {
             .map_err(|e| AgentError::Io(format!("cannot listen on {addr} for [metrics]: {e}")))?;
         tracing::info!(%addr, "metrics endpoint listening (/metrics, /healthz, /readyz)");
         let (stop, stop_rx) = watch::channel(false);
-        tokio::spawn(metrics::serve(
+        let task = tokio::spawn(metrics::serve(
             listener,
             self.store.clone(),
             cfg.source.poll_interval * 3,
             stop_rx,
         ));
-        self.metrics = Some(MetricsServer { addr, stop });
+        self.metrics = Some(MetricsServer { addr, stop, task });
         Ok(())
+    }
+
+    /// Stops the metrics endpoint and waits until its address is free again.
+    async fn stop_metrics(&mut self) {
+        if let Some(m) = self.metrics.take() {
+            m.stop.send_replace(true);
+            let _ = m.task.await;
+        }
     }
 
     /// Wakes the delivery tasks after a commit.
@@ -368,7 +376,10 @@ impl Pipeline {
         let mut last_progress = Instant::now();
         let mut last_positions = None;
         loop {
-            if let Some((pending, positions)) = self.backlog().await {
+            // A store that does not answer must not hold the stop past its budget.
+            let deadline = if stall { last_progress } else { started } + budget;
+            let backlog = tokio::time::timeout_at(deadline, self.backlog()).await;
+            if let Ok(Some((pending, positions))) = backlog {
                 if pending == 0 {
                     return Ok(true);
                 }
@@ -390,16 +401,17 @@ impl Pipeline {
 
     /// Stops every delivery task and the metrics endpoint. Each task keeps delivering what is
     /// in flight until `deadline`, records its position and closes; one that is not done
-    /// [`STOP_GRACE`] later is abandoned. Returns true when every task confirmed that the peer
-    /// acknowledged all it wrote.
-    pub async fn stop(self, deadline: Instant) -> bool {
+    /// [`STOP_GRACE`] later is abandoned. Returns whether every task confirmed that the peer
+    /// acknowledged all it wrote, and the state directory's lock: an abandoned task may still
+    /// write until the process ends, so a caller that exits keeps the lock until then.
+    pub async fn stop(self, deadline: Instant) -> (bool, StateLock) {
         if let Some(m) = &self.metrics {
             m.stop.send_replace(true);
         }
         for t in &self.tasks {
             t.stop.stop_by(deadline);
         }
-        let give_up = deadline.max(Instant::now()) + STOP_GRACE;
+        let give_up = deadline + STOP_GRACE;
         let mut all = true;
         for t in self.tasks {
             all &= t.finished(give_up).await;
@@ -410,7 +422,7 @@ impl Pipeline {
             Ok(Err(e)) => tracing::debug!(error = %e, "cannot delete delivered events at stop"),
             Err(_) => tracing::debug!("no time left to delete delivered events at stop"),
         }
-        all
+        (all, self.lock)
     }
 
     pub fn destination_count(&self) -> usize {
@@ -443,7 +455,12 @@ pub async fn once(cfg: &Config) -> Result<OnceOutcome, AgentError> {
     let delivered = pipeline
         .drain(cfg.shutdown_timeout, true, &mut failed)
         .await;
-    let acked = pipeline.stop(Instant::now()).await;
+    let (acked, lock) = pipeline.stop(Instant::now()).await;
+    // Held until the process exits (see `Pipeline::stop`).
+    std::mem::forget(lock);
+    if let Ok(why) = failed.try_recv() {
+        return Err(AgentError::TaskFailed(why));
+    }
     Ok(match (polled, delivered? && acked) {
         (_, false) => OnceOutcome::Undelivered,
         (Err(_), true) => OnceOutcome::PollFailed,
@@ -590,7 +607,8 @@ pub async fn run(config_path: PathBuf, mut cfg: Config) -> Result<(), AgentError
     ]);
     if let Some(why) = failure {
         tracing::error!("{why}; stopping (exit 1, so that the service manager restarts the agent)");
-        pipeline.stop(Instant::now()).await;
+        let (_, lock) = pipeline.stop(Instant::now()).await;
+        std::mem::forget(lock);
         return Err(AgentError::TaskFailed(why));
     }
     tracing::info!(timeout = ?cfg.shutdown_timeout, "stopping: polling stopped, delivering what is queued");
@@ -598,7 +616,14 @@ pub async fn run(config_path: PathBuf, mut cfg: Config) -> Result<(), AgentError
     let delivered = pipeline
         .drain(cfg.shutdown_timeout, false, &mut failed)
         .await;
-    let acked = pipeline.stop(deadline).await;
+    let (acked, lock) = pipeline.stop(deadline).await;
+    // Held until the process exits: an abandoned task may still write until then.
+    std::mem::forget(lock);
+    // A task that failed while it was stopping.
+    let delivered = match failed.try_recv() {
+        Ok(why) => Err(AgentError::TaskFailed(why)),
+        Err(_) => delivered,
+    };
     match delivered {
         Ok(true) if acked => tracing::info!("stopped; everything queued was delivered"),
         Ok(_) => tracing::warn!(
@@ -649,11 +674,23 @@ async fn reload(
         }
     };
     if new.state_dir != old.state_dir {
-        let fresh =
-            Pipeline::start(&new, pipeline.liveness.clone(), pipeline.failures.clone()).await?;
-        std::mem::replace(pipeline, fresh)
+        // The new pipeline may want the same metrics address.
+        pipeline.stop_metrics().await;
+        let fresh = Pipeline::start(&new, pipeline.liveness.clone(), pipeline.failures.clone());
+        let fresh = match fresh.await {
+            Ok(p) => p,
+            Err(e) => {
+                if let Err(m) = pipeline.sync_metrics(old).await {
+                    tracing::error!(error = %m, "SIGHUP: cannot restore the metrics endpoint");
+                }
+                return Err(e);
+            }
+        };
+        // The old directory is free for others once its tasks are done.
+        let (_, old_lock) = std::mem::replace(pipeline, fresh)
             .stop(Instant::now() + RELOAD_DRAIN)
             .await;
+        drop(old_lock);
     } else {
         pipeline.reload(&new).await?;
     }

@@ -405,7 +405,7 @@ async fn test_destinations(cfg: &Config, only: Option<&str>) -> u8 {
         let ev = Event::new(1, chrono::Utc::now(), "test", &line);
         let result = async {
             let mut tls = transport::TlsCache::default();
-            let mut c = transport::connect(d, &mut tls)
+            let mut c = transport::connect(d, &mut tls, None)
                 .await
                 .map_err(|e| e.to_string())?;
             let (mut msg, mut buf) = (Vec::new(), Vec::new());

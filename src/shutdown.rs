@@ -42,6 +42,14 @@ impl Trigger {
     }
 }
 
+impl Drop for Trigger {
+    /// A trigger that goes away (its owner failed half-way, e.g. a pipeline that could not
+    /// start) stops its holders: nobody could stop them later.
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
 impl Shutdown {
     /// True once a stop was asked for.
     pub fn is_stopping(&self) -> bool {

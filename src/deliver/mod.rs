@@ -83,13 +83,27 @@ pub fn frame_event(
     msg: &mut Vec<u8>,
     buf: &mut Vec<u8>,
 ) -> Framed {
+    frame_event_within(dest, header, ev, datagram, dest.max_message_size, msg, buf)
+}
+
+/// [`frame_event`] within `max` bytes instead of the destination's `max_message_size` (a
+/// datagram socket may take less).
+fn frame_event_within(
+    dest: &DestinationConfig,
+    header: &rfc5424::Header,
+    ev: &Event,
+    datagram: bool,
+    max: usize,
+    msg: &mut Vec<u8>,
+    buf: &mut Vec<u8>,
+) -> Framed {
     msg.clear();
     let line = ev.cef();
     rfc5424::write_message(msg, header, ev.enqueued, ev.ioc_type(), ev.seq, line);
     let mut outcome = Framed::Whole;
-    if msg.len() > dest.max_message_size {
+    if msg.len() > max {
         let head_len = msg.len() - line.len();
-        let room = dest.max_message_size.saturating_sub(head_len);
+        let room = max.saturating_sub(head_len);
         let cut = match dest.oversize {
             Oversize::Truncate => cef::truncate_to(line, room),
             Oversize::Drop => None,
@@ -160,37 +174,62 @@ struct Frames {
     buf: Vec<u8>,
     /// Where each frame sent ends in `buf` (datagram transports send each on its own).
     ends: Vec<usize>,
-    /// Every event of the batch with its position on this connection once it is sent: a byte
-    /// offset into `buf`, or on datagram transports a count of frames. A dropped event "ends"
-    /// where the frame before it ended: it counts as delivered once everything before it is.
-    positions: Vec<(i64, usize)>,
+    /// Every event of the batch with its position on this connection once it is sent (a byte
+    /// offset into `buf`, or on datagram transports a count of frames), and whether it is a
+    /// frame at all. A dropped event "ends" where the frame before it ended: it is done with once
+    /// everything before it is delivered.
+    positions: Vec<(i64, usize, bool)>,
+}
+
+/// A frame (or a dropped event) written on the current connection and not yet known to be
+/// delivered.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    seq: i64,
+    /// Where it ends on the connection, in the units of [`Connected::written`].
+    ///
+    /// [`Connected::written`]: transport::Connected::written
+    end: u64,
+    /// False for an event dropped as oversize: it moves the position but is not counted as
+    /// delivered, and proves nothing about the receiver.
+    frame: bool,
 }
 
 impl Frames {
-    /// Frames `batch` within the destination's `max_message_size`, counting and logging what
-    /// had to be truncated or dropped.
+    /// Frames `batch` within `max` bytes a message, counting and logging what had to be
+    /// truncated or dropped.
     fn fill(
         &mut self,
         dest: &DestinationConfig,
         header: &rfc5424::Header,
         batch: &[Event],
         datagram: bool,
+        max: usize,
     ) {
         self.buf.clear();
         self.ends.clear();
         self.positions.clear();
         let name = &dest.name;
         for ev in batch {
-            match frame_event(dest, header, ev, datagram, &mut self.msg, &mut self.buf) {
+            let framed = frame_event_within(
+                dest,
+                header,
+                ev,
+                datagram,
+                max,
+                &mut self.msg,
+                &mut self.buf,
+            );
+            match framed {
                 Framed::Whole => self.ends.push(self.buf.len()),
                 Framed::Truncated => {
                     self.ends.push(self.buf.len());
                     metrics::get().truncated(name);
-                    tracing::warn!(destination = %name, seq = ev.seq, max = dest.max_message_size, "event longer than max_message_size; truncated");
+                    tracing::warn!(destination = %name, seq = ev.seq, max, "event longer than max_message_size; truncated");
                 }
                 Framed::Dropped => {
                     metrics::get().dropped(name, "oversize", 1);
-                    tracing::warn!(destination = %name, seq = ev.seq, max = dest.max_message_size, "event longer than max_message_size; dropped");
+                    tracing::warn!(destination = %name, seq = ev.seq, max, "event longer than max_message_size; dropped");
                 }
             }
             let at = if datagram {
@@ -198,7 +237,7 @@ impl Frames {
             } else {
                 self.buf.len()
             };
-            self.positions.push((ev.seq, at));
+            self.positions.push((ev.seq, at, framed != Framed::Dropped));
         }
     }
 }
@@ -227,8 +266,8 @@ struct Task {
     )>,
     /// Highest seq written on the current connection (= `acked` when none).
     sent: i64,
-    /// Frames written on this connection and not yet acknowledged: (seq, wire offset of its end).
-    inflight: VecDeque<(i64, u64)>,
+    /// Written on this connection and not yet known to be delivered, in order.
+    inflight: VecDeque<InFlight>,
     /// Acknowledged bytes at the last check, and when that number last grew.
     last_acked_bytes: u64,
     last_ack_progress: Instant,
@@ -236,6 +275,10 @@ struct Task {
     last_probe: Instant,
     /// No connection attempt before this instant (the backoff after a failure).
     next_connect: Option<Instant>,
+    /// The queue's tail and our `sent` when a read last found nothing after `sent`: until
+    /// either changes there is nothing to read (the tail moves with every commit, `sent` moves
+    /// back when a connection fails).
+    drained_at: Option<(i64, i64)>,
     beat: Heartbeat,
 }
 
@@ -264,6 +307,7 @@ impl Task {
             last_ack_progress: Instant::now(),
             last_probe: Instant::now(),
             next_connect: None,
+            drained_at: None,
             beat,
         }
     }
@@ -316,37 +360,46 @@ impl Task {
         let Some(conn) = &mut self.conn else {
             return true;
         };
-        let Some(acked_bytes) = conn.acked() else {
-            // Cannot tell: written counts as delivered.
-            if let Some(&(seq, _)) = self.inflight.back() {
-                self.acked = self.acked.max(seq);
-            }
-            metrics::get().delivered(&self.dest.name, self.inflight.len() as u64);
-            self.inflight.clear();
-            return true;
-        };
+        // `None`: the transport cannot tell (unix stream sockets, stdout), written counts.
+        let acked_to = conn.acked();
         let mut delivered = 0u64;
-        while let Some(&(seq, end)) = self.inflight.front() {
-            if end > acked_bytes {
+        while let Some(f) = self.inflight.front() {
+            if acked_to.is_some_and(|a| f.end > a) {
                 break;
             }
-            self.acked = self.acked.max(seq);
+            self.acked = self.acked.max(f.seq);
+            delivered += u64::from(f.frame);
             self.inflight.pop_front();
-            delivered += 1;
         }
-        metrics::get().delivered(&self.dest.name, delivered);
         if delivered > 0 {
+            metrics::get().delivered(&self.dest.name, delivered);
             // The receiver took data: it works, so the next failure starts the backoff over.
             // A connect alone proves nothing (a receiver may accept and close at once).
             self.backoff.reset();
             self.failures = 0;
+            if self.dest.protocol == Protocol::Udp {
+                // Nor does a UDP connect: a confirmed frame does.
+                metrics::get().destination_up(&self.dest.name, true);
+            }
         }
-        if acked_bytes > self.last_acked_bytes || self.inflight.is_empty() {
-            self.last_acked_bytes = acked_bytes;
+        let Some(acked_to) = acked_to else {
+            return true;
+        };
+        if acked_to > self.last_acked_bytes || self.inflight.is_empty() {
+            self.last_acked_bytes = acked_to;
             self.last_ack_progress = Instant::now();
             return true;
         }
-        self.last_ack_progress.elapsed() < self.dest.write_timeout
+        self.last_ack_progress.elapsed() < self.stall_limit()
+    }
+
+    /// How long the peer may confirm nothing of what is in flight before the connection counts
+    /// as stalled. A UDP frame cannot be confirmed before [`transport::UDP_CONFIRM`].
+    fn stall_limit(&self) -> Duration {
+        match self.dest.protocol {
+            Protocol::Udp => self.dest.write_timeout.max(2 * transport::UDP_CONFIRM),
+            _ => self.dest.write_timeout,
+        }
     }
 
     /// Writes `acked` to the store when it moved: in the background, at most one write at a
@@ -384,12 +437,12 @@ impl Task {
         seq: i64,
         done: Result<Result<(), crate::store::StoreError>, tokio::task::JoinError>,
     ) {
-        self.persist_retry_at = match done {
-            Ok(Ok(())) => None,
-            Ok(Err(_)) | Err(_) => Some(Instant::now() + Duration::from_secs(1)),
-        };
+        self.persist_retry_at = Some(Instant::now() + Duration::from_secs(1));
         match done {
-            Ok(Ok(())) => self.persisted = self.persisted.max(seq),
+            Ok(Ok(())) => {
+                self.persisted = self.persisted.max(seq);
+                self.persist_retry_at = None;
+            }
             // The events are delivered; not recording it only means sending them again after
             // a restart. Keep going and retry at the next persist.
             Ok(Err(e)) => {
@@ -407,10 +460,13 @@ impl Task {
     ///
     /// [`Connected::abandon`]: transport::Connected::abandon
     fn disconnected(&mut self, why: &str) {
-        // On plain TCP what the peer acknowledged is delivered, and so is what a datagram
-        // socket took. On TLS the failure may be the receiver refusing us, which voids
-        // everything it acknowledged: replay it all.
-        if self.conn.as_ref().is_none_or(|c| c.tls.is_none()) {
+        // On plain TCP what the peer acknowledged is delivered, and so is what a unix socket
+        // took. On TLS the failure may be the receiver refusing us, which voids everything it
+        // acknowledged; on UDP it may be a refusal of frames old enough to look confirmed by
+        // now (the last settle absorbed what was confirmed before it): replay it all.
+        let voids = self.conn.as_ref().is_some_and(|c| c.tls.is_some())
+            || self.dest.protocol == Protocol::Udp;
+        if !voids {
             self.absorb_acks();
         }
         metrics::get().destination_up(&self.dest.name, false);
@@ -465,6 +521,11 @@ impl Task {
                 self.idle().await;
                 continue;
             }
+            let drained = (*self.w.tail.borrow(), self.sent);
+            if self.drained_at == Some(drained) {
+                self.idle().await;
+                continue;
+            }
             let after = self.sent;
             let batch = match self.w.store.call(move |s| s.read_after(after, BATCH)).await {
                 Ok(b) => b,
@@ -475,6 +536,7 @@ impl Task {
                 }
             };
             if batch.is_empty() {
+                self.drained_at = Some(drained);
                 self.idle().await;
                 continue;
             }
@@ -486,7 +548,12 @@ impl Task {
                 continue;
             }
             let datagram = self.conn.as_ref().is_some_and(|c| c.is_datagram());
-            frames.fill(&self.dest, &self.header, &batch, datagram);
+            let max = self.conn.as_ref().map_or(self.dest.max_message_size, |c| {
+                c.max_datagram().map_or(self.dest.max_message_size, |m| {
+                    m.min(self.dest.max_message_size)
+                })
+            });
+            frames.fill(&self.dest, &self.header, &batch, datagram, max);
             self.send(&frames, datagram).await;
         }
         self.finish().await
@@ -518,12 +585,12 @@ impl Task {
         let after = conn.written();
         let complete = matches!(result, Ok(Ok(())));
         let before = self.inflight.len();
-        for &(seq, end) in &frames.positions {
-            let wire_end = if exact { base + end as u64 } else { after };
-            if !complete && (!exact || wire_end > after) {
+        for &(seq, end, frame) in &frames.positions {
+            let end = if exact { base + end as u64 } else { after };
+            if !complete && (!exact || end > after) {
                 break;
             }
-            self.inflight.push_back((seq, wire_end));
+            self.inflight.push_back(InFlight { seq, end, frame });
         }
         match result {
             Ok(Ok(())) => {
@@ -606,7 +673,7 @@ impl Task {
         self.last_probe = Instant::now();
         let mut stop = self.w.shutdown.clone();
         let probe = tokio::select! {
-            r = transport::connect_primary(&self.dest, &mut self.tls) => r,
+            r = transport::connect_primary(&self.dest, &mut self.tls, Some(&self.beat)) => r,
             _ = stop.stopped() => return,
         };
         let Ok(primary) = probe else {
@@ -645,7 +712,7 @@ impl Task {
         }
         let mut stop = self.w.shutdown.clone();
         let result = tokio::select! {
-            r = transport::connect(&self.dest, &mut self.tls) => r,
+            r = transport::connect(&self.dest, &mut self.tls, Some(&self.beat)) => r,
             _ = stop.stopped() => return false,
         };
         match result {
@@ -673,9 +740,15 @@ impl Task {
                     tracing::warn!(destination = %self.dest.name, peer = %c.peer,
                         "connected to a fallback address; probing the first one every retry_max");
                 }
+                if let Some(max) = c.max_datagram().filter(|m| *m < self.dest.max_message_size) {
+                    tracing::info!(destination = %self.dest.name, max,
+                        "the datagram socket takes at most this many bytes a message; longer ones are cut or dropped (oversize)");
+                }
                 self.conn = Some(c);
                 self.next_connect = None;
-                metrics::get().destination_up(&self.dest.name, true);
+                if self.dest.protocol != Protocol::Udp {
+                    metrics::get().destination_up(&self.dest.name, true);
+                }
                 self.last_acked_bytes = 0;
                 self.last_ack_progress = Instant::now();
                 true

@@ -23,6 +23,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::tls::{self, FilesFingerprint, PeerInfo, TlsError};
 use crate::config::{split_host_port, DestinationConfig, Protocol};
+use crate::liveness::Heartbeat;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -182,22 +183,37 @@ fn connected(conn: Conn, peer: String) -> Connected {
 pub async fn connect(
     cfg: &DestinationConfig,
     tls_cache: &mut TlsCache,
+    beat: Option<&Heartbeat>,
 ) -> Result<Connected, TransportError> {
-    connect_within(cfg, tls_cache, cfg.address.len()).await
+    connect_within(cfg, tls_cache, cfg.address.len(), beat).await
 }
 
 /// Tries only the first address of the list (the fail-back probe).
 pub async fn connect_primary(
     cfg: &DestinationConfig,
     tls_cache: &mut TlsCache,
+    beat: Option<&Heartbeat>,
 ) -> Result<Connected, TransportError> {
-    connect_within(cfg, tls_cache, 1).await
+    connect_within(cfg, tls_cache, 1, beat).await
+}
+
+/// How long a name lookup may take before the watchdog calls the task stuck (the system
+/// resolver gives up after its own timeouts, usually within half a minute).
+const RESOLVE_BOUND: Duration = Duration::from_secs(30);
+
+/// A connection attempt promises the watchdog its bound before each step: a name may resolve
+/// to many addresses, each tried with `connect_timeout` for TCP and again for TLS.
+fn promise(beat: Option<&Heartbeat>, bound: Duration) {
+    if let Some(b) = beat {
+        b.expect_within(bound);
+    }
 }
 
 async fn connect_within(
     cfg: &DestinationConfig,
     tls_cache: &mut TlsCache,
     entries: usize,
+    beat: Option<&Heartbeat>,
 ) -> Result<Connected, TransportError> {
     match cfg.protocol {
         Protocol::Stdout => Ok(connected(
@@ -211,6 +227,7 @@ async fn connect_within(
             };
             let mut reasons = Vec::new();
             for (index, address) in cfg.address.iter().enumerate().take(entries) {
+                promise(beat, RESOLVE_BOUND);
                 let addrs = match resolve(address).await {
                     Ok(a) => a,
                     Err(e) => {
@@ -219,6 +236,7 @@ async fn connect_within(
                     }
                 };
                 for addr in addrs {
+                    promise(beat, cfg.connect_timeout * 2 + RESOLVE_BOUND);
                     let stream =
                         match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr))
                             .await
@@ -275,7 +293,8 @@ async fn connect_within(
                             c.ack_base = ack_base;
                             c.tls = Some(info);
                             c.read_at_handshake = read_at_handshake;
-                            c.confirm_after = cfg.write_timeout / 2;
+                            c.confirm_after =
+                                (cfg.write_timeout / 2).max(Duration::from_millis(200));
                             c.address_index = index;
                             return Ok(c);
                         }
@@ -455,6 +474,30 @@ impl Connected {
     /// Frames go one per datagram, without stream framing.
     pub fn is_datagram(&self) -> bool {
         matches!(self.conn, Conn::Udp(_) | Conn::UnixDatagram(_))
+    }
+
+    /// The largest message the socket takes, where it is less than any `max_message_size`
+    /// allows: a unix datagram socket refuses (EMSGSIZE) a datagram larger than its send buffer,
+    /// and sending it again would never succeed.
+    pub fn max_datagram(&self) -> Option<usize> {
+        let Conn::UnixDatagram(sock) = &self.conn else {
+            return None;
+        };
+        use std::os::fd::AsRawFd;
+        let mut sndbuf: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `sndbuf` and updates `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                &mut sndbuf as *mut libc::c_int as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        // The kernel keeps some of the buffer for its own bookkeeping of the datagram.
+        (rc == 0).then(|| usize::try_from(sndbuf).unwrap_or(0).saturating_sub(1024))
     }
 
     /// Frame ends map to exact positions on this connection: byte offsets on plain TCP, frame
@@ -773,7 +816,7 @@ mod tests {
             s.read_to_end(&mut got).await.unwrap();
             got.len()
         });
-        let mut c = connect(&tcp_dest(addr), &mut TlsCache::default())
+        let mut c = connect(&tcp_dest(addr), &mut TlsCache::default(), None)
             .await
             .unwrap();
         assert_eq!(c.acked(), Some(0));
@@ -796,7 +839,7 @@ mod tests {
             let _ = rx.await; // hold the socket open without reading
             drop(s);
         });
-        let mut c = connect(&tcp_dest(addr), &mut TlsCache::default())
+        let mut c = connect(&tcp_dest(addr), &mut TlsCache::default(), None)
             .await
             .unwrap();
         // Far more than any loopback receive buffer: part of it must stay unacknowledged.
