@@ -302,6 +302,9 @@ pub const STORE_READ_EVERY: Duration = Duration::from_secs(1);
 /// Connections answered at once; further ones wait in the listen backlog until one is done.
 pub const MAX_CONNECTIONS: usize = 16;
 
+/// How long a connection may take to send its request.
+const REQUEST_WITHIN: Duration = Duration::from_secs(2);
+
 /// The store-derived gauges as a snapshot: read at most once per `every`, by one reading at a
 /// time, on a blocking thread. Scrapes that come while a reading is under way serve the last
 /// snapshot instead of queueing for the store (only before the first one do they wait for it).
@@ -416,12 +419,21 @@ async fn answer(
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
-        let n = conn.read(&mut buf).await?;
-        if n == 0 {
-            break;
+    // A scraper sends its request at once; a client that connects and sends nothing must not
+    // hold one of the few connection slots for long.
+    let read_head = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            let n = conn.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
         }
-        head.extend_from_slice(&buf[..n]);
+        Ok::<_, std::io::Error>(())
+    };
+    match tokio::time::timeout(REQUEST_WITHIN, read_head).await {
+        Ok(r) => r?,
+        Err(_) => return Ok(()),
     }
     let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
