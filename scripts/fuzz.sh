@@ -9,8 +9,11 @@
 #   - a crash, timeout or out-of-memory input is copied to fuzz/regressions/<target>/ (so
 #     `cargo test --test fuzz_regressions` replays it from then on) and the script exits 1
 #     at the end;
-#   - the scratch corpus is minimised (`cargo fuzz cmin`), inputs over 64 KiB are dropped, and
-#     the result replaces fuzz/corpus/<target>/ (review and commit it if it is worth keeping).
+#   - a copy of the scratch corpus is minimised (`cargo fuzz cmin` with -set_cover_merge=1
+#     -use_counters=0: a small set that covers every edge reached; plain cmin keeps an input
+#     per hit-count bucket, thousands of files), inputs over 64 KiB are dropped, and the result
+#     replaces fuzz/corpus/<target>/ (review and commit it if it is worth keeping). The
+#     scratch corpus keeps everything for the next run.
 # Logs: fuzz/target/logs/<target>.log. A summary line per target goes to stdout.
 #
 # Stable Rust works: `cargo fuzz build -s none` (no sanitizer; AddressSanitizer needs nightly
@@ -61,12 +64,19 @@ for t in "${targets[@]}"; do
     done
     grep -m1 -A3 'panicked at' "$log" | sed 's/^/   /' || true
   fi
-  # Minimise the scratch corpus and make it the committed one (without inputs over 64 KiB).
-  cargo fuzz cmin -s none "$t" "$work" >>"$log" 2>&1 || echo "   cmin failed (see $log)"
+  # Minimise a copy of the scratch corpus into the committed one (edges only, no input over
+  # 64 KiB); the scratch corpus keeps everything for the next run.
   find "$work" -type f -size +64k -delete
-  rm -rf "fuzz/corpus/$t"
-  mkdir -p "fuzz/corpus/$t"
-  cp "$work"/* "fuzz/corpus/$t"/ 2>/dev/null || true
-  echo "$t: ${seconds}s, ${execs:-?} executions, exit $status, $found crash input(s), corpus $(ls "fuzz/corpus/$t" | wc -l) files / $(du -sh "fuzz/corpus/$t" | cut -f1)"
+  min=fuzz/target/corpus-min/$t
+  rm -rf "$min"
+  mkdir -p "$min"
+  cp "$work"/* "$min"/ 2>/dev/null || true
+  if cargo fuzz cmin -s none "$t" "$min" -- -set_cover_merge=1 -use_counters=0 >>"$log" 2>&1; then
+    rm -rf "fuzz/corpus/$t"
+    mv "$min" "fuzz/corpus/$t"
+  else
+    echo "   cmin failed (see $log); fuzz/corpus/$t left as it was"
+  fi
+  echo "$t: ${seconds}s, ${execs:-?} executions, exit $status, $found crash input(s), corpus $(ls "fuzz/corpus/$t" | wc -l) files / $(du -sb "fuzz/corpus/$t" | cut -f1) bytes"
 done
 exit $failed
