@@ -102,7 +102,9 @@ impl Header {
 
 /// RFC 5424 sequenceId for a queue sequence number: 1..=2147483647, wrapping to 1.
 pub fn sequence_id(seq: i64) -> i64 {
-    (seq - 1).rem_euclid(2_147_483_647) + 1
+    const N: i64 = 2_147_483_647;
+    // (seq - 1) mod N + 1, without `seq - 1` overflowing at i64::MIN.
+    (seq.rem_euclid(N) + N - 1) % N + 1
 }
 
 /// Appends PARAM-VALUE with `"`, `\` and `]` escaped (RFC 5424 §6.3.3).
