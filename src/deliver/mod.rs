@@ -103,7 +103,11 @@ fn frame_event_within(
     let mut outcome = Framed::Whole;
     if msg.len() > max {
         let head_len = msg.len() - line.len();
-        let room = max.saturating_sub(head_len);
+        if head_len >= max {
+            // Not even the header fits (a datagram socket smaller than any sane message).
+            return Framed::Dropped;
+        }
+        let room = max - head_len;
         let cut = match dest.oversize {
             Oversize::Truncate => cef::truncate_to(line, room),
             Oversize::Drop => None,
