@@ -1044,8 +1044,8 @@ fn render(
             Some(0.8),
         ),
         (
-            // The issue's ×3 target is against the disk-queued relay; the disk-assisted one is
-            // in effect a memory queue (no fsync), shown for scale.
+            // The ×3 target compares like with like, the disk-queued relay; the disk-assisted
+            // one is in effect a memory queue (no fsync), shown for scale.
             "TCP backfill ÷ rsyslog disk-assisted relay (memory queue in effect)",
             "tcp",
             "rsyslog_da",
@@ -1120,7 +1120,7 @@ fn render(
             ceiling / d
         );
     }
-    let _ = writeln!(out, "\n### Targets (issue 8)\n");
+    let _ = writeln!(out, "\n### Targets\n");
     let check = |name: &str, v: Option<f64>, ok: &dyn Fn(f64) -> bool, shown: String| match v {
         Some(x) => format!(
             "- {name}: {shown} — {}",

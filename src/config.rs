@@ -1,4 +1,4 @@
-//! The SPEC's TOML configuration as typed values.
+//! The TOML configuration (every key is in `config.example.toml`) as typed values.
 //!
 //! Loading never stops at the first mistake: every problem (unknown key, wrong type, unset
 //! `${VAR}`, bad duration, unreadable file) is collected with the dotted key it belongs to and
@@ -902,7 +902,8 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A file the config names: it must be readable now (SPEC), relative paths are taken from
+    /// A file the config names: it must be readable now (a missing key file is a config error at
+    /// start, not a failure at the first poll); relative paths are taken from
     /// the config file's folder.
     fn file(&mut self, sec: &mut Section, key: &str) -> Option<PathBuf> {
         let s = self.nonempty(sec, key)?;

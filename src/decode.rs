@@ -2,7 +2,7 @@
 //! tree first (that tree cost more than half of a backfill's decoding time and most of its
 //! allocations).
 //!
-//! The decoder is exactly as lenient as the SPEC asks ("Indicator semantics"): any field may be
+//! The decoder is lenient on purpose (the API adds and drops fields): any field may be
 //! missing, null, of an unexpected JSON type, or accompanied by fields we do not know. A string
 //! field that holds a number or a boolean takes its JSON text; one that holds an array or an
 //! object is treated as missing. `tags` and `mitre_techniques` take a list (objects in it give

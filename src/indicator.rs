@@ -1,13 +1,14 @@
 //! The domain model: one indicator of compromise as the API serves it.
 //!
-//! Parsing is lenient on purpose (SPEC "Indicator semantics"): any field may be missing, null,
+//! Parsing is lenient on purpose (the API adds and drops fields): any field may be missing, null,
 //! of an unexpected JSON type, or accompanied by fields we do not know. Only an indicator with no
 //! value is refused, because there is nothing to forward.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-/// The IOC types the SPEC names, plus a catch-all that is still forwarded.
+/// The IOC types the API documents, plus a catch-all that is still forwarded (an unknown type
+/// gets a generic label, never a drop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IocType {
     Ipv4,

@@ -1,4 +1,5 @@
-//! Counters and gauges of SPEC "Metrics", and the small HTTP endpoint that serves them with
+//! The Prometheus counters and gauges (names in the README's "Metrics and health"), and the
+//! small HTTP endpoint that serves them with
 //! `/healthz` and `/readyz`.
 //!
 //! The metrics live in one process-wide registry ([`get`]) so that any module can count
@@ -69,8 +70,8 @@ pub struct Metrics {
     pub last_successful_poll: Gauge,
     pub destination_lag: Family<DestLabel, FloatGauge>,
     pub tls_expiry: Family<DestLabel, Gauge>,
-    /// Values cut to ArcSight's per-key limits by the `extended` profile (not in the SPEC's
-    /// list; the encoding issue asks for the cuts to be counted).
+    /// Values cut to ArcSight's per-key limits by the `extended` profile: a cut value is
+    /// information lost, so it is counted.
     pub cef_values_cut: Counter,
     /// Unix seconds of the last successful poll in this process (for `/readyz`); 0 = never.
     last_success: AtomicI64,

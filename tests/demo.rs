@@ -31,7 +31,7 @@ fn demo(args: &[&str]) -> std::process::Output {
     run_cmd(cmd).0
 }
 
-/// Every frame parses, carries CEF, and the feed covers every IOC type the SPEC names.
+/// Every frame parses, carries CEF, and the feed covers every IOC type the agent knows.
 fn check_frames(frames: &[String]) {
     assert!(frames.len() >= 40, "only {} frames", frames.len());
     let mut types = BTreeSet::new();

@@ -1,6 +1,7 @@
 //! Golden CEF lines, byte for byte: one per IOC type and profile, the seed's own line, and the
-//! escaping, severity, missing-field and length-limit rules of SPEC "CEF". Every expected line
-//! was written by hand from the SPEC (epoch milliseconds computed with `date -u -d … +%s%3N`),
+//! escaping, severity, missing-field and length-limit rules of the product's CEF contract (the
+//! README's "Encoding"). Every expected line was written by hand from those rules (epoch
+//! milliseconds computed with `date -u -d … +%s%3N`),
 //! never copied from the program's output. Each line must also pass the strict CEF parser.
 
 #[path = "interop/strict.rs"]

@@ -1,7 +1,9 @@
 //! Property tests of the encoders against strict parsers written from the specs
-//! (`tests/interop/strict.rs`) and a model of SPEC "CEF" written here, not taken from the encoder.
+//! (`tests/interop/strict.rs`) and a model of the product's CEF rules written here, not taken
+//! from the encoder.
 //!
-//! The model of an extension value, from SPEC "CEF" and interop.md §1.3–1.4: every C0 control
+//! The model of an extension value, from those rules and the CEF standard's escaping: every C0
+//! control
 //! character other than CR/LF, and DEL, becomes a space; the value is trimmed of spaces at both
 //! ends (a trailing space of the last pair is lost by CEF parsers and an inner one is
 //! ambiguous); a value that ends up empty leaves its key out. Header fields turn every C0
@@ -159,7 +161,7 @@ fn act() -> impl Strategy<Value = Act> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The model of SPEC "CEF"
+// The model of the CEF rules
 
 fn header_model(s: &str) -> String {
     s.chars()
@@ -199,7 +201,8 @@ fn millis(t: Option<DateTime<Utc>>) -> Option<String> {
     (ms >= 0).then(|| ms.to_string())
 }
 
-/// SPEC's type table, keyed by the API's spelling (case and surrounding spaces ignored).
+/// The type table (signature ID, name label, extended key), keyed by the API's spelling (case
+/// and surrounding spaces ignored).
 fn label_of(type_raw: &str) -> Option<&'static str> {
     Some(match type_raw.trim().to_ascii_lowercase().as_str() {
         "ipv4" => "IPv4",
@@ -479,7 +482,7 @@ fn check_truncation(line: &str, max: usize, got: Option<&str>) -> Result<(), Tes
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
-    /// Every value and header field survives a strict CEF parse exactly as the SPEC predicts.
+    /// Every value and header field survives a strict CEF parse exactly as the rules predict.
     #[test]
     fn strict_cef_parser_recovers_every_value_as_the_spec_predicts(
         ind in indicator(), act in act(), o in options(),

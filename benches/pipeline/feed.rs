@@ -8,7 +8,7 @@ use std::io::Write;
 
 use chrono::DateTime;
 
-/// Every type the SPEC names (`config::IOC_TYPES`), plus `mitre_attack`, the API's other
+/// Every type the agent knows (`config::IOC_TYPES`), plus `mitre_attack`, the API's other
 /// spelling of `mitre-attack`.
 pub fn types() -> Vec<&'static str> {
     let mut t = ioc_forwarder::config::IOC_TYPES.to_vec();

@@ -42,9 +42,11 @@ pub fn wait(child: Child) -> Exit {
     // The `Child` is not waited on by std afterwards; dropping it does not reap.
     std::mem::forget(child);
     let mut status = 0;
-    // SAFETY: plain syscall with valid pointers to locals.
+    // SAFETY: rusage is plain old data; all zeroes is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
+        // SAFETY: wait4 writes only into `status` and `ru`, which are live locals of the types
+        // it expects; `pid` is our own child.
         let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
         if r == pid {
             break;
@@ -215,8 +217,9 @@ impl ProcSampler {
 }
 
 fn rusage(who: i32) -> f64 {
-    // SAFETY: plain syscall with a valid pointer to a local.
+    // SAFETY: rusage is plain old data; all zeroes is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes only into `ru`, a live local of the type it expects.
     unsafe { libc::getrusage(who, &mut ru) };
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }

@@ -1,4 +1,6 @@
-//! Indicator → CEF line (SPEC "CEF"). Pure: writes into the caller's buffer, no I/O.
+//! Indicator → CEF line, in profile `socdefenders` (byte for byte the line SOC Defenders
+//! documents) or `extended` (typed ArcSight keys, context). Pure: writes into the caller's
+//! buffer, no I/O.
 //!
 //! Escaping follows the CEF rules exactly, because one wrong byte breaks SIEM parsers silently:
 //! header fields escape `\` and `|`; extension values escape `\`, `=`, and encode CR/LF as `\r`
@@ -9,7 +11,8 @@
 //! Values are also trimmed of the spaces they would start or end with on the wire (spaces and
 //! the control characters that become spaces): CEF parsers find a value's end by looking back
 //! from the next key, so a trailing space of the last pair is lost and one of any other pair
-//! is ambiguous (interop.md §1.4). A value that is empty after trimming leaves its key out, like
+//! is ambiguous (ArcSight's parser, syslog-ng's and Splunk's CEF add-on all trim). A value that
+//! is empty after trimming leaves its key out, like
 //! a missing one: no empty values on the wire.
 //!
 //! Timestamps (`rt`, `deviceCustomDate1/2`) are epoch milliseconds; one before 1970 (an API's
@@ -331,7 +334,8 @@ fn joined(items: &[String]) -> Cow<'_, str> {
     }
 }
 
-/// ArcSight limits (interop.md §1.5), in bytes so that no receiver's way of counting exceeds them.
+/// The lengths ArcSight's CEF implementation standard allows per key (longer values are cut by
+/// its parser), in bytes so that no receiver's way of counting exceeds them.
 const STRING: usize = 1023;
 const CUSTOM_STRING: usize = 4000;
 const FILE_HASH: usize = 255;

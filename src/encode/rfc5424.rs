@@ -1,4 +1,5 @@
-//! CEF line → syslog message → framed bytes (SPEC "RFC 5424 frame"). Pure, no I/O.
+//! CEF line → syslog message (RFC 5424, or the legacy RFC 3164 header) → framed bytes (RFC 6587
+//! octet counting or LF). Pure, no I/O.
 //!
 //! Header fields are sanitised once per destination ([`Header::new`]): printable US-ASCII only
 //! (anything else becomes `_`), cut to the RFC 5424 lengths, `-` when empty. Per event only the

@@ -89,7 +89,7 @@ impl Prep {
         // The identity's hash (needed anyway) mixed with the version's time.
         let last_us = i.last_seen.map_or(0, |t| t.timestamp_micros());
         page.edge(key ^ (last_us as u64).rotate_left(29));
-        // `other` for unknown types (SPEC): a bounded label set.
+        // `other` for unknown types: metric labels must stay a bounded set.
         bump(&mut page.by_type, i.ioc_type.as_str());
         if !self.wanted(i) {
             page.filtered += 1;

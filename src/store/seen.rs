@@ -183,7 +183,7 @@ impl Keyer {
         Keyer { sip: (1, 2) }
     }
 
-    /// The identity's hash: its `id`, else its type and value (SPEC "dedup").
+    /// The identity's hash: its `id`, else its type and value (an indicator without an id).
     pub fn key(&self, ind: &Indicator) -> u64 {
         use std::hash::Hasher;
         // The bytes of `Indicator::identity`, written without building the string (the tests

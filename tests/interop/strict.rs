@@ -1,6 +1,7 @@
 //! Strict parsers written from the specifications, not from our encoder: CEF (the CEF
-//! Implementation Standard's header and extension rules, interop.md §1.2–1.4), RFC 5424 §6
-//! (the ABNF quoted in interop.md §3), RFC 6587 §3.4 octet counting and LF framing, and the
+//! Implementation Standard's header and extension rules: `|` and `\` escaped in the header, `=`
+//! and `\` in values, CR/LF as `\r`/`\n`), RFC 5424 §6 (its ABNF), RFC 6587 §3.4 octet counting
+//! and LF framing, and the
 //! RFC 3164 §4.1 BSD header. They accept what the specs allow and reject everything the specs
 //! forbid or call ambiguous (raw control characters, lone backslashes, empty values,
 //! a trailing space at the end of a record), so a pass means a strict receiver agrees.

@@ -810,7 +810,7 @@ fn serve_connection(
         }
     };
     if let Some(lb) = tier_lookback {
-        // Older than the tier's window is silently clamped (SPEC "Indicator semantics").
+        // Older than the tier's window is silently clamped, as the API does.
         let floor = now - lb;
         since = Some(since.map_or(floor, |s| s.max(floor)));
     }
@@ -1239,7 +1239,7 @@ impl Dest {
     }
 }
 
-/// The knobs the tests turn; `Default` is the brief's standard config.
+/// The knobs the tests turn; `Default` is the config most tests run with.
 #[derive(Clone, Debug)]
 pub struct ConfigOpts {
     pub api_key: String,
