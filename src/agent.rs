@@ -321,7 +321,7 @@ impl Pipeline {
             .map_err(|e| AgentError::Io(format!("cannot listen on {addr} for [metrics]: {e}")))?;
         tracing::info!(%addr, "metrics endpoint listening (/metrics, /healthz, /readyz)");
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(metrics::serve(
+        let task = tokio::spawn(metrics::http::serve(
             listener,
             self.store.clone(),
             cfg.source.poll_interval * 3,

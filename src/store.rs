@@ -170,6 +170,8 @@ pub struct PageOutcome {
     pub duplicates: usize,
     /// Events dropped to make room (`when_full = "drop-oldest"`), per destination.
     pub dropped: Vec<(String, i64)>,
+    /// Values the `extended` profile cut to ArcSight's limits in the events queued.
+    pub cuts: usize,
 }
 
 /// How a poll cycle ended, committed with its last page: the cycle succeeded (when, on this
@@ -830,14 +832,7 @@ impl Store {
         if let (Some(t), Some(watch)) = (new_tail, &self.tail) {
             watch.send_replace(t);
         }
-        let m = crate::metrics::get();
-        m.enqueued.inc_by((outcome.added + outcome.updated) as u64);
-        if cuts > 0 {
-            m.cef_values_cut.inc_by(cuts as u64);
-        }
-        for (d, n) in &outcome.dropped {
-            m.dropped(d, "queue_full", *n as u64);
-        }
+        outcome.cuts = cuts;
         Ok(outcome)
     }
 

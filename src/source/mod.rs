@@ -431,6 +431,14 @@ impl Committer {
             return Ok(());
         };
         let outcome = joined(h).await??;
+        let m = crate::metrics::get();
+        m.enqueued.inc_by((outcome.added + outcome.updated) as u64);
+        if outcome.cuts > 0 {
+            m.cef_values_cut.inc_by(outcome.cuts as u64);
+        }
+        for (d, n) in &outcome.dropped {
+            m.dropped(d, "queue_full", *n as u64);
+        }
         report.added += outcome.added as u64;
         report.updated += outcome.updated as u64;
         report.duplicates += outcome.duplicates as u64;
