@@ -16,6 +16,7 @@ use chrono::{TimeZone, Utc};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use ioc_forwarder::config::{CefProfile, Framing, SeverityMap, SyslogFormat};
+use ioc_forwarder::decode;
 use ioc_forwarder::encode::cef::{self, Act, CefOptions};
 use ioc_forwarder::encode::rfc5424::{self, Header};
 use ioc_forwarder::indicator::Indicator;
@@ -82,7 +83,7 @@ fn options(profile: CefProfile) -> CefOptions {
 }
 
 fn indicator(v: &Value) -> Indicator {
-    Indicator::from_json(v).expect("benchmark indicator")
+    decode::item(v).expect("benchmark indicator")
 }
 
 fn cef_lines(c: &mut Criterion) {

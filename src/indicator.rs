@@ -5,7 +5,6 @@
 //! value is refused, because there is nothing to forward.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 /// The IOC types the API documents, plus a catch-all that is still forwarded (an unknown type
 /// gets a generic label, never a drop).
@@ -133,15 +132,6 @@ impl Skip {
 }
 
 impl Indicator {
-    /// Decodes one item held as a JSON tree (tests, the demo feed); the daemon decodes pages
-    /// straight from their bytes with the same rules ([`crate::decode`]).
-    pub fn from_json(v: &Value) -> Result<Indicator, Skip> {
-        use serde::Deserialize;
-        crate::decode::Item::deserialize(v)
-            .map(|i| i.0)
-            .unwrap_or(Err(Skip::NotAnObject))
-    }
-
     /// What identifies the indicator across versions: its `id`, else its type and value. The
     /// dedup index hashes exactly these bytes (`store::seen`, which writes them without
     /// building the string); a version is its `last_seen` and confidence (`seen::Version`).
@@ -156,35 +146,6 @@ impl Indicator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn missing_null_and_extra_fields_never_fail_a_parse() {
-        let v = json!({"value": "198.51.100.7", "type": "ipv4", "confidence": null,
-                       "source": null, "tags": null, "x": {"y": 1}, "first_seen": "garbage"});
-        let i = Indicator::from_json(&v).unwrap();
-        assert_eq!(i.value, "198.51.100.7");
-        assert_eq!(i.confidence, None);
-        assert_eq!(i.first_seen, None);
-        assert!(i.tags.is_empty());
-    }
-
-    #[test]
-    fn an_indicator_without_value_is_skipped() {
-        assert_eq!(
-            Indicator::from_json(&json!({"type": "ipv4"})),
-            Err(Skip::NoValue)
-        );
-        assert_eq!(
-            Indicator::from_json(&json!({"value": ""})),
-            Err(Skip::NoValue)
-        );
-        assert_eq!(
-            Indicator::from_json(&json!({"value": " \t\u{0007} "})),
-            Err(Skip::NoValue)
-        );
-        assert_eq!(Indicator::from_json(&json!([1])), Err(Skip::NotAnObject));
-    }
 
     #[test]
     fn both_mitre_spellings_are_one_type_and_unknown_types_survive() {
@@ -192,13 +153,5 @@ mod tests {
         assert_eq!(IocType::parse("mitre-attack"), IocType::MitreAttack);
         assert_eq!(IocType::parse("SHA512"), IocType::Sha512);
         assert_eq!(IocType::parse("ja3"), IocType::Other);
-    }
-
-    #[test]
-    fn technique_objects_give_their_ids() {
-        let v =
-            json!({"value": "x", "mitre_techniques": [{"id": "T1071", "name": "App"}, "T1566"]});
-        let i = Indicator::from_json(&v).unwrap();
-        assert_eq!(i.mitre_techniques, vec!["T1071", "T1566"]);
     }
 }

@@ -1136,7 +1136,7 @@ mod tests {
     use serde_json::json;
 
     fn ind(id: &str, last_seen: &str, confidence: &str) -> Indicator {
-        Indicator::from_json(&json!({"id": id, "type": "ipv4", "value": "192.0.2.1",
+        crate::decode::item(&json!({"id": id, "type": "ipv4", "value": "192.0.2.1",
             "last_seen": last_seen, "confidence": confidence}))
         .unwrap()
     }

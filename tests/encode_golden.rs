@@ -8,8 +8,8 @@
 mod strict;
 
 use ioc_forwarder::config::{CefProfile, SeverityMap};
+use ioc_forwarder::decode;
 use ioc_forwarder::encode::cef::{self, Act, CefOptions};
-use ioc_forwarder::indicator::Indicator;
 use serde_json::{json, Value};
 
 fn opts(profile: CefProfile) -> CefOptions {
@@ -24,7 +24,7 @@ fn opts(profile: CefProfile) -> CefOptions {
 
 /// Encodes with the library API; returns the line and the count of cut values.
 fn encode_with(v: Value, act: Act, o: &CefOptions) -> (String, usize) {
-    let ind = Indicator::from_json(&v).expect("an indicator");
+    let ind = decode::item(&v).expect("an indicator");
     let mut line = String::from("left alone: ");
     let cuts = cef::encode(&ind, act, o, &mut line);
     let line = line

@@ -20,8 +20,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ioc_forwarder::config::Config;
+use ioc_forwarder::decode;
 use ioc_forwarder::encode::cef::{self, Act, CefOptions};
-use ioc_forwarder::indicator::Indicator;
 use receivers::Receiver;
 use serde_json::{json, Value};
 
@@ -263,7 +263,7 @@ fn expected(config: &Path, case: &Case) -> BTreeMap<String, String> {
     let opts = CefOptions::from_config(&cfg.cef);
     let mut out = BTreeMap::new();
     for v in corpus() {
-        let ind = Indicator::from_json(&v).expect("corpus items all have a value");
+        let ind = decode::item(&v).expect("corpus items all have a value");
         let mut line = String::new();
         cef::encode(&ind, Act::Add, &opts, &mut line);
         if let Err(e) = strict::parse_cef(&line) {

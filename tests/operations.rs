@@ -991,7 +991,7 @@ impl Drop for NotifySocket {
 }
 
 #[test]
-fn systemd_notify_protocol() {
+fn systemd_gets_ready_status_watchdog_reloading_and_stopping_in_order() {
     let api = FakeApi::start(ipv4_feed(
         5,
         now_secs() - CDuration::minutes(1),

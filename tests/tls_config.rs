@@ -421,7 +421,7 @@ async fn expired_server_certificate_fails_as_expired() {
 }
 
 #[tokio::test]
-async fn correct_pin_passes() {
+async fn a_matching_pin_among_backup_pins_passes_with_or_without_the_sha256_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let ca = ca("Test CA");
     let leaf = receiver(&ca);

@@ -1,6 +1,6 @@
 //! Target `decode_body`: any bytes as an HTTP body through `decode::body_each`, the function
 //! the API source decodes pages with. Checks: it agrees with the collecting `decode::body`
-//! and with decoding each item from a `serde_json::Value` tree (`Indicator::from_json`);
+//! and with decoding each item from a `serde_json::Value` tree (`decode::item`);
 //! every indicator has a visible value, a type parsed from its spelling and a lowercase
 //! confidence; and every one encodes as valid CEF in both profiles.
 
@@ -59,7 +59,7 @@ pub fn run(data: &[u8]) {
         }
     };
     let from_tree: Vec<Result<Indicator, Skip>> = match tree.get("data") {
-        Some(Value::Array(items)) => items.iter().map(Indicator::from_json).collect(),
+        Some(Value::Array(items)) => items.iter().map(decode::item).collect(),
         _ => Vec::new(),
     };
     assert_eq!(

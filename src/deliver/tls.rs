@@ -1148,7 +1148,7 @@ mod tests {
     }
 
     #[test]
-    fn names_escape_and_order() {
+    fn a_distinguished_name_is_shown_most_specific_first_with_rfc4514_escapes() {
         // SEQUENCE { SET { SEQ { OID 2.5.4.6, PrintableString "US" } },
         //            SET { SEQ { OID 2.5.4.3, UTF8String "a,b\n" } } }
         let name = [

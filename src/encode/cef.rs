@@ -545,7 +545,6 @@ pub fn truncate_to(line: &str, max: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::indicator::Indicator;
     use serde_json::json;
 
     fn opts(profile: CefProfile) -> CefOptions {
@@ -559,7 +558,7 @@ mod tests {
     }
 
     fn line(v: serde_json::Value, profile: CefProfile) -> String {
-        let ind = Indicator::from_json(&v).unwrap();
+        let ind = crate::decode::item(&v).unwrap();
         let mut s = String::new();
         encode(&ind, Act::Add, &opts(profile), &mut s);
         s

@@ -674,7 +674,7 @@ mod tests {
     fn hashing_an_indicator_equals_hashing_its_identity_text() {
         let idx = SeenIndex::new((7, 9));
         let mut ind =
-            Indicator::from_json(&serde_json::json!({"id": "abc", "type": "ipv4", "value": "v"}))
+            crate::decode::item(&serde_json::json!({"id": "abc", "type": "ipv4", "value": "v"}))
                 .unwrap();
         assert_eq!(idx.key(&ind), idx.keyer.key_of_identity(&ind.identity()));
         ind.id = None;
