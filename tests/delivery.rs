@@ -19,10 +19,6 @@ use chrono::Duration as CDuration;
 use support::faults::*;
 use support::*;
 
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
-
 fn mins(n: i64) -> CDuration {
     CDuration::minutes(n)
 }
@@ -50,15 +46,6 @@ fn config(
     s.push_str(queue_extra);
     s.push('\n');
     write_file(dir, "config.toml", &s)
-}
-
-fn assert_exit(out: &Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "expected exit {code}\n{}",
-        describe(out)
-    );
 }
 
 /// `ioc-forwarder -c CFG ARGS...` to completion (hang guard included).

@@ -19,10 +19,6 @@ fn mins(n: i64) -> CDuration {
     CDuration::minutes(n)
 }
 
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
-
 /// Requests to the IOC list endpoint made after the first `from` requests of the log.
 fn ioc_requests_from(api: &FakeApi, from: usize) -> Vec<RecordedRequest> {
     api.requests()
@@ -36,15 +32,6 @@ fn ioc_requests_from(api: &FakeApi, from: usize) -> Vec<RecordedRequest> {
 fn new_values(rx: &TcpReceiver, skip: usize) -> HashMap<String, usize> {
     let frames = rx.frames();
     tally(&src_values(&frames[skip.min(frames.len())..]))
-}
-
-fn assert_exit(out: &std::process::Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "expected exit {code}\n{}",
-        describe(out)
-    );
 }
 
 #[test]

@@ -16,15 +16,6 @@ use support::*;
 const SETTLE: Duration = Duration::from_millis(400);
 const WAIT: Duration = Duration::from_secs(15);
 
-fn assert_exit(out: &std::process::Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "expected exit {code}\n{}",
-        describe(out)
-    );
-}
-
 fn opts() -> ConfigOpts {
     ConfigOpts {
         request_timeout: "1s".to_string(),

@@ -19,15 +19,6 @@ fn secs(n: i64) -> CDuration {
     CDuration::seconds(n)
 }
 
-fn assert_exit(out: &std::process::Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "expected exit {code}\n{}",
-        describe(out)
-    );
-}
-
 /// (src, cs1) of every frame, in arrival order.
 fn src_and_confidence(frames: &[String]) -> Vec<(String, String)> {
     frames

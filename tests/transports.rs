@@ -24,23 +24,6 @@ const WAIT: Duration = Duration::from_secs(15);
 /// Indicators in the standard feed (plus the two hostile ones of [`feed`]).
 const N: usize = 40;
 
-fn tempdir() -> tempfile::TempDir {
-    // Short paths: unix socket paths are limited to 107 bytes.
-    tempfile::Builder::new()
-        .prefix("iocfw")
-        .tempdir_in("/tmp")
-        .expect("tempdir")
-}
-
-fn assert_exit(out: &Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "expected exit {code}\n{}",
-        describe(out)
-    );
-}
-
 // ---------------------------------------------------------------------------------------------
 // Feed and config
 
