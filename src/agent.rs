@@ -104,7 +104,7 @@ fn supervise<T: Send + 'static>(
                     panic_message(e.into_panic())
                 ));
             }
-            // Aborted on purpose (the poller at reload and stop).
+            // Cancelled by the runtime shutting down.
             Err(_) => {}
         }
     });
@@ -495,22 +495,29 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
 }
 
 /// The poll loop as its own task: it owns the source, commits through the store and wakes
-/// delivery after every cycle. Reload and stop abort it; that is safe at any await point
-/// because every page commits in one transaction. A panic in it is reported to `failures`.
+/// delivery after every cycle. Reload and stop end it through the returned trigger (or by
+/// dropping it). A panic in it is reported to `failures`.
 fn spawn_poller(
     mut src: Source,
     p: &Pipeline,
     cfg: Config,
     results: mpsc::Sender<Result<source::CycleReport, String>>,
-) -> tokio::task::AbortHandle {
+) -> Trigger {
     let (store, tail) = (p.store.clone(), p.tail.clone());
     let beat = p.liveness.register("the poller", source::STEP_ALLOWANCE);
     src.watched_by(beat.clone());
+    let (trigger, shutdown) = shutdown::channel();
+    let mut stop = shutdown.clone();
     let task = tokio::spawn(async move {
         loop {
             // Each request, wait and commit of the cycle promises its own bound from here on.
             beat.expect_within(source::STEP_ALLOWANCE);
-            let result = poll(&mut src, &store).await;
+            // A stop ends the cycle at its next await: every page commits in one transaction
+            // and the cursor moves only with the last, so the next start re-walks the window.
+            let result = tokio::select! {
+                r = poll(&mut src, &store) => r,
+                _ = stop.stopped() => return,
+            };
             // The store calls below.
             beat.expect_within(source::STEP_ALLOWANCE);
             if let Ok(t) = store.call(|s| s.tail()).await {
@@ -525,19 +532,24 @@ fn spawn_poller(
                 bytes = freed,
                 "released the dedup index until the next poll"
             );
-            let _ = results.send(result.map_err(|e| e.kind().to_string())).await;
+            tokio::select! {
+                _ = results.send(result.map_err(|e| e.kind().to_string())) => {}
+                _ = stop.stopped() => return,
+            }
             beat.expect_within(cfg.source.poll_interval);
-            tokio::time::sleep(cfg.source.poll_interval).await;
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.source.poll_interval) => {}
+                _ = stop.stopped() => return,
+            }
         }
     });
-    let abort = task.abort_handle();
     drop(supervise(
         "the poller".into(),
         task,
-        None,
+        Some(shutdown),
         p.failures.clone(),
     ));
-    abort
+    trigger
 }
 /// The agent in the foreground until SIGTERM/SIGINT.
 pub async fn run(config_path: PathBuf, mut cfg: Config) -> Result<(), AgentError> {
@@ -584,7 +596,7 @@ pub async fn run(config_path: PathBuf, mut cfg: Config) -> Result<(), AgentError
                 notify(&[sd_notify::NotifyState::Reloading]);
                 match reload(&config_path, &cfg, &mut pipeline).await {
                     Ok(Some((new, src))) => {
-                        poller.abort();
+                        poller.stop_now();
                         poller = spawn_poller(src, &pipeline, (*new).clone(), results_tx.clone());
                         cfg = *new;
                         tracing::info!(path = %config_path.display(), "SIGHUP: configuration reloaded");
@@ -596,7 +608,7 @@ pub async fn run(config_path: PathBuf, mut cfg: Config) -> Result<(), AgentError
             }
         }
     };
-    poller.abort();
+    poller.stop_now();
     // The stop may take shutdown_timeout plus its grace; make sure the service manager waits
     // that long even where the unit's TimeoutStopSec is shorter.
     let budget = cfg.shutdown_timeout + Duration::from_secs(5);
