@@ -6,8 +6,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -19,18 +17,6 @@ use support::*;
 const WAIT: Duration = Duration::from_secs(60);
 const EVENTS: usize = 3000;
 const FLOODERS: usize = 4;
-
-/// `GET /metrics` on 127.0.0.1:port: the body of a 200, else `None`.
-fn scrape(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
-}
 
 /// Blocks until `counter` reaches `n` (or the hang guard passes).
 fn wait_count(counter: &AtomicUsize, n: usize) {
