@@ -141,20 +141,18 @@ fn assert_only_counted(body: &str, kind: &str, n: f64, agent: &Agent) {
     }
 }
 
-#[test]
-fn a_429_waited_out_counts_as_rate_limit_and_the_cycle_succeeds() {
+/// One fault served, then the feed: the cycle recovers, delivers the page, and the fault is
+/// counted exactly once under `kind`.
+fn a_recovered_fault_is_counted_once(fault: Fault, kind: &str) {
     let api = FakeApi::start(ipv4_feed(5, now_secs(), Duration::from_secs(1)));
-    api.push_fault(Fault::RateLimited {
-        retry_after: Some(RetryAfter::Secs(1)),
-        reset_in: Some(1),
-    });
+    api.push_fault(fault);
     let rx = TcpReceiver::start(Framing::Lf);
     let dir = tempfile::tempdir().unwrap();
     let port = reserve_port();
     let mut agent = start_agent(dir.path(), &api, &rx, port);
     assert!(
         agent.wait_frames(&rx, WAIT, |f| f.len() >= 5),
-        "the page after the 429 is delivered\n{}",
+        "the page after the {kind} failure is delivered\n{}",
         tail(&agent.stderr(), 3000)
     );
     let body = scrape_until(port, polled_once);
@@ -166,9 +164,25 @@ fn a_429_waited_out_counts_as_rate_limit_and_the_cycle_succeeds() {
         .is_some_and(|t| t > 0.0),
         "the cycle succeeded\n{body}"
     );
-    assert_only_counted(&body, "rate_limit", 1.0, &agent);
+    assert_only_counted(&body, kind, 1.0, &agent);
     assert_eq!(api.ioc_requests().len(), 2, "{}", api.request_summary());
     agent.terminate();
+}
+
+#[test]
+fn a_429_waited_out_counts_as_rate_limit_and_the_cycle_succeeds() {
+    a_recovered_fault_is_counted_once(
+        Fault::RateLimited {
+            retry_after: Some(RetryAfter::Secs(1)),
+            reset_in: Some(1),
+        },
+        "rate_limit",
+    );
+}
+
+#[test]
+fn a_503_retried_then_success_counts_as_http_and_the_cycle_succeeds() {
+    a_recovered_fault_is_counted_once(Fault::Status(503, "unavailable"), "http");
 }
 
 #[test]
@@ -189,32 +203,5 @@ fn a_401_counts_once_as_auth() {
     let body = scrape(port).unwrap_or_default();
     assert_only_counted(&body, "auth", 1.0, &agent);
     assert_eq!(api.ioc_requests().len(), 1, "{}", api.request_summary());
-    agent.terminate();
-}
-
-#[test]
-fn a_503_retried_then_success_counts_as_http_and_the_cycle_succeeds() {
-    let api = FakeApi::start(ipv4_feed(5, now_secs(), Duration::from_secs(1)));
-    api.push_fault(Fault::Status(503, "unavailable"));
-    let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
-    let port = reserve_port();
-    let mut agent = start_agent(dir.path(), &api, &rx, port);
-    assert!(
-        agent.wait_frames(&rx, WAIT, |f| f.len() >= 5),
-        "the retried page is delivered\n{}",
-        tail(&agent.stderr(), 3000)
-    );
-    let body = scrape_until(port, polled_once);
-    assert!(
-        sample(
-            &body,
-            "ioc_forwarder_last_successful_poll_timestamp_seconds"
-        )
-        .is_some_and(|t| t > 0.0),
-        "the cycle succeeded\n{body}"
-    );
-    assert_only_counted(&body, "http", 1.0, &agent);
-    assert_eq!(api.ioc_requests().len(), 2, "{}", api.request_summary());
     agent.terminate();
 }
