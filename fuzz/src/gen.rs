@@ -3,27 +3,13 @@
 
 use arbitrary::Arbitrary;
 use chrono::{DateTime, Utc};
-use ioc_forwarder::config::{CefProfile, SeverityMap};
+use ioc_forwarder::config::{CefProfile, SeverityMap, IOC_TYPES};
 use ioc_forwarder::encode::cef::CefOptions;
 use ioc_forwarder::indicator::{Indicator, IocType, Provenance};
 
-/// Type spellings the encoder treats specially; any other index takes the arbitrary `type_raw`.
-const TYPES: [&str; 14] = [
-    "ipv4",
-    "ipv6",
-    "domain",
-    "url",
-    "md5",
-    "sha1",
-    "sha256",
-    "sha512",
-    "cve",
-    "email",
-    "mitre-attack",
-    " MITRE_ATTACK ",
-    "other",
-    "",
-];
+/// Type spellings the encoder treats specially beyond the known types (`config::IOC_TYPES`):
+/// the API's other mitre spelling with case and spaces, an unknown type, none.
+const MORE_TYPES: [&str; 3] = [" MITRE_ATTACK ", "other", ""];
 
 /// Values that reach the typed keys of `extended` (a parsable address) or sit next to them.
 const VALUES: [&str; 6] = [
@@ -74,8 +60,11 @@ fn repeat(s: String, n: u8) -> String {
 
 impl ArbIndicator {
     pub fn build(self) -> Indicator {
-        let type_raw = TYPES
-            .get(usize::from(self.type_choice))
+        // Any index past the known spellings takes the arbitrary `type_raw`.
+        let type_raw = IOC_TYPES
+            .iter()
+            .chain(MORE_TYPES.iter())
+            .nth(usize::from(self.type_choice))
             .map_or(self.type_raw, |t| t.to_string());
         let value = match VALUES.get(usize::from(self.value_choice)) {
             Some(v) => format!("{v}{}", self.value),
