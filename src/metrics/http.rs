@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::{dest, get, Metrics};
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 
 /// Sets the queue gauges (events and lag per destination, bytes) from the store. A store error
@@ -110,12 +111,12 @@ impl StoreGauges {
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` until `stop` turns true.
+/// Serves `/metrics`, `/healthz` and `/readyz` until `stop` fires.
 pub async fn serve(
     listener: TcpListener,
     store: Store,
     ready_window: Duration,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Shutdown,
 ) {
     let gauges = Arc::new(StoreGauges::new(STORE_READ_EVERY));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -123,12 +124,12 @@ pub async fn serve(
         // A free slot first, then the next connection: the rest wait in the backlog.
         let slot = tokio::select! {
             s = Arc::clone(&slots).acquire_owned() => s,
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.stopped() => return,
         };
         let Ok(slot) = slot else { return };
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.stopped() => return,
         };
         match accepted {
             Ok((conn, _)) => {
