@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod commands;
 pub mod config;
 pub mod decode;
 pub mod deliver;

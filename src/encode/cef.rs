@@ -260,12 +260,8 @@ pub fn set_act(line: &mut String, at: usize, act: Act) {
     }
 }
 
-fn encode_with_slot(
-    ind: &Indicator,
-    act: Act,
-    opts: &CefOptions,
-    out: &mut String,
-) -> (usize, Option<usize>) {
+/// `CEF:0|vendor|product|version|`: the part of the header every line of this agent shares.
+fn push_device(out: &mut String, opts: &CefOptions) {
     out.push_str("CEF:0|");
     push_header(out, &opts.device_vendor);
     out.push('|');
@@ -273,6 +269,26 @@ fn encode_with_slot(
     out.push('|');
     push_header(out, &opts.device_version);
     out.push('|');
+}
+
+/// The line `test-destination` sends: this agent's device fields, Signature ID `test`,
+/// severity 0, and the agent's version in `msg`, so a SIEM search finds it and nobody takes it
+/// for an indicator.
+pub fn test_event(opts: &CefOptions) -> String {
+    let mut line = String::new();
+    push_device(&mut line, opts);
+    line.push_str("test|ioc-forwarder test event|0|msg=test event from ioc-forwarder ");
+    line.push_str(env!("CARGO_PKG_VERSION"));
+    line
+}
+
+fn encode_with_slot(
+    ind: &Indicator,
+    act: Act,
+    opts: &CefOptions,
+    out: &mut String,
+) -> (usize, Option<usize>) {
+    push_device(out, opts);
     let sig = match trim_header(&ind.type_raw) {
         "" => "unknown",
         t => t,
