@@ -97,83 +97,97 @@ impl Metrics {
             registry: Registry::default(),
         };
         // Counters get their `_total` suffix from the encoder.
-        let r = &mut registry;
+        m.register_source(&mut registry);
+        m.register_queue(&mut registry);
+        m.register_delivery(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// What the source read and how polling went.
+    fn register_source(&self, r: &mut Registry) {
         r.register(
             "ioc_forwarder_indicators_fetched",
             "Indicators received from the source, by IOC type",
-            m.fetched.clone(),
+            self.fetched.clone(),
         );
         r.register(
             "ioc_forwarder_indicators_skipped",
             "Items of the feed not forwarded, by reason",
-            m.skipped.clone(),
-        );
-        r.register(
-            "ioc_forwarder_events_enqueued",
-            "Events committed to the durable queue",
-            m.enqueued.clone(),
-        );
-        r.register(
-            "ioc_forwarder_events_delivered",
-            "Events the destination acknowledged",
-            m.delivered.clone(),
-        );
-        r.register(
-            "ioc_forwarder_events_dropped",
-            "Events dropped, by destination and reason (queue_full, oversize, removed)",
-            m.dropped.clone(),
-        );
-        r.register(
-            "ioc_forwarder_events_truncated",
-            "Events truncated to max_message_size",
-            m.truncated.clone(),
-        );
-        r.register(
-            "ioc_forwarder_queue_events",
-            "Events queued and not yet acknowledged, per destination",
-            m.queue_events.clone(),
-        );
-        r.register(
-            "ioc_forwarder_queue_bytes",
-            "Bytes of CEF lines in the queue",
-            m.queue_bytes.clone(),
-        );
-        r.register(
-            "ioc_forwarder_destination_up",
-            "1 while the destination is connected",
-            m.destination_up.clone(),
+            self.skipped.clone(),
         );
         r.register(
             "ioc_forwarder_source_errors",
             "Failed API requests (also those retried) and failed file imports, by kind (auth, rate_limit, http, timeout, decode)",
-            m.source_errors.clone(),
+            self.source_errors.clone(),
         );
         r.register(
             "ioc_forwarder_poll_duration_seconds",
             "Duration of poll cycles",
-            m.poll_duration.clone(),
+            self.poll_duration.clone(),
         );
         r.register(
             "ioc_forwarder_last_successful_poll_timestamp_seconds",
             "Unix time of the last successful poll cycle",
-            m.last_successful_poll.clone(),
+            self.last_successful_poll.clone(),
         );
+    }
+
+    /// What went into the queue and what it holds.
+    fn register_queue(&self, r: &mut Registry) {
         r.register(
-            "ioc_forwarder_destination_lag_seconds",
-            "Age of the oldest unacknowledged event, per destination",
-            m.destination_lag.clone(),
-        );
-        r.register(
-            "ioc_forwarder_tls_certificate_expiry_seconds",
-            "The destination's TLS certificate notAfter, Unix seconds",
-            m.tls_expiry.clone(),
+            "ioc_forwarder_events_enqueued",
+            "Events committed to the durable queue",
+            self.enqueued.clone(),
         );
         r.register(
             "ioc_forwarder_cef_values_cut",
             "Values cut to ArcSight's per-key length limits (extended profile)",
-            m.cef_values_cut.clone(),
+            self.cef_values_cut.clone(),
         );
-        Metrics { registry, ..m }
+        r.register(
+            "ioc_forwarder_queue_events",
+            "Events queued and not yet acknowledged, per destination",
+            self.queue_events.clone(),
+        );
+        r.register(
+            "ioc_forwarder_queue_bytes",
+            "Bytes of CEF lines in the queue",
+            self.queue_bytes.clone(),
+        );
+        r.register(
+            "ioc_forwarder_events_dropped",
+            "Events dropped, by destination and reason (queue_full, oversize, removed)",
+            self.dropped.clone(),
+        );
+    }
+
+    /// What each destination received and how its connection is.
+    fn register_delivery(&self, r: &mut Registry) {
+        r.register(
+            "ioc_forwarder_events_delivered",
+            "Events the destination acknowledged",
+            self.delivered.clone(),
+        );
+        r.register(
+            "ioc_forwarder_events_truncated",
+            "Events truncated to max_message_size",
+            self.truncated.clone(),
+        );
+        r.register(
+            "ioc_forwarder_destination_up",
+            "1 while the destination is connected",
+            self.destination_up.clone(),
+        );
+        r.register(
+            "ioc_forwarder_destination_lag_seconds",
+            "Age of the oldest unacknowledged event, per destination",
+            self.destination_lag.clone(),
+        );
+        r.register(
+            "ioc_forwarder_tls_certificate_expiry_seconds",
+            "The destination's TLS certificate notAfter, Unix seconds",
+            self.tls_expiry.clone(),
+        );
     }
 
     pub fn destination_up(&self, name: &str, up: bool) {
