@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI packaging checks for ioc-forwarder (issue 7). Called from .ci/run; runs as root on a
+# CI packaging checks for ioc-forwarder. Called from .ci/run; runs as root on a
 # disposable Debian machine, from any directory.
 #
 #   1. the unit's `systemd-analyze security --offline=yes` exposure is <= 2.0
