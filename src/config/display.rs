@@ -1,7 +1,11 @@
 //! The effective config as TOML, as `check-config` prints it: every key with the value in use,
-//! defaults included, secrets redacted.
+//! defaults included, so an operator sees what the program will do rather than what the file
+//! says. Secrets are redacted: the API key shows only [`Secret`]'s prefix, and the client key
+//! file only whether one is set. The output is itself valid TOML, with enum values spelled by
+//! their [`Named`] tables, as the reader accepts them.
 
-use std::path::PathBuf;
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Value;
@@ -11,141 +15,144 @@ use super::*;
 impl Config {
     /// The effective config as TOML, with secrets redacted (for `check-config`).
     pub fn to_display_toml(&self) -> String {
-        let mut out = String::new();
-        let d = |d: Duration| humantime::format_duration(d).to_string();
-        let q = |s: &str| Value::String(s.to_string()).to_string();
-        let list = |v: &[String]| Value::Array(v.iter().cloned().map(Value::String).collect());
-        let path = |p: &Option<PathBuf>| {
-            q(&p.as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default())
-        };
-        out += &format!("state_dir = {}\n", q(&self.state_dir.display().to_string()));
-        out += &format!(
-            "shutdown_timeout = {}\n\n[source]\n",
-            q(&d(self.shutdown_timeout))
-        );
-        let s = &self.source;
+        let mut out = Toml(String::new());
+        out.path("state_dir", &self.state_dir);
+        out.duration("shutdown_timeout", self.shutdown_timeout);
+        out.source(&self.source);
+        out.cef(&self.cef);
+        out.syslog(&self.syslog);
+        for dst in &self.destinations {
+            out.destination(dst);
+        }
+        out.queue(&self.queue);
+        out.header("[metrics]");
+        let listen = self.metrics.listen.map(|a| a.to_string());
+        out.str("listen", &listen.unwrap_or_default());
+        out.0
+    }
+}
+
+/// TOML text being written, one `key = value` line at a time.
+struct Toml(String);
+
+impl Toml {
+    /// A blank line and a table header.
+    fn header(&mut self, header: &str) {
+        self.0 += &format!("\n{header}\n");
+    }
+
+    /// A value written as it displays: numbers, booleans, inline tables.
+    fn raw(&mut self, key: &str, value: impl Display) {
+        self.0 += &format!("{key} = {value}\n");
+    }
+
+    /// A string, quoted and escaped as TOML.
+    fn str(&mut self, key: &str, value: &str) {
+        self.raw(key, Value::String(value.to_string()));
+    }
+
+    fn name(&mut self, key: &str, value: impl Named) {
+        self.str(key, value.name());
+    }
+
+    /// A duration as the reader takes it back: "5m", "1day".
+    fn duration(&mut self, key: &str, value: Duration) {
+        self.str(key, &humantime::format_duration(value).to_string());
+    }
+
+    fn path(&mut self, key: &str, value: &Path) {
+        self.str(key, &value.display().to_string());
+    }
+
+    /// An optional file: "" when not set, as the reader takes it.
+    fn file(&mut self, key: &str, value: &Option<PathBuf>) {
+        self.path(key, value.as_deref().unwrap_or(Path::new("")));
+    }
+
+    fn list(&mut self, key: &str, values: &[String]) {
+        let items = values.iter().cloned().map(Value::String).collect();
+        self.raw(key, Value::Array(items));
+    }
+
+    fn source(&mut self, s: &SourceConfig) {
+        self.header("[source]");
+        self.name("kind", s.kind.tag());
         match &s.kind {
             SourceKind::SocDefenders(api) => {
-                out += "kind = \"socdefenders\"\n";
-                out += &format!("base_url = {}\n", q(&api.base_url));
-                out += &format!("api_key = {}\n", q(&api.api_key.to_string()));
-                out += &format!("page_size = {}\n", api.page_size);
-                out += &format!("request_timeout = {}\n", q(&d(api.request_timeout)));
-                out += &format!("ca_file = {}\n", path(&api.ca_file));
-                out += &format!("allow_insecure_http = {}\n", api.allow_insecure_http);
+                self.str("base_url", &api.base_url);
+                self.str("api_key", &api.api_key.to_string());
+                self.raw("page_size", api.page_size);
+                self.duration("request_timeout", api.request_timeout);
+                self.file("ca_file", &api.ca_file);
+                self.raw("allow_insecure_http", api.allow_insecure_http);
             }
-            SourceKind::File { path } => {
-                out += "kind = \"file\"\n";
-                out += &format!("path = {}\n", q(&path.display().to_string()));
-            }
+            SourceKind::File { path } => self.path("path", path),
         }
-        out += &format!("poll_interval = {}\n", q(&d(s.poll_interval)));
-        out += &format!("lookback = {}\n", q(&d(s.lookback)));
-        out += &format!("types = {}\n", list(&s.types));
-        out += &format!("confidence = {}\n", list(&s.confidence));
-        out += &format!(
-            "industry = {}\ncategory = {}\n\n[cef]\n",
-            q(&s.industry),
-            q(&s.category)
-        );
-        let c = &self.cef;
-        out += &format!("device_vendor = {}\n", q(&c.device_vendor));
-        out += &format!("device_product = {}\n", q(&c.device_product));
-        out += &format!("device_version = {}\n", q(&c.device_version));
-        out += &format!(
-            "profile = \"{}\"\n",
-            match c.profile {
-                CefProfile::SocDefenders => "socdefenders",
-                CefProfile::Extended => "extended",
-            }
-        );
-        out += &format!(
-            "severity = {{ low = {}, medium = {}, high = {} }}\n\n[syslog]\n",
-            c.severity.low, c.severity.medium, c.severity.high
-        );
-        let y = &self.syslog;
-        out += &format!("hostname = {}\n", q(&y.hostname));
-        out += &format!("app_name = {}\n", q(&y.app_name));
-        out += &format!("facility = {}\n", y.facility);
-        out += &format!("severity = {}\n", y.severity);
-        out += &format!(
-            "msgid = {}\n",
-            q(match &y.msgid {
-                MsgId::IocType => "type",
-                MsgId::Fixed(s) => s,
-            })
-        );
-        out += &format!("structured_data = {}\n", y.structured_data);
-        for dst in &self.destinations {
-            out += "\n[[destinations]]\n";
-            out += &format!("name = {}\n", q(&dst.name));
-            out += &format!("protocol = \"{}\"\n", dst.protocol.as_str());
-            out += &format!("address = {}\n", list(&dst.address));
-            out += &format!(
-                "framing = \"{}\"\n",
-                match dst.framing {
-                    Framing::OctetCounting => "octet-counting",
-                    Framing::Lf => "lf",
-                }
-            );
-            out += &format!(
-                "format = \"{}\"\n",
-                match dst.format {
-                    SyslogFormat::Rfc5424 => "rfc5424",
-                    SyslogFormat::Rfc3164 => "rfc3164",
-                }
-            );
-            out += &format!("max_message_size = {}\n", dst.max_message_size);
-            out += &format!(
-                "oversize = \"{}\"\n",
-                match dst.oversize {
-                    Oversize::Truncate => "truncate",
-                    Oversize::Drop => "drop",
-                }
-            );
-            if dst.protocol == Protocol::Tls {
-                out += &format!("ca_file = {}\n", path(&dst.ca_file));
-                out += &format!(
-                    "server_name = {}\n",
-                    q(dst.server_name.as_deref().unwrap_or(""))
-                );
-                out += &format!("client_cert = {}\n", path(&dst.client_cert));
-                out += &format!(
-                    "client_key = {}\n",
-                    q(if dst.client_key.is_some() {
-                        "<redacted path set>"
-                    } else {
-                        ""
-                    })
-                );
-                out += &format!("tls_verify = {}\n", dst.tls_verify);
-                out += &format!("pin_sha256 = {}\n", list(&dst.pin_sha256));
-            }
-            out += &format!("connect_timeout = {}\n", q(&d(dst.connect_timeout)));
-            out += &format!("write_timeout = {}\n", q(&d(dst.write_timeout)));
+        self.duration("poll_interval", s.poll_interval);
+        self.duration("lookback", s.lookback);
+        self.list("types", &s.types);
+        self.list("confidence", &s.confidence);
+        self.str("industry", &s.industry);
+        self.str("category", &s.category);
+    }
+
+    fn cef(&mut self, c: &CefConfig) {
+        self.header("[cef]");
+        self.str("device_vendor", &c.device_vendor);
+        self.str("device_product", &c.device_product);
+        self.str("device_version", &c.device_version);
+        self.name("profile", c.profile);
+        let SeverityMap { low, medium, high } = c.severity;
+        let severity = format!("{{ low = {low}, medium = {medium}, high = {high} }}");
+        self.raw("severity", severity);
+    }
+
+    fn syslog(&mut self, y: &SyslogConfig) {
+        self.header("[syslog]");
+        self.str("hostname", &y.hostname);
+        self.str("app_name", &y.app_name);
+        self.raw("facility", y.facility);
+        self.raw("severity", y.severity);
+        self.str("msgid", y.msgid.name());
+        self.raw("structured_data", y.structured_data);
+    }
+
+    fn destination(&mut self, d: &DestinationConfig) {
+        self.header("[[destinations]]");
+        self.str("name", &d.name);
+        self.name("protocol", d.protocol);
+        self.list("address", &d.address);
+        self.name("framing", d.framing);
+        self.name("format", d.format);
+        self.raw("max_message_size", d.max_message_size);
+        self.name("oversize", d.oversize);
+        if d.protocol == Protocol::Tls {
+            self.tls(d);
         }
-        let qc = &self.queue;
-        out += "\n[queue]\n";
-        out += &format!("max_bytes = {}\n", qc.max_bytes);
-        out += &format!(
-            "when_full = \"{}\"\n",
-            match qc.when_full {
-                WhenFull::DropOldest => "drop-oldest",
-                WhenFull::PausePolling => "pause-polling",
-            }
-        );
-        out += &format!("retry_initial = {}\n", q(&d(qc.retry_initial)));
-        out += &format!("retry_max = {}\n\n[metrics]\n", q(&d(qc.retry_max)));
-        out += &format!(
-            "listen = {}\n",
-            q(&self
-                .metrics
-                .listen
-                .map(|a| a.to_string())
-                .unwrap_or_default())
-        );
-        out
+        self.duration("connect_timeout", d.connect_timeout);
+        self.duration("write_timeout", d.write_timeout);
+    }
+
+    /// The TLS keys; the client key's path is not shown, only whether one is set.
+    fn tls(&mut self, d: &DestinationConfig) {
+        self.file("ca_file", &d.ca_file);
+        self.str("server_name", d.server_name.as_deref().unwrap_or(""));
+        self.file("client_cert", &d.client_cert);
+        let client_key = if d.client_key.is_some() {
+            "<redacted path set>"
+        } else {
+            ""
+        };
+        self.str("client_key", client_key);
+        self.raw("tls_verify", d.tls_verify);
+        self.list("pin_sha256", &d.pin_sha256);
+    }
+
+    fn queue(&mut self, q: &QueueConfig) {
+        self.header("[queue]");
+        self.raw("max_bytes", q.max_bytes);
+        self.name("when_full", q.when_full);
+        self.duration("retry_initial", q.retry_initial);
+        self.duration("retry_max", q.retry_max);
     }
 }

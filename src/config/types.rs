@@ -7,6 +7,31 @@ use std::time::Duration;
 use super::secret::Secret;
 use super::syntax::cleartext_host;
 
+/// A config value spelled as one of a fixed set of names (`protocol = "tcp"`). Its table is the
+/// one place those names are spelled: the reader looks a value up in it, `check-config` writes
+/// the name back from it and error messages list it, so the three cannot drift apart.
+pub trait Named: Copy + PartialEq + 'static {
+    /// Every value with its name, in the order error messages list them.
+    const NAMES: &'static [(&'static str, Self)];
+
+    /// The value as the config file spells it. Every value is in its table (a unit test reads
+    /// each table back), so the empty fallback is never taken.
+    fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("", |(n, _)| n)
+    }
+
+    /// The value a name stands for, if any.
+    fn from_name(name: &str) -> Option<Self> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub state_dir: PathBuf,
@@ -38,6 +63,31 @@ pub enum SourceKind {
     File { path: PathBuf },
 }
 
+/// The `kind` key of `[source]`: which [`SourceKind`] the section describes, named before its
+/// settings are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKindTag {
+    SocDefenders,
+    File,
+}
+
+impl Named for SourceKindTag {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("socdefenders", SourceKindTag::SocDefenders),
+        ("file", SourceKindTag::File),
+    ];
+}
+
+impl SourceKind {
+    /// Which kind this is, without its settings.
+    pub fn tag(&self) -> SourceKindTag {
+        match self {
+            SourceKind::SocDefenders(_) => SourceKindTag::SocDefenders,
+            SourceKind::File { .. } => SourceKindTag::File,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub base_url: String,
@@ -65,6 +115,13 @@ impl ApiConfig {
 pub enum CefProfile {
     SocDefenders,
     Extended,
+}
+
+impl Named for CefProfile {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("socdefenders", CefProfile::SocDefenders),
+        ("extended", CefProfile::Extended),
+    ];
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +158,28 @@ pub enum MsgId {
     Fixed(String),
 }
 
+impl MsgId {
+    /// The `msgid` value that stands for [`MsgId::IocType`].
+    const IOC_TYPE: &'static str = "type";
+
+    /// The `msgid` value as written in the file.
+    pub fn from_name(name: String) -> MsgId {
+        if name == Self::IOC_TYPE {
+            MsgId::IocType
+        } else {
+            MsgId::Fixed(name)
+        }
+    }
+
+    /// The value as the config file spells it.
+    pub fn name(&self) -> &str {
+        match self {
+            MsgId::IocType => Self::IOC_TYPE,
+            MsgId::Fixed(s) => s,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyslogConfig {
     /// Empty means "the machine's hostname", resolved when the frame header is built.
@@ -121,15 +200,20 @@ pub enum Protocol {
     Stdout,
 }
 
+impl Named for Protocol {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("udp", Protocol::Udp),
+        ("tcp", Protocol::Tcp),
+        ("tls", Protocol::Tls),
+        ("unix", Protocol::Unix),
+        ("stdout", Protocol::Stdout),
+    ];
+}
+
 impl Protocol {
+    /// [`Named::name`], callable without the trait in scope.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Udp => "udp",
-            Protocol::Tcp => "tcp",
-            Protocol::Tls => "tls",
-            Protocol::Unix => "unix",
-            Protocol::Stdout => "stdout",
-        }
+        self.name()
     }
 }
 
@@ -139,16 +223,35 @@ pub enum Framing {
     Lf,
 }
 
+impl Named for Framing {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("octet-counting", Framing::OctetCounting),
+        ("lf", Framing::Lf),
+    ];
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyslogFormat {
     Rfc5424,
     Rfc3164,
 }
 
+impl Named for SyslogFormat {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("rfc5424", SyslogFormat::Rfc5424),
+        ("rfc3164", SyslogFormat::Rfc3164),
+    ];
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Oversize {
     Truncate,
     Drop,
+}
+
+impl Named for Oversize {
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("truncate", Oversize::Truncate), ("drop", Oversize::Drop)];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +280,13 @@ pub enum WhenFull {
     PausePolling,
 }
 
+impl Named for WhenFull {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("drop-oldest", WhenFull::DropOldest),
+        ("pause-polling", WhenFull::PausePolling),
+    ];
+}
+
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
     pub max_bytes: u64,
@@ -189,6 +299,9 @@ pub struct QueueConfig {
 pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
+
+/// The confidence levels `source.confidence` accepts.
+pub const CONFIDENCES: &[&str] = &["low", "medium", "high"];
 
 pub const IOC_TYPES: &[&str] = &[
     "ipv4",

@@ -1,21 +1,38 @@
-//! `[[destinations]]`: each entry's transport, address, framing, size limit and TLS keys.
+//! `[[destinations]]`: each entry's transport, address, framing, size limit and TLS keys. A key
+//! the transport does not use (a TLS key on tcp, an address on stdout) is an error, not
+//! silently ignored.
+
+use std::path::PathBuf;
 
 use toml::Value;
 
-use super::{Reader, Section};
+use super::{only_with, quoted_names, Reader, Section};
 use crate::config::*;
+
+/// The keys only `protocol = "tls"` reads.
+const TLS_KEYS: &[&str] = &[
+    "ca_file",
+    "server_name",
+    "client_cert",
+    "client_key",
+    "tls_verify",
+    "pin_sha256",
+];
+
+/// A destination's TLS keys, as read (all unset unless `protocol = "tls"`).
+struct Tls {
+    ca_file: Option<PathBuf>,
+    server_name: Option<String>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    tls_verify: bool,
+    pin_sha256: Vec<String>,
+}
 
 impl Reader<'_> {
     pub(super) fn destinations(&mut self, top: &mut Section) -> Vec<DestinationConfig> {
         let items = match top.table.remove("destinations") {
-            None => {
-                self.problem(
-                    top,
-                    "destinations",
-                    "at least one [[destinations]] is required",
-                );
-                return vec![];
-            }
+            None => vec![],
             Some(Value::Array(items)) => items,
             Some(_) => {
                 self.problem(
@@ -60,6 +77,47 @@ impl Reader<'_> {
     }
 
     fn destination(&mut self, s: &mut Section) -> DestinationConfig {
+        let name = self.destination_name(s);
+        let protocol = self.protocol(s);
+        let address = self.address(s, protocol);
+        let framing = self.choice(s, "framing").unwrap_or(match protocol {
+            Protocol::Tls => Framing::OctetCounting,
+            _ => Framing::Lf,
+        });
+        let format = self.choice(s, "format").unwrap_or(SyslogFormat::Rfc5424);
+        let max_message_size = self.max_message_size(s, protocol);
+        let oversize = self.choice(s, "oversize").unwrap_or(Oversize::Truncate);
+        let Tls {
+            ca_file,
+            server_name,
+            client_cert,
+            client_key,
+            tls_verify,
+            pin_sha256,
+        } = self.tls(s, protocol);
+        let connect_timeout = self.duration(s, "connect_timeout", "10s");
+        let write_timeout = self.duration(s, "write_timeout", "30s");
+        DestinationConfig {
+            name,
+            protocol,
+            address,
+            framing,
+            format,
+            max_message_size,
+            oversize,
+            ca_file,
+            server_name,
+            client_cert,
+            client_key,
+            tls_verify,
+            pin_sha256,
+            connect_timeout,
+            write_timeout,
+        }
+    }
+
+    /// The name logs, metrics and `test-destination` use: required, and safe in all three.
+    fn destination_name(&mut self, s: &mut Section) -> String {
         let name = self.string(s, "name", "");
         if name.is_empty() {
             self.problem(s, "name", "every destination needs a name");
@@ -73,41 +131,42 @@ impl Reader<'_> {
                 format!("{name:?} may only hold letters, digits, '-', '_' and '.'"),
             );
         }
-        let protocol = self.choice(
-            s,
-            "protocol",
-            &[
-                ("udp", Some(Protocol::Udp)),
-                ("tcp", Some(Protocol::Tcp)),
-                ("tls", Some(Protocol::Tls)),
-                ("unix", Some(Protocol::Unix)),
-                ("stdout", Some(Protocol::Stdout)),
-            ],
-            None,
-        );
-        let protocol = protocol.unwrap_or_else(|| {
-            if !self.problems.iter().any(|p| p.key == s.key("protocol")) {
+        name
+    }
+
+    /// The required `protocol`; tcp stands in when it is missing or wrong, so the other keys
+    /// are still checked.
+    fn protocol(&mut self, s: &mut Section) -> Protocol {
+        self.choice(s, "protocol").unwrap_or_else(|| {
+            if !self.reported(s, "protocol") {
                 self.problem(
                     s,
                     "protocol",
-                    "required: \"udp\", \"tcp\", \"tls\", \"unix\" or \"stdout\"",
+                    format!("required: {}", quoted_names::<Protocol>(" or ")),
                 );
             }
             Protocol::Tcp
-        });
+        })
+    }
+
+    /// `address` as the protocol needs it: none for stdout, one socket path for unix, and one
+    /// or more `host:port` (in failover order) for the network transports.
+    fn address(&mut self, s: &mut Section, protocol: Protocol) -> Vec<String> {
         let address = self.string_list(s, "address");
         match protocol {
             Protocol::Stdout => {
                 if !address.is_empty() {
-                    self.problem(s, "address", "stdout takes no address");
+                    let problem = format!("{} takes no address", protocol.name());
+                    self.problem(s, "address", problem);
                 }
             }
             Protocol::Unix => {
                 if address.len() != 1 {
-                    self.problem(s, "address", "unix needs exactly one socket path");
+                    let problem = format!("{} needs exactly one socket path", protocol.name());
+                    self.problem(s, "address", problem);
                 }
             }
-            _ => {
+            Protocol::Udp | Protocol::Tcp | Protocol::Tls => {
                 if address.is_empty() {
                     self.problem(
                         s,
@@ -126,29 +185,11 @@ impl Reader<'_> {
                 }
             }
         }
-        let framing = self.choice(
-            s,
-            "framing",
-            &[
-                ("octet-counting", Some(Framing::OctetCounting)),
-                ("lf", Some(Framing::Lf)),
-            ],
-            None,
-        );
-        let framing = framing.unwrap_or(if protocol == Protocol::Tls {
-            Framing::OctetCounting
-        } else {
-            Framing::Lf
-        });
-        let format = self.choice(
-            s,
-            "format",
-            &[
-                ("rfc5424", SyslogFormat::Rfc5424),
-                ("rfc3164", SyslogFormat::Rfc3164),
-            ],
-            SyslogFormat::Rfc5424,
-        );
+        address
+    }
+
+    /// `max_message_size`: 2048 by default for udp, 8KiB otherwise; a UDP datagram caps it.
+    fn max_message_size(&mut self, s: &mut Section, protocol: Protocol) -> usize {
         let default_size = if protocol == Protocol::Udp {
             2048
         } else {
@@ -165,27 +206,13 @@ impl Reader<'_> {
                 "a UDP datagram holds at most 65507 bytes",
             );
         }
-        let oversize = self.choice(
-            s,
-            "oversize",
-            &[("truncate", Oversize::Truncate), ("drop", Oversize::Drop)],
-            Oversize::Truncate,
-        );
-        let tls_keys = [
-            "ca_file",
-            "server_name",
-            "client_cert",
-            "client_key",
-            "tls_verify",
-            "pin_sha256",
-        ];
+        max_message_size as usize
+    }
+
+    /// The TLS keys; on another protocol each one present is a problem and all stay unset.
+    fn tls(&mut self, s: &mut Section, protocol: Protocol) -> Tls {
         if protocol != Protocol::Tls {
-            for k in tls_keys {
-                if s.table.contains_key(k) {
-                    s.table.remove(k);
-                    self.problem(s, k, "only used with protocol = \"tls\"");
-                }
-            }
+            self.reject(s, TLS_KEYS, &only_with("protocol", Protocol::Tls));
         }
         let ca_file = self.file(s, "ca_file");
         let server_name = self.nonempty(s, "server_name");
@@ -199,26 +226,13 @@ impl Reader<'_> {
         {
             self.problem(s, "client_key", "client_cert and client_key go together");
         }
-        let tls_verify = self.bool(s, "tls_verify", true);
-        let pin_sha256 = self.string_list(s, "pin_sha256");
-        let connect_timeout = self.duration(s, "connect_timeout", "10s");
-        let write_timeout = self.duration(s, "write_timeout", "30s");
-        DestinationConfig {
-            name,
-            protocol,
-            address,
-            framing,
-            format,
-            max_message_size: max_message_size as usize,
-            oversize,
+        Tls {
             ca_file,
             server_name,
             client_cert,
             client_key,
-            tls_verify,
-            pin_sha256,
-            connect_timeout,
-            write_timeout,
+            tls_verify: self.bool(s, "tls_verify", true),
+            pin_sha256: self.string_list(s, "pin_sha256"),
         }
     }
 }

@@ -42,15 +42,9 @@ impl Reader<'_> {
         let device_vendor = self.string(&mut s, "device_vendor", "SOC Defenders");
         let device_product = self.string(&mut s, "device_product", "Threat Intelligence");
         let device_version = self.string(&mut s, "device_version", "1.0");
-        let profile = self.choice(
-            &mut s,
-            "profile",
-            &[
-                ("socdefenders", CefProfile::SocDefenders),
-                ("extended", CefProfile::Extended),
-            ],
-            CefProfile::SocDefenders,
-        );
+        let profile = self
+            .choice(&mut s, "profile")
+            .unwrap_or(CefProfile::SocDefenders);
         let mut severity = SeverityMap::default();
         match s.table.remove("severity") {
             None => {}
@@ -61,9 +55,9 @@ impl Reader<'_> {
                     index: 0,
                     table: t,
                 };
-                severity.low = self.int(&mut sub, "low", 3, 0, 10) as u8;
-                severity.medium = self.int(&mut sub, "medium", 6, 0, 10) as u8;
-                severity.high = self.int(&mut sub, "high", 9, 0, 10) as u8;
+                severity.low = self.int(&mut sub, "low", severity.low.into(), 0, 10) as u8;
+                severity.medium = self.int(&mut sub, "medium", severity.medium.into(), 0, 10) as u8;
+                severity.high = self.int(&mut sub, "high", severity.high.into(), 0, 10) as u8;
                 self.finish(sub);
             }
             Some(_) => self.problem(
@@ -91,10 +85,9 @@ impl Reader<'_> {
         }
         let facility = self.code(&mut s, "facility", FACILITIES, 4);
         let severity = self.code(&mut s, "severity", SEVERITIES, 4);
-        let msgid = match self.string(&mut s, "msgid", "type").as_str() {
-            "type" => MsgId::IocType,
-            other => MsgId::Fixed(other.to_string()),
-        };
+        let msgid = self
+            .opt_str(&mut s, "msgid")
+            .map_or(MsgId::IocType, MsgId::from_name);
         let structured_data = self.bool(&mut s, "structured_data", false);
         self.finish(s);
         SyslogConfig {
@@ -110,15 +103,9 @@ impl Reader<'_> {
     fn queue(&mut self, top: &mut Section) -> QueueConfig {
         let mut s = self.section(top, "queue", "[queue]");
         let max_bytes = self.size(&mut s, "max_bytes", 1 << 30);
-        let when_full = self.choice(
-            &mut s,
-            "when_full",
-            &[
-                ("drop-oldest", WhenFull::DropOldest),
-                ("pause-polling", WhenFull::PausePolling),
-            ],
-            WhenFull::DropOldest,
-        );
+        let when_full = self
+            .choice(&mut s, "when_full")
+            .unwrap_or(WhenFull::DropOldest);
         let retry_initial = self.duration(&mut s, "retry_initial", "1s");
         let retry_max = self.duration(&mut s, "retry_max", "60s");
         if retry_max < retry_initial {
