@@ -7,8 +7,12 @@ use std::path::PathBuf;
 /// One thing wrong with a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The dotted key, e.g. `destinations[1].address`; `(syntax)` for a TOML syntax error,
+    /// `(file)` for an unreadable file.
     pub key: String,
+    /// The 1-based line of the key in the file, where it can be found.
     pub line: Option<usize>,
+    /// What is wrong, and what would be right.
     pub message: String,
 }
 
@@ -24,7 +28,9 @@ impl fmt::Display for Problem {
 /// Everything wrong with a config, in file order where known.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError {
+    /// The config file.
     pub path: PathBuf,
+    /// At least one; those with a line first, in line order.
     pub problems: Vec<Problem>,
 }
 

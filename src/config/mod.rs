@@ -6,9 +6,20 @@
 //! After loading, nothing in the program looks a key up by string.
 //!
 //! Secrets (the API key) live in [`Secret`], whose `Debug` and `Display` never show them.
+//!
+//! The parts: `types` and `destination` are the typed config, each field documented with its
+//! key, default and unit (the reference for what a key does); `named` is the one table of names
+//! per config enum; `reader` turns TOML into those types, collecting [`Problem`]s; `display`
+//! writes the effective config back as TOML for `check-config`; `syntax` holds the string forms
+//! (sizes, `host:port`, the API URL) that are not TOML types.
 
+// The types' doc comments are the reference for each key: every public item carries one.
+#![warn(missing_docs)]
+
+mod destination;
 mod display;
 mod error;
+mod named;
 mod reader;
 mod secret;
 mod syntax;
@@ -19,7 +30,9 @@ use std::time::Duration;
 
 use toml::Table;
 
+pub use destination::*;
 pub use error::{ConfigError, Problem};
+pub use named::Named;
 pub use secret::Secret;
 pub use syntax::{cleartext_host, parse_size, split_host_port};
 pub use types::*;

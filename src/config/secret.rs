@@ -7,6 +7,7 @@ use std::fmt;
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a value so it is never printed.
     pub fn new(s: impl Into<String>) -> Self {
         Secret(s.into())
     }
