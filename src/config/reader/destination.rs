@@ -87,14 +87,7 @@ impl Reader<'_> {
         let format = self.choice(s, "format").unwrap_or(SyslogFormat::Rfc5424);
         let max_message_size = self.max_message_size(s, protocol);
         let oversize = self.choice(s, "oversize").unwrap_or(Oversize::Truncate);
-        let Tls {
-            ca_file,
-            server_name,
-            client_cert,
-            client_key,
-            tls_verify,
-            pin_sha256,
-        } = self.tls(s, protocol);
+        let tls = self.tls(s, protocol);
         let connect_timeout = self.duration(s, "connect_timeout", "10s");
         let write_timeout = self.duration(s, "write_timeout", "30s");
         DestinationConfig {
@@ -105,12 +98,12 @@ impl Reader<'_> {
             format,
             max_message_size,
             oversize,
-            ca_file,
-            server_name,
-            client_cert,
-            client_key,
-            tls_verify,
-            pin_sha256,
+            ca_file: tls.ca_file,
+            server_name: tls.server_name,
+            client_cert: tls.client_cert,
+            client_key: tls.client_key,
+            tls_verify: tls.tls_verify,
+            pin_sha256: tls.pin_sha256,
             connect_timeout,
             write_timeout,
         }
