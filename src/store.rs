@@ -25,10 +25,10 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use crate::encode::cef::Act;
 use crate::indicator::Indicator;
 
+mod dedup;
 mod queue;
-mod seen;
-pub use seen::Keyer;
-use seen::{SeenIndex, Version};
+pub use dedup::Keyer;
+use dedup::{DedupIndex, Version};
 
 pub const FILE_NAME: &str = "state.db";
 
@@ -211,7 +211,7 @@ pub struct QueueLimit {
 /// The connection and the in-memory dedup index, which only changes with what commits.
 struct Inner {
     conn: Connection,
-    seen: SeenIndex,
+    dedup: DedupIndex,
     /// The highest sequence number ever assigned (also in `meta`, see `queue`).
     last_seq: i64,
     /// The corrections made at open (see [`Drift`]) could not be saved for a full disk: until
@@ -262,7 +262,7 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 ";
 
-/// Version 2 replaced the `seen` b-tree keyed by identity text with `seen_log` (see `seen`);
+/// Version 2 replaced the `seen` b-tree keyed by identity text with `seen_log` (see `dedup`);
 /// version 3 the row-per-event `events` table with `chunks` (see `queue`).
 const USER_VERSION: i64 = 3;
 
@@ -384,7 +384,7 @@ impl Store {
         // start reads the WAL as it is, and autocheckpoints keep it bounded.
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
         // 4 MiB of page cache (negative = KiB): the queue is appended at its tail and read
-        // near its head, and dedup lookups are in memory (see `seen`); more only costs RSS.
+        // near its head, and dedup lookups are in memory (see `dedup`); more only costs RSS.
         conn.pragma_update(None, "cache_size", -4096)?;
         // Checkpoint every ~40 MB of WAL instead of every few MB: fewer, larger checkpoints, and
         // events delivered meanwhile are often deleted before their pages are copied. The
@@ -400,13 +400,13 @@ impl Store {
         tx.execute_batch(SCHEMA)?;
         tx.execute_batch(queue::SCHEMA)?;
         tx.query_row("SELECT COUNT(*) FROM positions", [], |r| r.get::<_, i64>(0))?;
-        tx.execute_batch(seen::SCHEMA)?;
-        let index = SeenIndex::new(seen::sip_key(&tx)?);
+        tx.execute_batch(dedup::SCHEMA)?;
+        let index = DedupIndex::new(dedup::sip_key(&tx)?);
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let mut last_seq = Self::meta_i64(&tx, queue::LAST_SEQ_KEY)?.unwrap_or(0);
         let upgrade = version < USER_VERSION;
         if upgrade {
-            seen::migrate_v1(&tx, &index)?;
+            dedup::migrate_v1(&tx, &index)?;
             last_seq = last_seq.max(queue::migrate_v2(&tx)?);
             tx.pragma_update(None, "user_version", USER_VERSION)?;
         }
@@ -437,7 +437,7 @@ impl Store {
         }
         Ok(Inner {
             conn,
-            seen: index,
+            dedup: index,
             last_seq,
             unsaved,
         })
@@ -465,7 +465,7 @@ impl Store {
             source,
         })?;
         Ok(Store {
-            keyer: conn.seen.keyer(),
+            keyer: conn.dedup.keyer(),
             conn: Arc::new(Mutex::new(conn)),
             reader: Arc::new(Mutex::new(reader)),
             path,
@@ -702,10 +702,10 @@ impl Store {
             .pragma_update(None, "synchronous", "FULL")
             .map_err(|e| self.err(e))?;
         inner
-            .seen
+            .dedup
             .ensure_loaded(&inner.conn)
             .map_err(|e| self.err(e))?;
-        let seen = &mut inner.seen;
+        let dedup = &mut inner.dedup;
         let last_seq = inner.last_seq;
         let tx = inner.conn.transaction().map_err(|e| self.err(e))?;
         if inner.unsaved {
@@ -725,9 +725,9 @@ impl Store {
         let mut scratch = String::new();
         let mut cuts = 0usize;
         let keys: Vec<u64> = items.iter().map(|p| p.key).collect();
-        let found = seen.look_up_page(&keys);
+        let found = dedup.look_up_page(&keys);
         let (known, repeated) = (&found.known, &found.repeated);
-        let mut recorded_at: Vec<seen::Slot> = Vec::new();
+        let mut recorded_at: Vec<dedup::Slot> = Vec::new();
         {
             for (i, p) in items.iter().enumerate() {
                 let (key, version) = (p.key, p.version);
@@ -768,7 +768,7 @@ impl Store {
         if let Some(t) = new_tail {
             Self::set_meta(&tx, queue::LAST_SEQ_KEY, &t.to_string()).map_err(|e| self.err(e))?;
         }
-        seen::record(&tx, &recorded, now).map_err(|e| self.err(e))?;
+        dedup::record(&tx, &recorded, now).map_err(|e| self.err(e))?;
         if page_bytes > 0 {
             tx.execute(
                 "UPDATE totals SET queue_bytes = queue_bytes + ?1 WHERE id = 1",
@@ -828,7 +828,7 @@ impl Store {
         tx.commit().map_err(|e| self.err(e))?;
         inner.last_seq = new_last;
         inner.unsaved = false;
-        seen.apply_at(&recorded, &recorded_at);
+        dedup.apply_at(&recorded, &recorded_at);
         if let (Some(t), Some(watch)) = (new_tail, &self.tail) {
             watch.send_replace(t);
         }
@@ -876,7 +876,7 @@ impl Store {
         let inner = &mut *guard;
         let tx = inner.conn.transaction().map_err(|e| self.err(e))?;
         let n = inner
-            .seen
+            .dedup
             .prune(&tx, before.timestamp_micros(), now_us())
             .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
@@ -887,12 +887,12 @@ impl Store {
     /// after a million-indicator backfill); the next cycle's first commit rebuilds it from
     /// `seen_log` (about 0.1 s per million). Returns the bytes freed.
     pub fn release_seen_index(&self) -> usize {
-        self.lock().seen.unload()
+        self.lock().dedup.unload()
     }
 
     /// Identities in the in-memory dedup index (loaded by the first commit).
     pub fn seen_in_memory(&self) -> usize {
-        self.lock().seen.len()
+        self.lock().dedup.len()
     }
 
     /// The destination's acknowledged position.
