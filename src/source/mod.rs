@@ -433,11 +433,11 @@ pub async fn poll_and_log(source: &mut Source, store: &Store) -> Result<CycleRep
 mod tests {
     use super::*;
 
-    fn t(s: &str) -> DateTime<Utc> {
+    pub(super) fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
-    const DAY: Duration = Duration::from_secs(86_400);
+    pub(super) const DAY: Duration = Duration::from_secs(86_400);
 
     #[test]
     fn seen_versions_are_kept_a_horizon_past_the_last_successful_poll() {

@@ -251,12 +251,7 @@ fn short_hours(d: chrono::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    const DAY: Duration = Duration::from_secs(86_400);
+    use crate::source::tests::{t, DAY};
 
     #[test]
     fn a_page_is_last_when_empty_or_short_of_the_servers_limit() {
