@@ -13,11 +13,15 @@
 //! dedup by version misses nothing that was in the window when the walk began; what arrived
 //! during the walk is newer than the first page's `generated_at` and comes with the next
 //! cycle, whose `since` reaches back [`OVERLAP`] before it.
+//!
+//! The walk's own rules (the server's clock, a repeated page, the lost-window warning) are in
+//! `walk`; a file is imported in pages like the API's, committed the same way.
 
 pub mod file;
 pub mod prepare;
 pub mod progress;
 pub mod socdefenders;
+mod walk;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -31,8 +35,8 @@ use crate::indicator::IocType;
 use crate::liveness::Heartbeat;
 use crate::store::{CycleEnd, Store, StoreError};
 use prepare::{Prep, PreparedPage};
-use progress::{Progress, ProgressMode};
 use socdefenders::{ApiClient, ServerFilters, SourceError};
+pub use walk::lost_span;
 
 /// How far behind the server's clock the next cycle starts, so that indicators committed on
 /// the server while we were paging are not missed.
@@ -91,6 +95,13 @@ enum Backend {
 /// A configured source plus everything a cycle needs to encode and filter.
 pub struct Source {
     backend: Backend,
+    settings: Settings,
+}
+
+/// What a cycle needs besides its backend: how pages are prepared, the API walk's paging and
+/// window, and where progress goes. Kept apart from the backend so that a cycle decides the
+/// backend once and hands it to the walk or the import along with these.
+struct Settings {
     prep: Arc<Prep>,
     page_size: u32,
     lookback: Duration,
@@ -158,38 +169,72 @@ impl Source {
         }
         Ok(Source {
             backend,
-            prep: Arc::new(Prep {
-                cef: CefOptions::from_config(&cfg.cef),
-                local_types,
-                local_confidence,
-            }),
-            page_size,
-            lookback: s.lookback,
-            server,
-            progress_bar: false,
-            beat: None,
+            settings: Settings {
+                prep: Arc::new(Prep {
+                    cef: CefOptions::from_config(&cfg.cef),
+                    local_types,
+                    local_confidence,
+                }),
+                page_size,
+                lookback: s.lookback,
+                server,
+                progress_bar: false,
+                beat: None,
+            },
         })
     }
 
-    /// For `once`: when stderr is a terminal, long walks draw a progress line there instead of
-    /// logging progress every 10 seconds. `run` never calls this (its stderr is a log).
     /// Reports each step of every cycle to `beat`: every request, wait and page commit promises
     /// its own bound.
     pub fn watched_by(&mut self, beat: Heartbeat) {
         if let Backend::Api(api) = &mut self.backend {
             api.watched_by(beat.clone());
         }
-        self.beat = Some(beat);
+        self.settings.beat = Some(beat);
     }
 
+    /// For `once`: when stderr is a terminal, long walks draw a progress line there instead of
+    /// logging progress every 10 seconds. `run` never calls this (its stderr is a log).
+    pub fn progress_bar_if_terminal(&mut self) {
+        self.settings.progress_bar = std::io::stderr().is_terminal();
+    }
+
+    /// One poll cycle: fetch everything new since the cursor and commit it.
+    pub async fn cycle(&mut self, store: &Store) -> Result<CycleReport, CycleError> {
+        let started = Instant::now();
+        let mut report = CycleReport::default();
+        let since = store.call(|s| s.cursor()).await?;
+        let mut committer = Committer::default();
+        let done = match &mut self.backend {
+            Backend::File(f) => {
+                let now = Utc::now();
+                report.cursor = Some(now);
+                self.settings
+                    .import(f, store, now, &mut report, &mut committer)
+                    .await
+            }
+            Backend::Api(api) => {
+                let walked = self
+                    .settings
+                    .walk(api, store, since, &mut report, &mut committer)
+                    .await;
+                api.release_buffer();
+                walked
+            }
+        };
+        // Whatever ended the walk or the import, the page in flight finishes and is counted.
+        committer.settle(&mut report).await?;
+        done?;
+        report.duration = started.elapsed();
+        Ok(report)
+    }
+}
+
+impl Settings {
     fn step(&self, bound: Duration) {
         if let Some(b) = &self.beat {
             b.expect_within(bound);
         }
-    }
-
-    pub fn progress_bar_if_terminal(&mut self) {
-        self.progress_bar = std::io::stderr().is_terminal();
     }
 
     /// Starts the commit of a prepared page once the previous page's commit has finished;
@@ -222,38 +267,6 @@ impl Source {
             store.commit_page(&items, end)
         }));
         Ok(())
-    }
-
-    /// One poll cycle: fetch everything new since the cursor and commit it.
-    pub async fn cycle(&mut self, store: &Store) -> Result<CycleReport, CycleError> {
-        let started = Instant::now();
-        let mut report = CycleReport::default();
-        let since = store.call(|s| s.cursor()).await?;
-        match &mut self.backend {
-            Backend::File(f) => {
-                let f = f.clone();
-                let now = Utc::now();
-                report.cursor = Some(now);
-                let mut committer = Committer::default();
-                let imported = self
-                    .import(&f, store, now, &mut report, &mut committer)
-                    .await;
-                committer.settle(&mut report).await?;
-                imported?;
-            }
-            Backend::Api(_) => {
-                let mut committer = Committer::default();
-                let walked = self.walk(store, since, &mut report, &mut committer).await;
-                if let Backend::Api(api) = &mut self.backend {
-                    api.release_buffer();
-                }
-                // Whatever ended the walk, the page in flight finishes and is counted.
-                committer.settle(&mut report).await?;
-                walked?;
-            }
-        }
-        report.duration = started.elapsed();
-        Ok(report)
     }
 
     /// Commits a file in pages like the API's, so one huge file is not one huge transaction;
@@ -294,114 +307,6 @@ impl Source {
             committer,
         )
         .await
-    }
-
-    async fn walk(
-        &mut self,
-        store: &Store,
-        cursor: Option<DateTime<Utc>>,
-        report: &mut CycleReport,
-        committer: &mut Committer,
-    ) -> Result<(), CycleError> {
-        let lookback = chrono_duration(self.lookback);
-        let overlap = chrono_duration(OVERLAP);
-        // Without a cursor this is the first cycle: reach back `lookback`, on our clock for the
-        // first request (plus the overlap, so a server a few minutes behind loses nothing at the
-        // far edge), then on the server's clock once its first page tells us the time.
-        let mut since = cursor.unwrap_or_else(|| Utc::now() - lookback - overlap);
-        let mut on_server_clock = cursor.is_some();
-        let mut offset = 0u64;
-        let mut server_time: Option<DateTime<Utc>> = None;
-        let mut first = true;
-        let mut prev_edges = None;
-        let mut progress = Progress::new(
-            if self.progress_bar {
-                ProgressMode::Bar
-            } else {
-                ProgressMode::Log
-            },
-            tokio::time::Instant::now(),
-        );
-        loop {
-            let Backend::Api(api) = &mut self.backend else {
-                unreachable!("walk is only called for the API backend")
-            };
-            let page = api
-                .page(
-                    Some(since),
-                    offset,
-                    self.page_size,
-                    &self.server,
-                    &self.prep,
-                    store.keyer(),
-                )
-                .await?;
-            let edges = page.items.edges;
-            if offset > 0 && page.items.decoded > 1 && edges == prev_edges {
-                // The same page again at a new offset: a cache or proxy that ignores the query
-                // would otherwise feed us page one forever. The request itself succeeded, so
-                // the client did not count this failure.
-                let e = SourceError::Decode(format!(
-                    "the API answered offset {offset} with the same page as before (meta.offset {:?}); is a cache ignoring the query string?",
-                    page.offset
-                ));
-                crate::metrics::get().source_error(e.kind());
-                return Err(e.into());
-            }
-            prev_edges = edges;
-            if first {
-                server_time = page.server_time;
-                if let (Some(t), false) = (server_time, on_server_clock) {
-                    on_server_clock = true;
-                    let skew = t - Utc::now();
-                    if skew.num_seconds().abs() > overlap.num_seconds() {
-                        // Nothing is committed yet: start over from the server's clock, so the
-                        // window is `lookback` on the clock that decides what `since` means (a
-                        // server behind ours would otherwise lose the far edge).
-                        since = t - lookback;
-                        tracing::warn!(
-                            skew_s = skew.num_seconds(),
-                            since = %since.to_rfc3339(),
-                            "the API's clock differs from this host's by {}; the first walk restarts from the server's time minus the lookback",
-                            short_hours(skew)
-                        );
-                        continue;
-                    }
-                }
-                match (cursor, server_time) {
-                    (Some(c), Some(t)) => warn_about_gap(c, t, self.lookback),
-                    (Some(c), None) => {
-                        tracing::warn!("the API sent neither meta.generated_at nor a Date header; the cursor will not move this cycle");
-                        warn_about_gap_local(store, c, self.lookback).await;
-                    }
-                    (None, None) => tracing::warn!("the API sent neither meta.generated_at nor a Date header; the cursor will not move this cycle"),
-                    (None, Some(_)) => {}
-                }
-                if let Some(total) = page.total {
-                    tracing::debug!(total, "API reports the size of this cycle's window");
-                }
-                first = false;
-            }
-            let n = page.items.decoded;
-            let last = is_last_page(n, offset, page.limit, page.total);
-            // The last page ends the cycle, and its commit records the success whether or not
-            // the server told its time. The cursor moves only with that time, taken as is even
-            // when it is earlier than the old cursor (a server clock set back): re-reading a
-            // window costs only duplicates, skipping one loses data.
-            let end = last.then(|| CycleEnd {
-                cursor: server_time.map(|t| t - overlap),
-            });
-            let me = &*self;
-            me.commit(store, page.items, end, report, committer).await?;
-            progress.page(n, page.total, tokio::time::Instant::now());
-            if last {
-                committer.settle(report).await?;
-                progress.finish(tokio::time::Instant::now());
-                report.cursor = end.and_then(|e| e.cursor).or(cursor);
-                return Ok(());
-            }
-            offset += n;
-        }
     }
 }
 
@@ -446,77 +351,8 @@ impl Committer {
     }
 }
 
-/// Warns when the cursor is older than what the API can still serve: `lookback` back from the
-/// server's clock (the API clamps `since` to its tier's window, Free: 1 day). Both times are
-/// the server's, so a skewed host clock can neither fake nor hide a gap.
-fn warn_about_gap(cursor: DateTime<Utc>, server_now: DateTime<Utc>, lookback: Duration) {
-    if let Some(lost) = lost_span(cursor, server_now, lookback) {
-        warn_lost(cursor, lost, lookback);
-    }
-}
-
-/// The same when the API tells us no time: the last successful poll against our clock.
-async fn warn_about_gap_local(store: &Store, cursor: DateTime<Utc>, lookback: Duration) {
-    let Ok(Some(last)) = store.call(|s| s.last_success()).await else {
-        return;
-    };
-    let lost = Utc::now() - last - chrono_duration(lookback);
-    if lost >= chrono::Duration::minutes(1) {
-        warn_lost(cursor, lost, lookback);
-    }
-}
-
-fn warn_lost(cursor: DateTime<Utc>, lost: chrono::Duration, lookback: Duration) {
-    let hours = lost.num_seconds() as f64 / 3600.0;
-    tracing::warn!(
-        since = %cursor.to_rfc3339(),
-        lost_hours = format!("{hours:.1}"),
-        lookback = %humantime::format_duration(lookback),
-        "the last successful poll is older than the lookback the API can serve; indicators from about {hours:.1} hours cannot be recovered"
-    );
-}
-
-/// How much of the feed between the previous cycle and now the API can no longer serve, when
-/// it only reaches `lookback` back from `server_now`. The cursor is the previous cycle's first
-/// `generated_at` minus the overlap, and everything up to that `generated_at` was fetched
-/// then: the loss lies between it and the window's edge. `None` below a minute.
-pub fn lost_span(
-    cursor: DateTime<Utc>,
-    server_now: DateTime<Utc>,
-    lookback: Duration,
-) -> Option<chrono::Duration> {
-    let fetched_up_to = cursor + chrono_duration(OVERLAP);
-    let edge = server_now - chrono_duration(lookback);
-    let lost = edge - fetched_up_to;
-    (lost >= chrono::Duration::minutes(1)).then_some(lost)
-}
-
-/// The end of a walk: an empty page, or one shorter than what the server said it would send
-/// (`meta.limit`; it caps `limit` by tier). Without `meta.limit` we cannot tell a short page
-/// from a capped one: then `meta.total` decides, and without that only an empty page does
-/// (one request more, never a page less).
-fn is_last_page(n: u64, offset: u64, limit: Option<u64>, total: Option<u64>) -> bool {
-    if n == 0 {
-        return true;
-    }
-    match (limit.filter(|l| *l > 0), total) {
-        (Some(limit), _) => n < limit,
-        (None, Some(total)) => offset + n >= total,
-        (None, None) => false,
-    }
-}
-
 fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(36500))
-}
-
-/// `3.0 h` / `-2.5 h` / `12 min`, for log messages.
-fn short_hours(d: chrono::Duration) -> String {
-    if d.num_minutes().abs() >= 60 {
-        format!("{:+.1} h", d.num_seconds() as f64 / 3600.0)
-    } else {
-        format!("{:+} min", d.num_minutes())
-    }
 }
 
 /// Seen versions recorded before this can be forgotten (the dedup table stays bounded), or
@@ -597,39 +433,11 @@ pub async fn poll_and_log(source: &mut Source, store: &Store) -> Result<CycleRep
 mod tests {
     use super::*;
 
-    fn t(s: &str) -> DateTime<Utc> {
+    pub(super) fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
-    const DAY: Duration = Duration::from_secs(86_400);
-
-    #[test]
-    fn a_page_is_last_when_empty_or_short_of_the_servers_limit() {
-        assert!(is_last_page(0, 0, Some(100), Some(500)));
-        assert!(is_last_page(99, 0, Some(100), Some(500)));
-        assert!(!is_last_page(100, 0, Some(100), Some(100)));
-        // No meta.limit: a capped page is not mistaken for the last one.
-        assert!(!is_last_page(100, 0, None, Some(250)));
-        assert!(is_last_page(50, 200, None, Some(250)));
-        assert!(!is_last_page(100, 0, None, None));
-        assert!(!is_last_page(3, 0, Some(0), None));
-    }
-
-    #[test]
-    fn lost_hours_count_from_what_the_last_cycle_fetched_to_the_windows_edge() {
-        let now = t("2026-05-17T12:00:00Z");
-        // The previous cycle started 30 h ago: its cursor is that minus the overlap.
-        let cursor = t("2026-05-16T06:00:00Z") - chrono::Duration::minutes(5);
-        assert_eq!(
-            lost_span(cursor, now, DAY),
-            Some(chrono::Duration::hours(6))
-        );
-        // 23 h away: nothing lost; exactly at the edge: nothing either.
-        let cursor = t("2026-05-16T13:00:00Z") - chrono::Duration::minutes(5);
-        assert_eq!(lost_span(cursor, now, DAY), None);
-        let cursor = t("2026-05-16T12:00:00Z") - chrono::Duration::minutes(5);
-        assert_eq!(lost_span(cursor, now, DAY), None);
-    }
+    pub(super) const DAY: Duration = Duration::from_secs(86_400);
 
     #[test]
     fn seen_versions_are_kept_a_horizon_past_the_last_successful_poll() {

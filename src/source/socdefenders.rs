@@ -244,24 +244,7 @@ impl ApiClient {
         prep: &Arc<Prep>,
         keyer: Keyer,
     ) -> Result<Page, SourceError> {
-        let mut query: Vec<(&str, String)> =
-            vec![("limit", limit.to_string()), ("offset", offset.to_string())];
-        if let Some(s) = since {
-            query.push((
-                "since",
-                s.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            ));
-        }
-        for (k, v) in [
-            ("type", &filters.ioc_type),
-            ("confidence", &filters.confidence),
-            ("industry", &filters.industry),
-            ("category", &filters.category),
-        ] {
-            if let Some(v) = v {
-                query.push((k, v.clone()));
-            }
-        }
+        let query = page_query(since, offset, limit, filters);
         let mut failures = 0u32;
         let mut rate_waits = 0u32;
         self.backoff.reset();
@@ -340,25 +323,7 @@ impl ApiClient {
             return Err(Attempt::RateLimited(retry_after(&headers)));
         }
         let body = self.read_body(resp).await?;
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(Attempt::Failed(SourceError::Auth {
-                status: status.as_u16(),
-                code: error_code(&body).unwrap_or_else(|| "no error code".into()),
-                key: self.key.to_string(),
-            }));
-        }
-        if !status.is_success() {
-            let detail = error_code(&body).unwrap_or_else(|| {
-                status
-                    .canonical_reason()
-                    .unwrap_or("unexpected status")
-                    .to_string()
-            });
-            return Err(Attempt::Failed(SourceError::Status {
-                status: status.as_u16(),
-                detail,
-            }));
-        }
+        self.refused(status, &body).map_err(Attempt::Failed)?;
         // Decoding a full page takes tens of milliseconds of CPU: off the async workers, so
         // delivery keeps running meanwhile (and a backfill decodes on one core while the
         // previous page commits on the other).
@@ -373,6 +338,31 @@ impl ApiClient {
                 })?;
         self.spare = body;
         parsed.map_err(Attempt::Failed)
+    }
+
+    /// The error a response's status stands for: a key the API refused, or any other status
+    /// that is not a success (with the API's error code when the body has one).
+    fn refused(&self, status: StatusCode, body: &[u8]) -> Result<(), SourceError> {
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(SourceError::Auth {
+                status: status.as_u16(),
+                code: error_code(body).unwrap_or_else(|| "no error code".into()),
+                key: self.key.to_string(),
+            });
+        }
+        if !status.is_success() {
+            let detail = error_code(body).unwrap_or_else(|| {
+                status
+                    .canonical_reason()
+                    .unwrap_or("unexpected status")
+                    .to_string()
+            });
+            return Err(SourceError::Status {
+                status: status.as_u16(),
+                detail,
+            });
+        }
+        Ok(())
     }
 
     /// Reads a whole body into the reused buffer, refusing one over [`MAX_BODY_BYTES`].
@@ -509,6 +499,35 @@ fn retry_after(h: &HeaderMap) -> Duration {
         return until_reset(h, reset);
     }
     Duration::from_secs(60)
+}
+
+/// The query of one page request: paging, the window's start, and the filters the server
+/// applies.
+fn page_query(
+    since: Option<DateTime<Utc>>,
+    offset: u64,
+    limit: u32,
+    filters: &ServerFilters,
+) -> Vec<(&'static str, String)> {
+    let mut query: Vec<(&str, String)> =
+        vec![("limit", limit.to_string()), ("offset", offset.to_string())];
+    if let Some(s) = since {
+        query.push((
+            "since",
+            s.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ));
+    }
+    for (k, v) in [
+        ("type", &filters.ioc_type),
+        ("confidence", &filters.confidence),
+        ("industry", &filters.industry),
+        ("category", &filters.category),
+    ] {
+        if let Some(v) = v {
+            query.push((k, v.clone()));
+        }
+    }
+    query
 }
 
 /// `error.code` of the API's error envelope, when the body has one.

@@ -133,7 +133,7 @@ fn sort_keeping_last(entries: &mut Vec<Entry>) {
     entries.truncate(kept);
 }
 
-/// Where [`SeenIndex::look_up_page`] found a key.
+/// Where [`DedupIndex::look_up_page`] found a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
     Main(usize),
@@ -141,13 +141,13 @@ pub enum Slot {
     Absent,
 }
 
-/// What [`SeenIndex::look_up_page`] found, per key of the page.
+/// What [`DedupIndex::look_up_page`] found, per key of the page.
 pub struct PageLookup {
     /// The version last recorded.
     pub known: Vec<Option<Version>>,
     /// Whether the key occurs more than once in the page.
     pub repeated: Vec<bool>,
-    /// Where it was, for [`SeenIndex::apply_at`].
+    /// Where it was, for [`DedupIndex::apply_at`].
     pub slots: Vec<Slot>,
 }
 
@@ -222,7 +222,7 @@ impl Keyer {
     }
 }
 
-pub struct SeenIndex {
+pub struct DedupIndex {
     keyer: Keyer,
     /// Sorted by key, one entry per key.
     entries: Vec<Entry>,
@@ -239,9 +239,9 @@ pub struct SeenIndex {
     loaded: bool,
 }
 
-impl SeenIndex {
-    pub fn new(sip: (u64, u64)) -> SeenIndex {
-        SeenIndex {
+impl DedupIndex {
+    pub fn new(sip: (u64, u64)) -> DedupIndex {
+        DedupIndex {
             keyer: Keyer { sip },
             entries: Vec::new(),
             recent: Vec::new(),
@@ -417,7 +417,7 @@ impl SeenIndex {
         self.apply_at(updates, &slots);
     }
 
-    /// [`SeenIndex::apply`] with each key's slot as [`SeenIndex::look_up_page`] found it (the
+    /// [`DedupIndex::apply`] with each key's slot as [`DedupIndex::look_up_page`] found it (the
     /// index must not have changed since): known keys are not looked up twice.
     pub fn apply_at(&mut self, updates: &[(u64, Version)], slots: &[Slot]) {
         if !self.loaded || updates.is_empty() {
@@ -604,7 +604,7 @@ fn parse_key(s: &str) -> Option<(u64, u64)> {
 }
 
 /// Moves a version-1 state file's `seen` table (keyed by the identity text) into `seen_log`.
-pub fn migrate_v1(tx: &Transaction<'_>, index: &SeenIndex) -> rusqlite::Result<()> {
+pub fn migrate_v1(tx: &Transaction<'_>, index: &DedupIndex) -> rusqlite::Result<()> {
     let old: bool = tx.query_row(
         "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'seen'",
         [],
@@ -672,19 +672,19 @@ mod tests {
 
     #[test]
     fn hashing_an_indicator_equals_hashing_its_identity_text() {
-        let idx = SeenIndex::new((7, 9));
+        let idx = DedupIndex::new((7, 9));
         let mut ind =
             crate::decode::item(&serde_json::json!({"id": "abc", "type": "ipv4", "value": "v"}))
                 .unwrap();
         assert_eq!(idx.key(&ind), idx.keyer.key_of_identity(&ind.identity()));
         ind.id = None;
         assert_eq!(idx.key(&ind), idx.keyer.key_of_identity(&ind.identity()));
-        assert_ne!(SeenIndex::new((7, 10)).key(&ind), idx.key(&ind));
+        assert_ne!(DedupIndex::new((7, 10)).key(&ind), idx.key(&ind));
     }
 
     #[test]
     fn apply_merges_new_keys_in_order_and_updates_old_ones() {
-        let mut idx = SeenIndex::new((1, 2));
+        let mut idx = DedupIndex::new((1, 2));
         idx.loaded = true;
         let v = |t| Version {
             last_us: t,
@@ -713,7 +713,7 @@ mod tests {
 
     #[test]
     fn lookups_through_the_directory_find_every_key_and_no_other() {
-        let mut idx = SeenIndex::new((1, 2));
+        let mut idx = DedupIndex::new((1, 2));
         idx.loaded = true;
         let v = Version {
             last_us: 1,
@@ -809,7 +809,7 @@ mod tests {
     }
 
     /// What the index holds, in key order.
-    fn contents(idx: &SeenIndex) -> Vec<(u64, i64, u32)> {
+    fn contents(idx: &DedupIndex) -> Vec<(u64, i64, u32)> {
         let mut all: Vec<(u64, i64, u32)> = idx
             .entries
             .iter()
@@ -821,7 +821,7 @@ mod tests {
     }
 
     /// Prunes `c` with the index loaded; returns the versions forgotten.
-    fn prune_loaded(c: &mut Connection, idx: &mut SeenIndex, before: i64, now: i64) -> usize {
+    fn prune_loaded(c: &mut Connection, idx: &mut DedupIndex, before: i64, now: i64) -> usize {
         idx.ensure_loaded(c).unwrap();
         let tx = c.transaction().unwrap();
         let n = idx.prune(&tx, before, now).unwrap();
@@ -840,7 +840,7 @@ mod tests {
             (300, &[(4, v(1))]),
         ];
         let mut c = log_of(&rows);
-        let mut idx = SeenIndex::new((1, 2));
+        let mut idx = DedupIndex::new((1, 2));
         // Only the first row is provably older than 150: the second was committed before the
         // third, so no later than 200.
         assert_eq!(prune_loaded(&mut c, &mut idx, 150, 1_000), 1);
@@ -859,7 +859,7 @@ mod tests {
             (400, &[(3, v(1))]),
         ];
         let mut c = log_of(&rows);
-        let mut idx = SeenIndex::new((1, 2));
+        let mut idx = DedupIndex::new((1, 2));
         // The second row may be as recent as 400: not before 300.
         assert_eq!(prune_loaded(&mut c, &mut idx, 300, 1_000), 1);
         assert_eq!(stamps_left(&c), [5_000, 400]);
@@ -870,7 +870,7 @@ mod tests {
         );
         // The last row stamped in the future was committed no later than now.
         let mut c = log_of(&[(100, &[(1, v(1))]), (5_000, &[(2, v(1))])]);
-        let mut idx = SeenIndex::new((1, 2));
+        let mut idx = DedupIndex::new((1, 2));
         assert_eq!(prune_loaded(&mut c, &mut idx, 800, 1_000), 1);
         assert_eq!(stamps_left(&c), [5_000]);
         assert_eq!(contents(&idx), [(2, 1, 0)]);
@@ -892,15 +892,15 @@ mod tests {
             (300, &[(3, v(1)), (4, v(2)), (5, v(1))]),
         ];
         let mut c = log_of(&rows);
-        let mut idx = SeenIndex::new((1, 2));
+        let mut idx = DedupIndex::new((1, 2));
         assert_eq!(prune_loaded(&mut c, &mut idx, 250, 1_000), 6);
-        let mut fresh = SeenIndex::new((1, 2));
+        let mut fresh = DedupIndex::new((1, 2));
         fresh.ensure_loaded(&c).unwrap();
         assert_eq!(contents(&fresh), [(3, 1, 0), (4, 2, 0), (5, 1, 0)]);
         assert_eq!(contents(&idx), contents(&fresh));
         // Unloaded, only the rows go (and are counted the same).
         let mut c = log_of(&rows);
-        let mut idx = SeenIndex::new((1, 2));
+        let mut idx = DedupIndex::new((1, 2));
         let tx = c.transaction().unwrap();
         assert_eq!(idx.prune(&tx, 250, 1_000).unwrap(), 6);
         tx.commit().unwrap();
