@@ -133,8 +133,8 @@ impl Skip {
 
 impl Indicator {
     /// What identifies the indicator across versions: its `id`, else its type and value. The
-    /// dedup index hashes exactly these bytes (`store::seen`, which writes them without
-    /// building the string); a version is its `last_seen` and confidence (`seen::Version`).
+    /// dedup index hashes exactly these bytes (`store::dedup`, which writes them without
+    /// building the string); a version is its `last_seen` and confidence (`dedup::Version`).
     pub fn identity(&self) -> String {
         match &self.id {
             Some(id) => format!("id:{id}"),
