@@ -2,8 +2,14 @@
 //!
 //! The certificate comes from the peer, so it is hostile input: malformed bytes never panic,
 //! they give subject "?" and no notAfter, and a subject is cut after [`MAX_SUBJECT_CHARS`].
+//! x509-parser reads the certificate; how a name is printed (RFC 4514, most specific first,
+//! short names for the usual attributes) and which time encodings count are ours.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
+use x509_parser::asn1_rs::{Any, Class, FromDer, Header, Oid};
+use x509_parser::certificate::{X509Certificate, X509CertificateParser};
+use x509_parser::nom::Parser as _;
+use x509_parser::x509::X509Name;
 
 /// The subject and notAfter of one DER certificate (see [`cert_info`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,160 +19,85 @@ pub struct CertInfo {
 }
 
 /// The subject and notAfter of a DER X.509 certificate. Never panics: malformed input gives
-/// subject "?" and/or `not_after: None`.
+/// subject "?" and `not_after: None`.
 pub fn cert_info(der: &[u8]) -> CertInfo {
-    let tbs = tbs_fields(der);
-    let subject = tbs
-        .as_ref()
-        .and_then(|t| format_name(t.subject))
-        .unwrap_or_else(|| "?".to_string());
-    let not_after = tbs.and_then(|t| {
-        let mut v = der::Reader::new(t.validity);
-        let _not_before = v.read()?;
-        let (tag, value) = v.read()?;
-        parse_time(tag, value)
-    });
-    CertInfo { subject, not_after }
-}
-
-/// A minimal DER reader: definite lengths up to 4 length bytes, low tag numbers only. Every
-/// access is checked; malformed input yields `None`.
-mod der {
-    pub const INTEGER: u8 = 0x02;
-    pub const OID: u8 = 0x06;
-    pub const SEQUENCE: u8 = 0x30;
-    pub const SET: u8 = 0x31;
-    pub const UTC_TIME: u8 = 0x17;
-    pub const GENERALIZED_TIME: u8 = 0x18;
-    pub const CONTEXT_0: u8 = 0xA0;
-
-    pub struct Reader<'a>(&'a [u8]);
-
-    impl<'a> Reader<'a> {
-        pub fn new(input: &'a [u8]) -> Self {
-            Reader(input)
-        }
-
-        pub fn is_empty(&self) -> bool {
-            self.0.is_empty()
-        }
-
-        pub fn peek_tag(&self) -> Option<u8> {
-            self.0.first().copied()
-        }
-
-        /// The next TLV's tag and value.
-        pub fn read(&mut self) -> Option<(u8, &'a [u8])> {
-            let (&tag, rest) = self.0.split_first()?;
-            if tag & 0x1f == 0x1f {
-                return None; // high-tag-number form: not used where we look
-            }
-            let (&first, mut rest) = rest.split_first()?;
-            let len = if first < 0x80 {
-                usize::from(first)
-            } else {
-                let n = usize::from(first & 0x7f);
-                if n == 0 || n > 4 {
-                    return None; // indefinite (BER) or absurd
-                }
-                let (bytes, r) = rest.split_at_checked(n)?;
-                rest = r;
-                let mut len: usize = 0;
-                for b in bytes {
-                    len = len.checked_mul(256)?.checked_add(usize::from(*b))?;
-                }
-                len
-            };
-            let (value, rest) = rest.split_at_checked(len)?;
-            self.0 = rest;
-            Some((tag, value))
-        }
-
-        /// The next TLV's value if it has this tag.
-        pub fn expect(&mut self, tag: u8) -> Option<&'a [u8]> {
-            let (t, v) = self.read()?;
-            (t == tag).then_some(v)
-        }
+    // Extensions are not read: what they hold is not shown, and one this parser does not
+    // know must not hide the subject.
+    let parsed = X509CertificateParser::new()
+        .with_deep_parse_extensions(false)
+        .parse(der);
+    match parsed {
+        Ok((_, cert)) => CertInfo {
+            subject: subject(&cert),
+            not_after: not_after(&cert),
+        },
+        Err(_) => CertInfo {
+            subject: "?".to_string(),
+            not_after: None,
+        },
     }
 }
 
-struct Tbs<'a> {
-    validity: &'a [u8],
-    subject: &'a [u8],
-}
-
-/// Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signature }
-/// TBSCertificate ::= SEQUENCE { [0] version OPTIONAL, serialNumber, signature, issuer,
-///                               validity, subject, subjectPublicKeyInfo, ... }
-fn tbs_fields(cert: &[u8]) -> Option<Tbs<'_>> {
-    let certificate = der::Reader::new(cert).expect(der::SEQUENCE)?;
-    let tbs = der::Reader::new(certificate).expect(der::SEQUENCE)?;
-    let mut t = der::Reader::new(tbs);
-    if t.peek_tag() == Some(der::CONTEXT_0) {
-        t.read()?;
-    }
-    t.expect(der::INTEGER)?;
-    t.expect(der::SEQUENCE)?; // signature AlgorithmIdentifier
-    t.expect(der::SEQUENCE)?; // issuer
-    let validity = t.expect(der::SEQUENCE)?;
-    let subject = t.expect(der::SEQUENCE)?;
-    Some(Tbs { validity, subject })
-}
-
-/// UTCTime `YYMMDDHHMMSSZ` (YY < 50 → 20YY, RFC 5280) or GeneralizedTime `YYYYMMDDHHMMSSZ`.
-fn parse_time(tag: u8, value: &[u8]) -> Option<DateTime<Utc>> {
-    let s = std::str::from_utf8(value).ok()?;
-    let (year, rest) = match tag {
-        der::UTC_TIME if s.len() == 13 => {
-            let yy = digits(s.get(0..2)?)? as i32;
-            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, s.get(2..)?)
-        }
-        der::GENERALIZED_TIME if s.len() == 15 => (digits(s.get(0..4)?)? as i32, s.get(4..)?),
-        _ => return None,
+/// notAfter when it is encoded as RFC 5280 says: UTCTime `YYMMDDHHMMSSZ` (YY < 50 → 20YY) or
+/// GeneralizedTime `YYYYMMDDHHMMSSZ`. x509-parser also reads forms DER forbids (no seconds, a
+/// time-zone offset, fractions of a second); those count as malformed, so the time is written
+/// back in the strict form of its type and must stand as such in the certificate.
+fn not_after(cert: &X509Certificate<'_>) -> Option<DateTime<Utc>> {
+    let time = cert.validity().not_after;
+    let at = DateTime::<Utc>::from_timestamp(time.timestamp(), 0)?;
+    let (tag, text) = if time.is_utctime() {
+        (0x17, at.format("%y%m%d%H%M%SZ").to_string())
+    } else {
+        (0x18, at.format("%Y%m%d%H%M%SZ").to_string())
     };
-    if rest.get(10..) != Some("Z") {
-        return None;
-    }
-    let field = |r: std::ops::Range<usize>| rest.get(r).and_then(digits);
-    let date = NaiveDate::from_ymd_opt(year, field(0..2)?, field(2..4)?)?;
-    let time = date.and_hms_opt(field(4..6)?, field(6..8)?, field(8..10)?)?;
-    Some(time.and_utc())
+    let mut encoded = vec![tag, u8::try_from(text.len()).ok()?];
+    encoded.extend_from_slice(text.as_bytes());
+    let tbs: &[u8] = cert.tbs_certificate.as_ref();
+    tbs.windows(encoded.len())
+        .any(|w| w == encoded.as_slice())
+        .then_some(at)
 }
 
-fn digits(s: &str) -> Option<u32> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+/// The subject, or "?" when it cannot be read to its end: x509-parser stops at the first RDN
+/// it cannot read and keeps the ones before it, which would show a malformed name as a
+/// shorter, well-formed one.
+fn subject(cert: &X509Certificate<'_>) -> String {
+    let name = cert.subject();
+    // The part that was read (header and RDNs) against the length the header declares.
+    let whole = Header::from_der(name.as_raw())
+        .ok()
+        .and_then(|(read, header)| Some(read.len() == header.length().definite().ok()?));
+    if whole == Some(true) {
+        format_name(name)
+    } else {
+        "?".to_string()
     }
-    s.parse().ok()
 }
 
 /// Longest subject we print; a hostile peer could send a 60 KB one.
 const MAX_SUBJECT_CHARS: usize = 512;
 
-/// Name ::= SEQUENCE OF RelativeDistinguishedName (SET OF AttributeTypeAndValue), printed
-/// RFC 4514 style: last RDN first, `,` between RDNs, `+` within one.
-fn format_name(name: &[u8]) -> Option<String> {
-    let mut rdns = Vec::new();
-    let mut r = der::Reader::new(name);
-    while !r.is_empty() {
-        let set = r.expect(der::SET)?;
-        let mut s = der::Reader::new(set);
-        let mut parts = Vec::new();
-        while !s.is_empty() {
-            let atv = s.expect(der::SEQUENCE)?;
-            let mut a = der::Reader::new(atv);
-            let oid = a.expect(der::OID)?;
-            let (tag, value) = a.read()?;
-            parts.push(format!(
-                "{}={}",
-                attribute_name(oid),
-                attribute_value(tag, value)
-            ));
-        }
-        rdns.push(parts.join("+"));
-    }
+/// A Name printed RFC 4514 style: last RDN first, `,` between RDNs, `+` within one; "(empty)"
+/// for a name without RDNs.
+fn format_name(name: &X509Name<'_>) -> String {
+    let mut rdns: Vec<String> = name
+        .iter()
+        .map(|rdn| {
+            let parts: Vec<String> = rdn
+                .iter()
+                .map(|atv| {
+                    format!(
+                        "{}={}",
+                        attribute_name(atv.attr_type()),
+                        attribute_value(atv.attr_value())
+                    )
+                })
+                .collect();
+            parts.join("+")
+        })
+        .collect();
     if rdns.is_empty() {
-        return Some("(empty)".to_string());
+        return "(empty)".to_string();
     }
     rdns.reverse();
     let mut out = rdns.join(",");
@@ -174,12 +105,12 @@ fn format_name(name: &[u8]) -> Option<String> {
         out = out.chars().take(MAX_SUBJECT_CHARS).collect();
         out.push('…');
     }
-    Some(out)
+    out
 }
 
-fn attribute_name(oid: &[u8]) -> String {
+fn attribute_name(oid: &Oid<'_>) -> String {
     // 2.5.4.x
-    if let [0x55, 0x04, x] = oid {
+    if let [0x55, 0x04, x] = oid.as_bytes() {
         let short = match x {
             3 => "CN",
             4 => "SN",
@@ -198,44 +129,21 @@ fn attribute_name(oid: &[u8]) -> String {
             return short.to_string();
         }
     }
-    match oid {
+    match oid.as_bytes() {
         // 0.9.2342.19200300.100.1.25
         [0x09, 0x92, 0x26, 0x89, 0x93, 0xF2, 0x2C, 0x64, 0x01, 0x19] => "DC".into(),
         // 0.9.2342.19200300.100.1.1
         [0x09, 0x92, 0x26, 0x89, 0x93, 0xF2, 0x2C, 0x64, 0x01, 0x01] => "UID".into(),
         // 1.2.840.113549.1.9.1
         [0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x01] => "emailAddress".into(),
-        _ => dotted_oid(oid).unwrap_or_else(|| "?".into()),
+        _ => oid.to_id_string(),
     }
 }
 
-fn dotted_oid(oid: &[u8]) -> Option<String> {
-    let (&first, rest) = oid.split_first()?;
-    let mut parts = vec![
-        (u64::from(first) / 40).min(2),
-        u64::from(first) - 40 * (u64::from(first) / 40).min(2),
-    ];
-    let mut acc: u64 = 0;
-    for &b in rest {
-        acc = acc.checked_mul(128)?.checked_add(u64::from(b & 0x7f))?;
-        if b & 0x80 == 0 {
-            parts.push(acc);
-            acc = 0;
-        }
-    }
-    if rest.last().is_some_and(|b| b & 0x80 != 0) {
-        return None;
-    }
-    Some(
-        parts
-            .iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join("."),
-    )
-}
-
-fn attribute_value(tag: u8, value: &[u8]) -> String {
+fn attribute_value(value: &Any<'_>) -> String {
+    let universal = value.class() == Class::Universal && !value.header.is_constructed();
+    let tag = if universal { value.tag().0 } else { u32::MAX };
+    let value = value.data;
     let text: Option<String> = match tag {
         // UTF8String, PrintableString, IA5String, NumericString, VisibleString
         0x0C | 0x13 | 0x16 | 0x12 | 0x1A => std::str::from_utf8(value).ok().map(str::to_string),
@@ -296,19 +204,76 @@ fn escape_rfc4514(s: &str) -> String {
 mod tests {
     use super::*;
 
+    const SEQUENCE: u8 = 0x30;
+    const SET: u8 = 0x31;
+    const UTC_TIME: u8 = 0x17;
+    const GENERALIZED_TIME: u8 = 0x18;
+
+    /// One DER TLV (contents shorter than 64 KiB).
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        match content.len() {
+            n if n < 0x80 => out.push(n as u8),
+            n if n < 0x100 => out.extend_from_slice(&[0x81, n as u8]),
+            n => out.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]),
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    /// A structurally valid certificate (not signed) with this subject (the Name's contents)
+    /// and notAfter (tag and text).
+    fn cert(subject: &[u8], not_after: (u8, &[u8])) -> Vec<u8> {
+        let ecdsa_sha256 = tlv(
+            SEQUENCE,
+            &tlv(0x06, &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02]),
+        );
+        let mut spki_alg = tlv(0x06, &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01]);
+        spki_alg.extend(tlv(0x06, &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07]));
+        let mut point = vec![0x00, 0x04];
+        point.extend([7u8; 64]);
+        let mut spki = tlv(SEQUENCE, &spki_alg);
+        spki.extend(tlv(0x03, &point));
+        let mut validity = tlv(UTC_TIME, b"200101000000Z");
+        validity.extend(tlv(not_after.0, not_after.1));
+        let tbs: Vec<u8> = [
+            tlv(0xA0, &tlv(0x02, &[2])),
+            tlv(0x02, &[1]),
+            ecdsa_sha256.clone(),
+            tlv(SEQUENCE, &cn("issuer")),
+            tlv(SEQUENCE, &validity),
+            tlv(SEQUENCE, subject),
+            tlv(SEQUENCE, &spki),
+        ]
+        .concat();
+        let signed = [tlv(SEQUENCE, &tbs), ecdsa_sha256, tlv(0x03, &[0, 1, 2, 3])].concat();
+        tlv(SEQUENCE, &signed)
+    }
+
+    /// The contents of a Name with one RDN: CN=value.
+    fn cn(value: &str) -> Vec<u8> {
+        let mut atv = tlv(0x06, &[0x55, 0x04, 0x03]);
+        atv.extend(tlv(0x0C, value.as_bytes()));
+        tlv(SET, &tlv(SEQUENCE, &atv))
+    }
+
     #[test]
-    fn times_parse_strictly() {
-        let t = |tag, s: &str| parse_time(tag, s.as_bytes()).map(|d| d.to_rfc3339());
+    fn not_after_is_read_only_in_the_forms_rfc5280_allows() {
+        let t = |tag, s: &str| {
+            cert_info(&cert(&cn("a"), (tag, s.as_bytes())))
+                .not_after
+                .map(|d| d.to_rfc3339())
+        };
         assert_eq!(
-            t(der::UTC_TIME, "491231235959Z").as_deref(),
+            t(UTC_TIME, "491231235959Z").as_deref(),
             Some("2049-12-31T23:59:59+00:00")
         );
         assert_eq!(
-            t(der::UTC_TIME, "500101000000Z").as_deref(),
+            t(UTC_TIME, "500101000000Z").as_deref(),
             Some("1950-01-01T00:00:00+00:00")
         );
         assert_eq!(
-            t(der::GENERALIZED_TIME, "20510517120000Z").as_deref(),
+            t(GENERALIZED_TIME, "20510517120000Z").as_deref(),
             Some("2051-05-17T12:00:00+00:00")
         );
         for bad in [
@@ -320,10 +285,14 @@ mod tests {
             "+9123123595Z",
             "491231235960Z",
         ] {
-            assert_eq!(t(der::UTC_TIME, bad), None, "{bad}");
+            assert_eq!(t(UTC_TIME, bad), None, "{bad}");
         }
-        assert_eq!(t(der::GENERALIZED_TIME, "491231235959Z"), None);
-        assert_eq!(parse_time(der::UTC_TIME, &[0xff; 13]), None);
+        assert_eq!(t(GENERALIZED_TIME, "491231235959Z"), None);
+        assert_eq!(t(GENERALIZED_TIME, "20510517120000.5Z"), None);
+        let garbage = cert(&cn("a"), (UTC_TIME, &[0xff; 13]));
+        assert_eq!(cert_info(&garbage).not_after, None);
+        let good = cert_info(&cert(&cn("a"), (UTC_TIME, b"491231235959Z")));
+        assert_eq!(good.subject, "CN=a");
     }
 
     #[test]
@@ -334,22 +303,40 @@ mod tests {
             0x31, 0x0b, 0x30, 0x09, 0x06, 0x03, 0x55, 0x04, 0x06, 0x13, 0x02, b'U', b'S', 0x31,
             0x0d, 0x30, 0x0b, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x04, b'a', b',', b'b', b'\n',
         ];
-        assert_eq!(format_name(&name).as_deref(), Some("CN=a\\,b\\0A,C=US"));
-        assert_eq!(format_name(&[]).as_deref(), Some("(empty)"));
-        assert_eq!(format_name(&name[..name.len() - 1]), None);
-        assert_eq!(dotted_oid(&[0x2A, 0x86, 0x48]).as_deref(), Some("1.2.840"));
+        let subject =
+            |contents: &[u8]| cert_info(&cert(contents, (UTC_TIME, b"491231235959Z"))).subject;
+        assert_eq!(subject(&name), "CN=a\\,b\\0A,C=US");
+        assert_eq!(subject(&[]), "(empty)");
+        assert_eq!(subject(&name[..name.len() - 1]), "?");
+        // An attribute without a short name: its OID, dotted.
+        let mut atv = tlv(0x06, &[0x2A, 0x86, 0x48]);
+        atv.extend(tlv(0x0C, b"x"));
+        let odd = tlv(SET, &tlv(SEQUENCE, &atv));
+        assert_eq!(subject(&odd), "1.2.840=x");
     }
 
     #[test]
-    fn der_reader_rejects_bad_lengths() {
-        assert_eq!(der::Reader::new(&[0x30, 0x80, 0, 0]).read(), None);
-        assert_eq!(der::Reader::new(&[0x30, 0x85, 1, 1, 1, 1, 1]).read(), None);
-        assert_eq!(der::Reader::new(&[0x30, 0x82, 0xff]).read(), None);
-        assert_eq!(der::Reader::new(&[0x30, 0x03, 1]).read(), None);
-        assert_eq!(der::Reader::new(&[0x1f, 0x01, 1]).read(), None);
-        assert_eq!(
-            der::Reader::new(&[0x30, 0x81, 0x01, 9]).read(),
-            Some((0x30, &[9u8][..]))
-        );
+    fn malformed_lengths_give_no_subject_and_no_expiry() {
+        let bad: [&[u8]; 6] = [
+            &[0x30, 0x80, 0, 0],
+            &[0x30, 0x85, 1, 1, 1, 1, 1],
+            &[0x30, 0x82, 0xff],
+            &[0x30, 0x03, 1],
+            &[0x1f, 0x01, 1],
+            &[0x30, 0x81, 0x01, 9],
+        ];
+        for input in bad {
+            let info = cert_info(input);
+            assert_eq!(
+                (info.subject.as_str(), info.not_after),
+                ("?", None),
+                "{input:?}"
+            );
+        }
+        // A real certificate whose outer length turns indefinite (BER, not DER).
+        let mut der = cert(&cn("a"), (UTC_TIME, b"491231235959Z"));
+        assert_eq!(cert_info(&der).subject, "CN=a");
+        der[1] = 0x80;
+        assert_eq!(cert_info(&der).subject, "?");
     }
 }
