@@ -155,3 +155,73 @@ impl Acks {
         self.last_ack_progress = Instant::now();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three frames of 10 bytes each, seqs 1..=3, written on a fresh connection.
+    fn three_written(exact: bool, complete: bool, after: u64) -> Acks {
+        let mut a = Acks::new();
+        let positions = [(1, 10, true), (2, 20, true), (3, 30, true)];
+        a.written(&positions, (0, after), exact, complete);
+        a
+    }
+
+    #[test]
+    fn a_frame_is_confirmed_once_the_acknowledged_line_passes_its_end() {
+        let mut a = three_written(true, true, 30);
+        assert_eq!(a.sent(), 3);
+        assert_eq!(a.confirmed(Some(19)), 1);
+        assert_eq!((a.acked(), a.in_flight()), (1, 2));
+        assert_eq!(a.confirmed(Some(30)), 2);
+        assert_eq!(a.acked(), 3);
+        assert!(a.all_confirmed());
+    }
+
+    #[test]
+    fn where_the_transport_cannot_tell_written_counts_as_confirmed() {
+        let mut a = three_written(true, true, 30);
+        assert_eq!(a.confirmed(None), 3);
+        assert_eq!(a.acked(), 3);
+    }
+
+    #[test]
+    fn after_a_failed_send_only_frames_known_to_have_gone_out_are_in_flight() {
+        // Exact offsets: the 25 bytes written hold the first two frames.
+        let a = three_written(true, false, 25);
+        assert_eq!((a.in_flight(), a.sent()), (2, 0));
+        // Only the whole batch maps to the wire (TLS): nothing is known to have gone out.
+        let a = three_written(false, false, 25);
+        assert_eq!(a.in_flight(), 0);
+    }
+
+    #[test]
+    fn replay_sends_again_everything_not_confirmed() {
+        let mut a = three_written(true, true, 30);
+        a.confirmed(Some(10));
+        a.replay();
+        assert_eq!((a.acked(), a.sent(), a.in_flight()), (1, 1, 0));
+    }
+
+    #[test]
+    fn a_dropped_event_moves_the_position_but_is_not_delivered() {
+        let mut a = Acks::new();
+        a.written(&[(1, 10, true), (2, 10, false)], (0, 10), true, true);
+        assert_eq!(a.confirmed(Some(10)), 1);
+        assert_eq!(a.acked(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_confirms_nothing_for_the_limit_is_stalled() {
+        let limit = Duration::from_secs(5);
+        let mut a = three_written(true, true, 30);
+        assert!(a.progressing(Some(0), limit));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(a.progressing(Some(0), limit));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!a.progressing(Some(0), limit));
+        // The line moved: the clock starts over.
+        assert!(a.progressing(Some(10), limit));
+    }
+}
