@@ -43,6 +43,7 @@ const CLOSE_WITHIN: Duration = Duration::from_millis(500);
 /// fail-back probe's fixed waits) before the watchdog calls it stuck.
 const LOOP_ALLOWANCE: Duration = Duration::from_secs(5);
 
+/// One destination's delivery loop and everything it keeps between rounds.
 pub(super) struct Task {
     dest: DestinationConfig,
     header: rfc5424::Header,
@@ -172,6 +173,8 @@ impl Task {
             .await;
     }
 
+    /// Delivers until the stop signal, then drains (see [`Task::finish`]); true when it ended
+    /// with every written frame acknowledged.
     pub(super) async fn run(mut self) -> bool {
         let Some(start) = self.start().await else {
             return false;
