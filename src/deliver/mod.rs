@@ -5,8 +5,9 @@
 //! acknowledged. Each written frame is remembered with the byte offset where it ends on the
 //! current connection; `TCP_INFO` says how many bytes the peer acknowledged; frames below that
 //! line are delivered. When a connection fails, every frame not known to be acknowledged is
-//! sent again on the next one (at least once). Transports that cannot tell (udp, stdout, other
-//! systems than Linux) fall back to "delivered once written".
+//! sent again on the next one (at least once). Transports that cannot tell (unix stream
+//! sockets, stdout, other systems than Linux) fall back to "delivered once written"; a UDP
+//! frame counts as delivered once [`transport::UDP_CONFIRM`] passed without a refusal.
 //!
 //! The parts: `task.rs` is the loop; it frames with `frame.rs`, keeps what is in flight and
 //! what the peer confirmed in `acks.rs`, records the position in the store with `position.rs`,
