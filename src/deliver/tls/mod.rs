@@ -28,6 +28,8 @@
 //! what a connection reached; [`classify_error`] and [`describe_error`] (`failure.rs`) turn a
 //! failed handshake into one reason; [`FilesFingerprint`] (`fingerprint.rs`) notices renewed
 //! files.
+//!
+//! [`ServerName::IpAddress`]: rustls::pki_types::ServerName::IpAddress
 
 mod cert;
 mod config;
