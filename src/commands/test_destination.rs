@@ -60,7 +60,7 @@ async fn probe(cfg: &Config, d: &DestinationConfig, line: &str) -> Result<String
     // Give a TLS receiver the round trips it needs to refuse us with an alert.
     let acked = c.wait_acked(d.write_timeout).await;
     let mut detail = format!("{} {}", d.protocol.as_str(), c.peer);
-    if let Some(t) = &c.tls {
+    if let Some(t) = c.tls() {
         let expires = t.not_after.map_or_else(|| "?".into(), |x| x.to_rfc3339());
         detail += &format!(
             ", {} {}, certificate {} expires {expires}, pin sha256//{}",

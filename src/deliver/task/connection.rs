@@ -22,7 +22,7 @@ impl Task {
         // took. On TLS the failure may be the receiver refusing us, which voids everything it
         // acknowledged; on UDP it may be a refusal of frames old enough to look confirmed by
         // now (the last settle absorbed what was confirmed before it): replay it all.
-        let voids = self.conn.as_ref().is_some_and(|c| c.tls.is_some())
+        let voids = self.conn.as_ref().is_some_and(|c| c.tls().is_some())
             || self.dest.protocol == Protocol::Udp;
         if !voids {
             self.absorb_acks();
@@ -110,7 +110,7 @@ impl Task {
     /// Takes a new connection: logs what it reached, exports the certificate's expiry, starts
     /// its acknowledgement count.
     fn connected(&mut self, c: Connected) {
-        match &c.tls {
+        match c.tls() {
             Some(t) => {
                 tracing::info!(destination = %self.dest.name, peer = %c.peer, tls = %t.version,
                     cipher = %t.cipher, certificate = %t.subject, "destination connected");

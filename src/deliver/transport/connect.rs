@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::tcp::Counted;
 use super::{Conn, Connected, Tls, TransportError, Udp};
 use crate::config::{split_host_port, DestinationConfig, Protocol};
-use crate::deliver::tls::{self, FilesFingerprint, PeerInfo, TlsError};
+use crate::deliver::tls::{self, FilesFingerprint, TlsError};
 use crate::liveness::Heartbeat;
 
 /// The rustls configuration of one destination, rebuilt when its files change on disk so a
@@ -101,7 +101,6 @@ async fn connect_within(
         Protocol::Stdout => Ok(Connected::new(
             Conn::Stdout(tokio::io::stdout()),
             "stdout".into(),
-            None,
         )),
         Protocol::Tcp => connect_stream(cfg, None, entries, beat).await,
         Protocol::Tls => {
@@ -141,12 +140,12 @@ async fn connect_stream(
                     continue;
                 }
             };
-            let (conn, info) = match client {
-                None => (Conn::Tcp(stream), None),
+            let conn = match client {
+                None => Conn::Tcp(stream),
                 Some(client) => {
                     let name = tls::server_name(cfg, address)?;
                     match handshake(cfg, client, name, stream, addr).await {
-                        Ok((t, info)) => (Conn::Tls(Box::new(t)), Some(info)),
+                        Ok(t) => Conn::Tls(Box::new(t)),
                         Err(reason) => {
                             reasons.push(reason);
                             continue;
@@ -154,7 +153,7 @@ async fn connect_stream(
                     }
                 }
             };
-            let mut c = Connected::new(conn, addr.to_string(), info);
+            let mut c = Connected::new(conn, addr.to_string());
             c.address_index = index;
             return Ok(c);
         }
@@ -186,7 +185,7 @@ async fn handshake(
     name: rustls::pki_types::ServerName<'static>,
     tcp: Counted,
     addr: SocketAddr,
-) -> Result<(Tls, PeerInfo), String> {
+) -> Result<Tls, String> {
     let handshake = tokio_rustls::TlsConnector::from(client.clone()).connect(name, tcp);
     let mut stream = match tokio::time::timeout(cfg.connect_timeout, handshake).await {
         Ok(Ok(s)) => s,
@@ -224,8 +223,9 @@ async fn handshake(
         established: Instant::now(),
         read_at_handshake,
         confirm_after: (cfg.write_timeout / 2).max(Duration::from_millis(200)),
+        peer: info,
     };
-    Ok((tls, info))
+    Ok(tls)
 }
 
 /// udp: a socket connected to the first address, so the kernel reports ICMP refusals on it.
@@ -246,11 +246,7 @@ async fn connect_udp(cfg: &DestinationConfig) -> Result<Connected, TransportErro
         address: address.to_string(),
         reason: e.to_string(),
     })?;
-    Ok(Connected::new(
-        Conn::Udp(Udp::new(sock)),
-        addr.to_string(),
-        None,
-    ))
+    Ok(Connected::new(Conn::Udp(Udp::new(sock)), addr.to_string()))
 }
 
 /// unix: a stream socket, or a datagram socket when that is what listens at the path.
@@ -263,15 +259,11 @@ async fn connect_unix(cfg: &DestinationConfig) -> Result<Connected, TransportErr
     // /dev/log is a datagram socket; a relay may listen on a stream socket. Ask the socket
     // itself: a stream connect to a datagram socket fails with EPROTOTYPE.
     match UnixStream::connect(path).await {
-        Ok(s) => Ok(Connected::new(Conn::UnixStream(s), path.to_string(), None)),
+        Ok(s) => Ok(Connected::new(Conn::UnixStream(s), path.to_string())),
         Err(e) if e.raw_os_error() == Some(libc::EPROTOTYPE) => {
             let sock = UnixDatagram::unbound().map_err(fail)?;
             sock.connect(path).map_err(fail)?;
-            Ok(Connected::new(
-                Conn::UnixDatagram(sock),
-                path.to_string(),
-                None,
-            ))
+            Ok(Connected::new(Conn::UnixDatagram(sock), path.to_string()))
         }
         Err(e) => Err(fail(e)),
     }

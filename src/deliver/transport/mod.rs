@@ -65,6 +65,8 @@ struct Tls {
     read_at_handshake: Option<u64>,
     /// Give up waiting for that proof after this long without an alert.
     confirm_after: Duration,
+    /// Protocol version, cipher and certificate the handshake settled on.
+    peer: PeerInfo,
 }
 
 impl Tls {
@@ -119,8 +121,6 @@ pub struct Connected {
     conn: Conn,
     /// The address we actually reached, for logs.
     pub peer: String,
-    /// Protocol version, cipher and certificate of a TLS connection (`None` on the others).
-    pub tls: Option<PeerInfo>,
     /// Which entry of the destination's address list this connection reached (0 = primary).
     pub address_index: usize,
     /// Datagram transports: frames handed to the kernel on this connection.
@@ -143,13 +143,20 @@ pub fn datagram_error(e: &io::Error) -> String {
 }
 
 impl Connected {
-    fn new(conn: Conn, peer: String, tls: Option<PeerInfo>) -> Connected {
+    fn new(conn: Conn, peer: String) -> Connected {
         Connected {
             conn,
             peer,
-            tls,
             address_index: 0,
             frames_sent: 0,
+        }
+    }
+
+    /// Protocol version, cipher and certificate of a TLS connection; `None` on the others.
+    pub fn tls(&self) -> Option<&PeerInfo> {
+        match &self.conn {
+            Conn::Tls(t) => Some(&t.peer),
+            _ => None,
         }
     }
 
