@@ -9,9 +9,10 @@
 //! sockets, stdout, other systems than Linux) fall back to "delivered once written"; a UDP
 //! frame counts as delivered once [`transport::UDP_CONFIRM`] passed without a refusal.
 //!
-//! The parts: `task.rs` is the loop; it frames with `frame.rs`, keeps what is in flight and
-//! what the peer confirmed in `acks.rs`, records the position in the store with `position.rs`,
-//! and talks to the receiver through [`transport`] (and [`tls`]).
+//! The parts: `task/` is the loop (connecting and reconnecting in `task/connection.rs`); it
+//! frames with `frame.rs`, keeps what is in flight and what the peer confirmed in `acks.rs`,
+//! records the position in the store with `position.rs`, and talks to the receiver through
+//! [`transport`] (and [`tls`]).
 
 mod acks;
 mod frame;
