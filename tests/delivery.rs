@@ -548,7 +548,7 @@ fn a_receiver_that_vanishes_silently_is_detected_and_replayed() {
         &[("siem1", "write_timeout = \"2s\"\nconnect_timeout = \"1s\"")],
         "",
     );
-    let mut agent = Agent::spawn_command(ns.command(&command(&cfg, &["run"])));
+    let mut agent = Agent::spawn_cmd(ns.command(&command(&cfg, &["run"])));
     let started = rx.wait_until(Duration::from_secs(30), |f| f.len() >= 1500);
     assert!(
         started,

@@ -1,7 +1,7 @@
 //! Faults for the durable-delivery tests (`tests/delivery.rs`): syslog receivers that misbehave
 //! the way real ones do (reset, close, stop reading, stall), a private network namespace in
-//! which a receiver can vanish without a trace, and ways to start the binary through a wrapper
-//! (`nsenter`, `sh -c 'ulimit …'`).
+//! which a receiver can vanish without a trace, a private mount namespace whose disk fills up,
+//! and ways to start the binary through a wrapper (`nsenter`, `sh -c 'ulimit …'`).
 //!
 //! Accounting rule for every receiver here: a byte the receiver's TCP stack acknowledged is a
 //! byte the receiver *has* — it is recorded, even when the receiver then closes abortively
@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{collect, parse_octet_counted, Agent, Connections, Framing, TcpReceiver};
+use super::parsers::parse_octet_counted;
+use super::receivers::{Accepted, Connections, Framing, TcpReceiver};
 
 /// How long the receive queue must stay unchanged before a stalled receiver takes its window
 /// for full (at loopback speed a sender with data fills it in microseconds).
@@ -94,39 +95,13 @@ impl Misbehaving {
         how: Misbehave,
         times: usize,
     ) -> Misbehaving {
-        let addr = listener.local_addr().unwrap();
-        let conns: Connections = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
         let incidents: Arc<Mutex<Vec<Incident>>> = Arc::default();
-        let (c, s, inc) = (conns.clone(), stop.clone(), incidents.clone());
-        thread::spawn(move || {
-            for conn in listener.incoming() {
-                if s.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let buf = Arc::new(Mutex::new(Vec::new()));
-                let idx = {
-                    let mut all = c.lock().unwrap();
-                    all.push(buf.clone());
-                    all.len() - 1
-                };
-                let plan = (idx < times).then_some(how);
-                let (s, c, inc) = (s.clone(), c.clone(), inc.clone());
-                thread::spawn(move || {
-                    serve_connection(conn, idx, &buf, framing, plan, &s, &c, &inc);
-                });
-            }
+        let inc = incidents.clone();
+        let rx = TcpReceiver::accept_with(listener, framing, move |a| {
+            let plan = (a.index < times).then_some(how);
+            serve_connection(a, framing, plan, &inc);
         });
-        Misbehaving {
-            rx: TcpReceiver {
-                addr,
-                framing,
-                conns,
-                stop,
-            },
-            incidents,
-        }
+        Misbehaving { rx, incidents }
     }
 
     pub fn incidents(&self) -> Vec<Incident> {
@@ -143,17 +118,19 @@ fn count_frames(framing: Framing, bytes: &[u8]) -> usize {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn serve_connection(
-    mut conn: TcpStream,
-    idx: usize,
-    buf: &Arc<Mutex<Vec<u8>>>,
+    a: Accepted,
     framing: Framing,
     plan: Option<Misbehave>,
-    stop: &AtomicBool,
-    conns: &Connections,
     incidents: &Mutex<Vec<Incident>>,
 ) {
+    let Accepted {
+        mut conn,
+        index: idx,
+        buf,
+        stop,
+        conns,
+    } = a;
     let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
@@ -161,7 +138,7 @@ fn serve_connection(
             let frames = count_frames(framing, &buf.lock().unwrap());
             if frames >= how.after() {
                 let at = Instant::now();
-                let (collected_after, what) = misbehave(conn, how, idx, buf, stop, conns);
+                let (collected_after, what) = misbehave(conn, how, idx, &buf, &stop, &conns);
                 incidents.lock().unwrap().push(Incident {
                     conn: idx,
                     frames,
@@ -381,24 +358,6 @@ pub fn with_file_size_limit(blocks: u64, inner: &Command) -> Command {
     wrap(&["sh", "-c", &script], inner)
 }
 
-impl Agent {
-    /// Starts `cmd` (an `ioc-forwarder run`, possibly behind a wrapper that execs it) as an
-    /// agent. The wrapper must `exec`, so that `pid` is the agent's.
-    pub fn spawn_command(mut cmd: Command) -> Agent {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn ioc-forwarder run");
-        let pid = child.id();
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
-        Agent {
-            child: Some(child),
-            pid,
-            stderr,
-            stdout,
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // A private network namespace
 // ---------------------------------------------------------------------------------------------
@@ -516,161 +475,6 @@ impl Drop for NetNs {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A fast fake API for bulk feeds
-// ---------------------------------------------------------------------------------------------
-
-/// The list endpoint of the SOC Defenders API for a large, fixed feed: items are serialized
-/// once and pages are cut from them, so a 50,000-item feed costs microseconds per page (the
-/// general [`super::FakeApi`] filters, sorts and clones the whole feed on every request, about
-/// two seconds per page at that size in a debug build). It honours `since` (strictly newer
-/// `last_seen`), `offset` and `limit` capped at `max_limit`, requires the standard key, and
-/// records each request's query. Items must be newest first, as `ipv4_feed` makes them.
-/// The query of every request a [`BulkApi`] answered, in order.
-type QueryLog = Arc<Mutex<Vec<Vec<(String, String)>>>>;
-
-pub struct BulkApi {
-    pub addr: std::net::SocketAddr,
-    requests: QueryLog,
-    stop: Arc<AtomicBool>,
-}
-
-impl BulkApi {
-    pub fn start(feed: &[serde_json::Value], max_limit: usize) -> BulkApi {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind bulk API");
-        let addr = listener.local_addr().unwrap();
-        let items: Arc<Vec<(i64, String)>> = Arc::new(
-            feed.iter()
-                .map(|v| {
-                    let t = v["last_seen"]
-                        .as_str()
-                        .and_then(super::parse_time)
-                        .map(|t| t.timestamp())
-                        .unwrap_or(0);
-                    (t, v.to_string())
-                })
-                .collect(),
-        );
-        assert!(
-            items.windows(2).all(|w| w[0].0 >= w[1].0),
-            "BulkApi wants the feed newest first"
-        );
-        let requests: QueryLog = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, s) = (requests.clone(), stop.clone());
-        thread::spawn(move || {
-            for conn in listener.incoming() {
-                if s.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let (items, r) = (items.clone(), r.clone());
-                thread::spawn(move || {
-                    let _ = serve_bulk(conn, addr, &items, max_limit, &r);
-                });
-            }
-        });
-        BulkApi {
-            addr,
-            requests,
-            stop,
-        }
-    }
-
-    pub fn base_url(&self) -> String {
-        format!("http://{}/api/v1", self.addr)
-    }
-
-    /// The query of every request, in order.
-    pub fn requests(&self) -> Vec<Vec<(String, String)>> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-impl Drop for BulkApi {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-    }
-}
-
-fn serve_bulk(
-    mut conn: TcpStream,
-    addr: std::net::SocketAddr,
-    items: &[(i64, String)],
-    max_limit: usize,
-    requests: &Mutex<Vec<Vec<(String, String)>>>,
-) -> std::io::Result<()> {
-    use std::io::Write;
-    let Some((_method, target, headers)) = super::read_head(&mut conn)? else {
-        return Ok(());
-    };
-    let query = target
-        .split_once('?')
-        .map(|(_, q)| super::parse_query(q))
-        .unwrap_or_default();
-    requests.lock().unwrap().push(query.clone());
-    let param = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let now = super::now_secs();
-    let authorized = headers.iter().any(|(k, v)| {
-        (k == "authorization" && v.strip_prefix("Bearer ") == Some(super::API_KEY))
-            || (k == "x-api-key" && v == super::API_KEY)
-    });
-    let (status, body) = if !authorized {
-        (
-            "401 Unauthorized",
-            super::error_body("invalid_api_key", "Invalid API key"),
-        )
-    } else {
-        let limit = param("limit")
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(100)
-            .clamp(1, max_limit);
-        let offset = param("offset")
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0);
-        let since = param("since")
-            .and_then(|v| super::parse_time(&v).or_else(|| super::parse_time(&v.replace(' ', "+"))))
-            .map(|t| t.timestamp());
-        // Newest first: the items newer than `since` are a prefix.
-        let total = match since {
-            Some(s) => items.partition_point(|(t, _)| *t > s),
-            None => items.len(),
-        };
-        let page: Vec<&str> = items[..total]
-            .iter()
-            .skip(offset)
-            .take(limit)
-            .map(|(_, j)| j.as_str())
-            .collect();
-        let base = format!("http://{addr}/api/v1/iocs");
-        let next = if offset + limit < total {
-            format!(
-                ",\"next\":\"{base}?limit={limit}&offset={}\"",
-                offset + limit
-            )
-        } else {
-            String::new()
-        };
-        (
-            "200 OK",
-            format!(
-                "{{\"meta\":{{\"total\":{total},\"limit\":{limit},\"offset\":{offset},\"generated_at\":\"{}\",\"feed_version\":\"1.0\",\"source\":\"SOC Defenders\"}},\"data\":[{}],\"links\":{{\"self\":\"{base}?limit={limit}&offset={offset}\"{next}}}}}",
-                super::iso(now),
-                page.join(",")
-            ),
-        )
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nX-RateLimit-Limit: 100000\r\nX-RateLimit-Remaining: 99999\r\nX-RateLimit-Reset: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        now.timestamp() + 60,
-        body.len()
-    );
-    conn.write_all(head.as_bytes())?;
-    conn.write_all(body.as_bytes())?;
-    conn.flush()
-}
-
-// ---------------------------------------------------------------------------------------------
 // A private mount namespace with a small tmpfs
 // ---------------------------------------------------------------------------------------------
 
@@ -752,18 +556,5 @@ impl Drop for MountNs {
     fn drop(&mut self) {
         let _ = self.holder.kill();
         let _ = self.holder.wait();
-    }
-}
-
-impl TcpReceiver {
-    /// LF-terminated frames on the connections from `first_conn` on (accept order), counted
-    /// without copying: cheap enough to poll while tens of megabytes arrive.
-    pub fn lf_frames_from(&self, first_conn: usize) -> usize {
-        let conns = self.conns.lock().unwrap();
-        conns
-            .iter()
-            .skip(first_conn)
-            .map(|b| b.lock().unwrap().iter().filter(|&&c| c == b'\n').count())
-            .sum()
     }
 }

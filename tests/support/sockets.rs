@@ -9,24 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::parsers::lf_frames;
+use super::process::wait_until;
 
 type Datagrams = Arc<Mutex<Vec<Vec<u8>>>>;
 /// Every connection's bytes, in accept order.
 type StreamConns = Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>;
-
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(25));
-    }
-}
 
 /// Receives datagrams until `stop`; each one is kept whole (64 KiB buffer).
 fn collect_datagrams(
@@ -245,15 +235,11 @@ impl UnixStreamReceiver {
 
     /// Complete LF-terminated frames (without the LF) of every connection.
     pub fn frames_lf(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for bytes in self.raw() {
-            let mut rest = &bytes[..];
-            while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
-                out.push(String::from_utf8_lossy(&rest[..pos]).into_owned());
-                rest = &rest[pos + 1..];
-            }
-        }
-        out
+        let raw = self.raw();
+        raw.iter()
+            .flat_map(|b| lf_frames(b))
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect()
     }
 
     pub fn wait_for_lf(&self, n: usize, timeout: Duration) -> usize {

@@ -1,0 +1,154 @@
+//! The agent's TOML config, written the way the tests need it: [`ConfigOpts::default`] is the
+//! config most tests run with (state in `DIR/state`, the fake API, short retries), and
+//! [`Dest`] builds one `[[destinations]]` table.
+//!
+//! Tests that check how bad config is reported write their TOML by hand instead.
+
+use std::path::{Path, PathBuf};
+
+use super::api::API_KEY;
+
+/// One `[[destinations]]` entry.
+#[derive(Clone, Debug)]
+pub struct Dest {
+    pub name: String,
+    pub protocol: String,
+    pub address: String,
+    pub framing: String,
+    /// Raw `key = value` TOML lines added to the table.
+    pub extra: Vec<String>,
+}
+
+impl Dest {
+    pub fn tcp(name: &str, address: impl ToString) -> Dest {
+        Dest::new(name, "tcp", address)
+    }
+
+    pub fn new(name: &str, protocol: &str, address: impl ToString) -> Dest {
+        Dest {
+            name: name.to_string(),
+            protocol: protocol.to_string(),
+            address: address.to_string(),
+            framing: "lf".to_string(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// `key = <raw TOML value>`.
+    pub fn set(mut self, key: &str, raw_value: &str) -> Dest {
+        self.extra.push(format!("{key} = {raw_value}"));
+        self
+    }
+
+    pub fn framing(mut self, framing: &str) -> Dest {
+        self.framing = framing.to_string();
+        self
+    }
+}
+
+/// The knobs the tests turn; `Default` is the config most tests run with.
+#[derive(Clone, Debug)]
+pub struct ConfigOpts {
+    pub api_key: String,
+    pub shutdown_timeout: String,
+    pub poll_interval: String,
+    pub page_size: u32,
+    pub lookback: String,
+    pub request_timeout: String,
+    /// Raw TOML lines appended to `[source]`.
+    pub source_extra: String,
+    /// Raw TOML lines for `[syslog]` (hostname is always set).
+    pub syslog_extra: String,
+    pub retry_initial: String,
+    pub retry_max: String,
+}
+
+impl Default for ConfigOpts {
+    fn default() -> Self {
+        ConfigOpts {
+            api_key: API_KEY.to_string(),
+            shutdown_timeout: "5s".to_string(),
+            poll_interval: "1s".to_string(),
+            page_size: 1000,
+            lookback: "24h".to_string(),
+            request_timeout: "5s".to_string(),
+            source_extra: String::new(),
+            syslog_extra: String::new(),
+            retry_initial: "50ms".to_string(),
+            retry_max: "500ms".to_string(),
+        }
+    }
+}
+
+/// A TOML basic string.
+pub fn toml_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+pub fn render_config(dir: &Path, api_base: &str, dests: &[Dest], o: &ConfigOpts) -> String {
+    let state = dir.join("state");
+    let mut s = format!(
+        "state_dir = {}\nshutdown_timeout = {}\n\n[source]\nkind = \"socdefenders\"\nbase_url = {}\napi_key = {}\npoll_interval = {}\npage_size = {}\nlookback = {}\nrequest_timeout = {}\n{}\n\n[syslog]\nhostname = \"collector01\"\n{}\n",
+        toml_str(state.to_str().unwrap()),
+        toml_str(&o.shutdown_timeout),
+        toml_str(api_base),
+        toml_str(&o.api_key),
+        toml_str(&o.poll_interval),
+        o.page_size,
+        toml_str(&o.lookback),
+        toml_str(&o.request_timeout),
+        o.source_extra,
+        o.syslog_extra,
+    );
+    for d in dests {
+        s.push_str(&format!(
+            "\n[[destinations]]\nname = {}\nprotocol = {}\naddress = {}\nframing = {}\n",
+            toml_str(&d.name),
+            toml_str(&d.protocol),
+            toml_str(&d.address),
+            toml_str(&d.framing),
+        ));
+        for line in &d.extra {
+            s.push_str(line);
+            s.push('\n');
+        }
+    }
+    s.push_str(&format!(
+        "\n[queue]\nretry_initial = {}\nretry_max = {}\n",
+        toml_str(&o.retry_initial),
+        toml_str(&o.retry_max)
+    ));
+    s
+}
+
+/// Writes `DIR/config.toml` with the standard options; `state_dir` is `DIR/state`.
+pub fn write_config(dir: &Path, api_base: &str, destinations: &[Dest]) -> PathBuf {
+    write_config_with(dir, api_base, destinations, &ConfigOpts::default())
+}
+
+pub fn write_config_with(
+    dir: &Path,
+    api_base: &str,
+    destinations: &[Dest],
+    opts: &ConfigOpts,
+) -> PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, render_config(dir, api_base, destinations, opts)).unwrap();
+    path
+}
+
+/// Writes `contents` (TOML, a PEM, ...) to `DIR/NAME`.
+pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
