@@ -154,7 +154,7 @@ fn a_unix_datagram_receiver_whose_queue_is_full_loses_nothing() {
     let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
-        &[Dest::new("devlog", "unix", path.display()).set("write_timeout", "\"1s\"")],
+        &[Dest::new("devlog", "unix", path.display()).set_str("write_timeout", "1s")],
         &ConfigOpts {
             shutdown_timeout: "20s".into(),
             ..ConfigOpts::default()
@@ -406,7 +406,7 @@ fn stalled(
     write_config_with(
         dir.path(),
         &api.base_url(),
-        &[Dest::tcp("siem", rx.addr).set("write_timeout", &toml_str(write_timeout))],
+        &[Dest::tcp("siem", rx.addr).set_str("write_timeout", write_timeout)],
         &opts,
     );
     (dir, rx, api)
@@ -541,8 +541,8 @@ fn a_hung_delivery_task_stops_the_watchdog_pings() {
         dir.path(),
         &api.base_url(),
         &[Dest::tcp("siem", rx.addr)
-            .set("connect_timeout", "\"1s\"")
-            .set("write_timeout", "\"2s\"")],
+            .set_str("connect_timeout", "1s")
+            .set_str("write_timeout", "2s")],
     );
     let started = Instant::now();
     let mut cmd = command(&cfg, &["run"]);
@@ -686,8 +686,8 @@ fn a_receiver_that_accepts_and_refuses_at_once_is_retried_with_a_growing_backoff
         dir.path(),
         &api.base_url(),
         &[Dest::new("churn", "tls", rx.address())
-            .set("ca_file", &toml_str(&ca_path.display().to_string()))
-            .set("server_name", "\"receiver.test\"")],
+            .set_path("ca_file", &ca_path)
+            .set_str("server_name", "receiver.test")],
         &ConfigOpts {
             retry_initial: "100ms".into(),
             retry_max: "30s".into(),

@@ -115,17 +115,17 @@ fn polled_once(body: &str) -> bool {
 /// `run` against `api`, delivering to `rx`, one poll cycle in the test's lifetime, metrics on
 /// `port`.
 fn start_agent(dir: &Path, api: &FakeApi, rx: &TcpReceiver, port: u16) -> Agent {
-    let mut toml = render_config(
+    let cfg = write_config_with(
         dir,
         &api.base_url(),
         &[Dest::tcp("siem1", rx.addr)],
         &ConfigOpts {
             poll_interval: "1h".to_string(),
+            metrics_port: Some(port),
             ..ConfigOpts::default()
         },
     );
-    toml.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
-    Agent::spawn(&write_file(dir, "config.toml", &toml))
+    Agent::spawn(&cfg)
 }
 
 /// Only `kind` (with `n`) among the source error counters.

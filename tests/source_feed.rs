@@ -379,12 +379,11 @@ fn mixed_feed(now: DateTime<Utc>) -> Vec<Value> {
 fn delivered_with(api: &FakeApi, types: &[&str], confidence: &[&str]) -> Vec<String> {
     let rx = TcpReceiver::start(Framing::Lf);
     let dir = tempfile::tempdir().unwrap();
-    let list = |v: &[&str]| v.iter().map(|s| toml_str(s)).collect::<Vec<_>>().join(", ");
     let opts = ConfigOpts {
         source_extra: format!(
-            "types = [{}]\nconfidence = [{}]\n",
-            list(types),
-            list(confidence)
+            "types = {}\nconfidence = {}\n",
+            toml_list(types),
+            toml_list(confidence)
         ),
         ..ConfigOpts::default()
     };
@@ -520,18 +519,6 @@ fn type_spellings_unknown_types_and_sloppy_items_are_all_forwarded() {
     assert!(by_src.contains_key("192.0.2.9"));
 }
 
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    s.write_all(
-        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
 #[test]
 fn fetched_indicators_are_counted_by_type_and_skipped_ones_by_reason() {
     let now = now_secs();
@@ -549,15 +536,21 @@ fn fetched_indicators_are_counted_by_type_and_skipped_ones_by_reason() {
     let rx = TcpReceiver::start(Framing::Lf);
     let dir = tempfile::tempdir().unwrap();
     let port = reserve_port();
-    let cfg = write_config(dir.path(), &api.base_url(), &[Dest::tcp("siem1", rx.addr)]);
-    let mut toml = std::fs::read_to_string(&cfg).unwrap();
-    toml.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
-    std::fs::write(&cfg, toml).unwrap();
+    let opts = ConfigOpts {
+        metrics_port: Some(port),
+        ..ConfigOpts::default()
+    };
+    let cfg = write_config_with(
+        dir.path(),
+        &api.base_url(),
+        &[Dest::tcp("siem1", rx.addr)],
+        &opts,
+    );
 
     let mut agent = Agent::spawn(&cfg);
     agent.wait_frames(&rx, WAIT, |f| f.len() >= 4);
     thread::sleep(SETTLE);
-    let body = scrape(&format!("127.0.0.1:{port}"));
+    let body = scrape(port).expect("/metrics answers");
     agent.terminate();
     for line in [
         "ioc_forwarder_indicators_fetched_total{type=\"mitre-attack\"} 2",

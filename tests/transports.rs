@@ -63,81 +63,6 @@ fn value_set(frames: &[String]) -> BTreeSet<String> {
     src_values(frames).into_iter().collect()
 }
 
-/// One `[[destinations]]` table: name, protocol, one address or a failover list, and raw
-/// `key = value` lines.
-struct D {
-    name: String,
-    protocol: String,
-    addresses: Vec<String>,
-    lines: Vec<String>,
-}
-
-impl D {
-    fn new(name: &str, protocol: &str, address: impl ToString) -> D {
-        D {
-            name: name.into(),
-            protocol: protocol.into(),
-            addresses: vec![address.to_string()],
-            lines: Vec::new(),
-        }
-    }
-
-    fn failover(name: &str, protocol: &str, addresses: &[String]) -> D {
-        D {
-            name: name.into(),
-            protocol: protocol.into(),
-            addresses: addresses.to_vec(),
-            lines: Vec::new(),
-        }
-    }
-
-    /// `key = "value"`.
-    fn s(mut self, key: &str, value: &str) -> D {
-        self.lines.push(format!("{key} = {}", toml_str(value)));
-        self
-    }
-
-    /// `key = "path"`.
-    fn p(self, key: &str, path: &Path) -> D {
-        self.s(key, path.to_str().unwrap())
-    }
-
-    /// `key = <raw TOML>`.
-    fn raw(mut self, key: &str, value: &str) -> D {
-        self.lines.push(format!("{key} = {value}"));
-        self
-    }
-
-    fn render(&self) -> String {
-        let address = if self.addresses.len() == 1 {
-            toml_str(&self.addresses[0])
-        } else {
-            let items: Vec<String> = self.addresses.iter().map(|a| toml_str(a)).collect();
-            format!("[{}]", items.join(", "))
-        };
-        let mut s = format!(
-            "\n[[destinations]]\nname = {}\nprotocol = {}\naddress = {address}\n",
-            toml_str(&self.name),
-            toml_str(&self.protocol)
-        );
-        for l in &self.lines {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s
-    }
-}
-
-/// `DIR/config.toml`: the support module's standard config (state in `DIR/state`, the fake
-/// API, short retries) with these destinations.
-fn write_cfg(dir: &Path, api_base: &str, opts: &ConfigOpts, dests: &[D]) -> PathBuf {
-    let mut text = render_config(dir, api_base, &[], opts);
-    for d in dests {
-        text.push_str(&d.render());
-    }
-    write_file(dir, "config.toml", &text)
-}
-
 /// Options for runs that are expected to fail: `once` gives up after 3 s without progress.
 fn failing_opts() -> ConfigOpts {
     ConfigOpts {
@@ -193,17 +118,17 @@ fn tls_once_delivers_every_frame_byte_exact_with_ca_file_and_server_name() {
     let plain = TcpReceiver::start(Framing::OctetCounting);
     let api = FakeApi::start(feed(N));
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_cfg(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
-        &ConfigOpts::default(),
         &[
-            D::new("siem-tls", "tls", rx.address())
-                .p("ca_file", &ca_path)
-                .s("server_name", "receiver.test")
-                .s("framing", "octet-counting"),
-            D::new("plain", "tcp", plain.address()).s("framing", "octet-counting"),
+            Dest::new("siem-tls", "tls", rx.address())
+                .set_path("ca_file", &ca_path)
+                .set_str("server_name", "receiver.test")
+                .framing("octet-counting"),
+            Dest::new("plain", "tcp", plain.address()).framing("octet-counting"),
         ],
+        &ConfigOpts::default(),
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -243,11 +168,14 @@ fn tls_ip_literal_address_verifies_the_ip_san_without_server_name() {
     let rx = TlsReceiver::start(&ca.server_leaf(), TlsOpts::default());
     let api = FakeApi::start(feed(N));
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_cfg(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
+        &[
+            Dest::new("siem-ip", "tls", format!("127.0.0.1:{}", rx.port()))
+                .set_path("ca_file", &ca_path),
+        ],
         &ConfigOpts::default(),
-        &[D::new("siem-ip", "tls", format!("127.0.0.1:{}", rx.port())).p("ca_file", &ca_path)],
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -265,10 +193,10 @@ fn tls_ip_literal_address_verifies_the_ip_san_without_server_name() {
 
 /// Runs `once` against `rx` (which must refuse us) with a 3 s shutdown_timeout and checks
 /// what every TLS failure must look like. Returns the log.
-fn assert_refused(dir: &Path, rx: &TlsReceiver, dest: D, needles: &[&str]) -> String {
+fn assert_refused(dir: &Path, rx: &TlsReceiver, dest: Dest, needles: &[&str]) -> String {
     let api = FakeApi::start(feed(N));
     let name = dest.name.clone();
-    let cfg = write_cfg(dir, &api.base_url(), &failing_opts(), &[dest]);
+    let cfg = write_config_with(dir, &api.base_url(), &[dest], &failing_opts());
     let out = run_once(&cfg);
     let log = text(&out.stderr);
     let stamp = |t: std::time::SystemTime| {
@@ -331,9 +259,9 @@ fn tls_unknown_ca_is_refused_with_a_clear_reason() {
     let ca = Ca::new("Test CA");
     let rx = TlsReceiver::start(&ca.server_leaf(), TlsOpts::default());
     let other = ca_file(dir.path(), "other.pem", &Ca::new("Other CA"));
-    let d = D::new("siem-tls", "tls", rx.address())
-        .p("ca_file", &other)
-        .s("server_name", "receiver.test");
+    let d = Dest::new("siem-tls", "tls", rx.address())
+        .set_path("ca_file", &other)
+        .set_str("server_name", "receiver.test");
     assert_refused(dir.path(), &rx, d, &["unknown CA"]);
 }
 
@@ -343,9 +271,9 @@ fn tls_name_mismatch_is_refused_with_a_clear_reason() {
     let ca = Ca::new("Test CA");
     let rx = TlsReceiver::start(&ca.server_leaf(), TlsOpts::default());
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let d = D::new("siem-tls", "tls", rx.address())
-        .p("ca_file", &ca_path)
-        .s("server_name", "other.test");
+    let d = Dest::new("siem-tls", "tls", rx.address())
+        .set_path("ca_file", &ca_path)
+        .set_str("server_name", "other.test");
     assert_refused(dir.path(), &rx, d, &["name mismatch", "other.test"]);
 }
 
@@ -355,9 +283,9 @@ fn tls_expired_server_certificate_is_refused_with_a_clear_reason() {
     let ca = Ca::new("Test CA");
     let rx = TlsReceiver::start(&ca.expired_server_leaf(), TlsOpts::default());
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let d = D::new("siem-tls", "tls", rx.address())
-        .p("ca_file", &ca_path)
-        .s("server_name", "receiver.test");
+    let d = Dest::new("siem-tls", "tls", rx.address())
+        .set_path("ca_file", &ca_path)
+        .set_str("server_name", "receiver.test");
     assert_refused(dir.path(), &rx, d, &["expired", "2001-01-01"]);
 }
 
@@ -369,10 +297,10 @@ fn tls_pin_mismatch_is_refused_with_a_clear_reason() {
     let rx = TlsReceiver::start(&leaf, TlsOpts::default());
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
     let wrong = sha256_b64(b"not the receiver's key");
-    let d = D::new("siem-tls", "tls", rx.address())
-        .p("ca_file", &ca_path)
-        .s("server_name", "receiver.test")
-        .raw("pin_sha256", &format!("[{}]", toml_str(&wrong)));
+    let d = Dest::new("siem-tls", "tls", rx.address())
+        .set_path("ca_file", &ca_path)
+        .set_str("server_name", "receiver.test")
+        .set("pin_sha256", &toml_list(&[&wrong]));
     let log = assert_refused(dir.path(), &rx, d, &["pin mismatch"]);
     // The line says which key the server has, so the operator can fix the pin.
     assert_log_line(&log, "siem-tls", &["pin mismatch", &leaf.spki_pin()]);
@@ -393,9 +321,9 @@ fn tls_missing_client_certificate_delivers_nothing_and_once_does_not_succeed() {
         },
     );
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let d = D::new("siem-tls", "tls", rx.address())
-        .p("ca_file", &ca_path)
-        .s("server_name", "receiver.test");
+    let d = Dest::new("siem-tls", "tls", rx.address())
+        .set_path("ca_file", &ca_path)
+        .set_str("server_name", "receiver.test");
     assert_refused(dir.path(), &rx, d, &["alert", "certificate required"]);
     let conns = rx.connections();
     assert!(
@@ -423,9 +351,9 @@ fn tls_missing_client_certificate_refused_by_a_slow_receiver_delivers_nothing() 
         },
     );
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let d = D::new("siem-tls", "tls", rx.address())
-        .p("ca_file", &ca_path)
-        .s("server_name", "receiver.test");
+    let d = Dest::new("siem-tls", "tls", rx.address())
+        .set_path("ca_file", &ca_path)
+        .set_str("server_name", "receiver.test");
     assert_refused(dir.path(), &rx, d, &["alert", "certificate required"]);
 }
 
@@ -451,28 +379,28 @@ fn mutual_tls_with_pkcs8_and_sec1_client_keys_delivers() {
     let key1 = write_file(dir.path(), "c1.key", &c1.key_sec1_pem());
     assert!(text(&std::fs::read(&key8).unwrap()).contains("BEGIN PRIVATE KEY"));
     assert!(text(&std::fs::read(&key1).unwrap()).contains("BEGIN EC PRIVATE KEY"));
-    let cfg = write_cfg(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
-        &ConfigOpts::default(),
         &[
-            D::new("mtls-pkcs8", "tls", rx8.address())
-                .p("ca_file", &ca_path)
-                .s("server_name", "receiver.test")
-                .p(
+            Dest::new("mtls-pkcs8", "tls", rx8.address())
+                .set_path("ca_file", &ca_path)
+                .set_str("server_name", "receiver.test")
+                .set_path(
                     "client_cert",
                     &write_file(dir.path(), "c8.pem", &c8.cert_pem()),
                 )
-                .p("client_key", &key8),
-            D::new("mtls-sec1", "tls", rx1.address())
-                .p("ca_file", &ca_path)
-                .s("server_name", "receiver.test")
-                .p(
+                .set_path("client_key", &key8),
+            Dest::new("mtls-sec1", "tls", rx1.address())
+                .set_path("ca_file", &ca_path)
+                .set_str("server_name", "receiver.test")
+                .set_path(
                     "client_cert",
                     &write_file(dir.path(), "c1.pem", &c1.cert_pem()),
                 )
-                .p("client_key", &key1),
+                .set_path("client_key", &key1),
         ],
+        &ConfigOpts::default(),
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -511,11 +439,11 @@ fn tls_verify_false_connects_to_a_self_signed_receiver_and_warns_at_every_connec
         },
     );
     let api = FakeApi::start(feed(N));
-    let cfg = write_cfg(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
+        &[Dest::new("insecure", "tls", rx.address()).set("tls_verify", "false")],
         &ConfigOpts::default(),
-        &[D::new("insecure", "tls", rx.address()).raw("tls_verify", "false")],
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -563,15 +491,15 @@ fn renewed_client_certificate_on_disk_is_used_without_restart() {
     let cert_path = write_file(dir.path(), "client.pem", &old.cert_pem());
     let key_path = write_file(dir.path(), "client.key", &old.key_pkcs8_pem());
     let ca_path = ca_file(dir.path(), "ca.pem", &server_ca);
-    let cfg = write_cfg(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
+        &[Dest::new("mtls", "tls", rx.address())
+            .set_path("ca_file", &ca_path)
+            .set_str("server_name", "receiver.test")
+            .set_path("client_cert", &cert_path)
+            .set_path("client_key", &key_path)],
         &ConfigOpts::default(),
-        &[D::new("mtls", "tls", rx.address())
-            .p("ca_file", &ca_path)
-            .s("server_name", "receiver.test")
-            .p("client_cert", &cert_path)
-            .p("client_key", &key_path)],
     );
     let mut agent = Agent::spawn(&cfg);
 
@@ -643,13 +571,13 @@ fn once_over_tls_to_a_slow_reader_delivers_the_last_frames_and_closes_cleanly() 
     let n = 400;
     let api = FakeApi::start(feed(n));
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_cfg(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
+        &[Dest::new("slow", "tls", rx.address())
+            .set_path("ca_file", &ca_path)
+            .set_str("server_name", "receiver.test")],
         &ConfigOpts::default(),
-        &[D::new("slow", "tls", rx.address())
-            .p("ca_file", &ca_path)
-            .s("server_name", "receiver.test")],
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -701,11 +629,11 @@ fn udp_sends_one_frame_per_datagram() {
     let dir = tempdir();
     let rx = UdpReceiver::start();
     let api = FakeApi::start(feed(N));
-    let cfg = write_cfg(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
+        &[Dest::new("udp", "udp", rx.address())],
         &ConfigOpts::default(),
-        &[D::new("udp", "udp", rx.address())],
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -750,11 +678,11 @@ fn udp_oversize_event_is_truncated_to_max_message_size_and_stays_valid_cef() {
     let rx = UdpReceiver::start();
     let (f, url) = feed_with_long_url();
     let api = FakeApi::start(f);
-    let cfg = write_cfg(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
+        &[Dest::new("udp", "udp", rx.address()).set_str("max_message_size", "1KiB")],
         &ConfigOpts::default(),
-        &[D::new("udp", "udp", rx.address()).s("max_message_size", "1KiB")],
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -789,13 +717,13 @@ fn udp_oversize_event_is_dropped_with_oversize_drop_and_the_others_arrive() {
     let rx = UdpReceiver::start();
     let (f, _url) = feed_with_long_url();
     let api = FakeApi::start(f);
-    let cfg = write_cfg(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
+        &[Dest::new("udp", "udp", rx.address())
+            .set_str("max_message_size", "1KiB")
+            .set_str("oversize", "drop")],
         &ConfigOpts::default(),
-        &[D::new("udp", "udp", rx.address())
-            .s("max_message_size", "1KiB")
-            .s("oversize", "drop")],
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -831,14 +759,14 @@ fn udp_to_a_port_nobody_listens_on_keeps_every_event_queued() {
         s.local_addr().unwrap().port()
     };
     let api = FakeApi::start(feed(N));
-    let cfg = write_cfg(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
+        &[Dest::new("udp-void", "udp", format!("127.0.0.1:{port}"))],
         &ConfigOpts {
             shutdown_timeout: "2s".into(),
             ..ConfigOpts::default()
         },
-        &[D::new("udp-void", "udp", format!("127.0.0.1:{port}"))],
     );
     let out = run_once(&cfg);
     assert_exit(&out, 3);
@@ -857,11 +785,11 @@ fn unix_datagram_socket_gets_one_unframed_message_per_datagram() {
     let path = dir.path().join("log.sock");
     let rx = UnixDgramReceiver::start(&path);
     let api = FakeApi::start(feed(N));
-    let cfg = write_cfg(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
+        &[Dest::new("devlog", "unix", path.display())],
         &ConfigOpts::default(),
-        &[D::new("devlog", "unix", path.display())],
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -886,11 +814,11 @@ fn unix_stream_socket_gets_framed_messages() {
     let path = dir.path().join("relay.sock");
     let rx = UnixStreamReceiver::start(&path);
     let api = FakeApi::start(feed(N));
-    let cfg = write_cfg(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
+        &[Dest::new("relay", "unix", path.display())],
         &ConfigOpts::default(),
-        &[D::new("relay", "unix", path.display())],
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -915,15 +843,15 @@ fn failover_skips_a_dead_first_address() {
     let dead = reserve_port();
     let live = TcpReceiver::start(Framing::Lf);
     let api = FakeApi::start(feed(N));
-    let cfg = write_cfg(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
-        &ConfigOpts::default(),
-        &[D::failover(
+        &[Dest::failover(
             "siem",
             "tcp",
             &[format!("127.0.0.1:{dead}"), live.address()],
         )],
+        &ConfigOpts::default(),
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -942,15 +870,15 @@ fn fail_back_to_the_first_address_when_it_answers_again_loses_nothing() {
         retry_max: "1s".into(),
         ..ConfigOpts::default()
     };
-    let cfg = write_cfg(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
-        &opts,
-        &[D::failover(
+        &[Dest::failover(
             "siem",
             "tcp",
             &[format!("127.0.0.1:{primary_port}"), secondary.address()],
         )],
+        &opts,
     );
     let mut agent = Agent::spawn(&cfg);
     assert!(
@@ -1079,19 +1007,19 @@ fn test_destination_reports_address_tls_version_cipher_certificate_and_ok() {
     );
     let plain = TcpReceiver::start(Framing::Lf);
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_cfg(
+    let cfg = write_config_with(
         dir.path(),
         "http://127.0.0.1:9/api/v1",
-        &ConfigOpts::default(),
         &[
-            D::new("tls13", "tls", rx13.address())
-                .p("ca_file", &ca_path)
-                .s("server_name", "receiver.test"),
-            D::new("tls12", "tls", rx12.address())
-                .p("ca_file", &ca_path)
-                .s("server_name", "receiver.test"),
-            D::new("plain", "tcp", plain.address()),
+            Dest::new("tls13", "tls", rx13.address())
+                .set_path("ca_file", &ca_path)
+                .set_str("server_name", "receiver.test"),
+            Dest::new("tls12", "tls", rx12.address())
+                .set_path("ca_file", &ca_path)
+                .set_str("server_name", "receiver.test"),
+            Dest::new("plain", "tcp", plain.address()),
         ],
+        &ConfigOpts::default(),
     );
     let out = test_destination(&cfg, None);
     eprintln!("{}", text(&out.stdout));
@@ -1136,16 +1064,16 @@ fn test_destination_with_a_dead_destination_says_failed_and_exits_1() {
     let rx = TlsReceiver::start(&ca.server_leaf(), TlsOpts::default());
     let dead = reserve_port();
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_cfg(
+    let cfg = write_config_with(
         dir.path(),
         "http://127.0.0.1:9/api/v1",
-        &ConfigOpts::default(),
         &[
-            D::new("live", "tls", rx.address())
-                .p("ca_file", &ca_path)
-                .s("server_name", "receiver.test"),
-            D::new("dead", "tcp", format!("127.0.0.1:{dead}")),
+            Dest::new("live", "tls", rx.address())
+                .set_path("ca_file", &ca_path)
+                .set_str("server_name", "receiver.test"),
+            Dest::new("dead", "tcp", format!("127.0.0.1:{dead}")),
         ],
+        &ConfigOpts::default(),
     );
     let out = test_destination(&cfg, None);
     eprintln!("{}", text(&out.stdout));
@@ -1171,18 +1099,18 @@ fn test_destination_name_tests_only_that_destination() {
     let chosen = TlsReceiver::start(&ca.server_leaf(), TlsOpts::default());
     let other = TlsReceiver::start(&ca.server_leaf(), TlsOpts::default());
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_cfg(
+    let cfg = write_config_with(
         dir.path(),
         "http://127.0.0.1:9/api/v1",
-        &ConfigOpts::default(),
         &[
-            D::new("chosen", "tls", chosen.address())
-                .p("ca_file", &ca_path)
-                .s("server_name", "receiver.test"),
-            D::new("other", "tls", other.address())
-                .p("ca_file", &ca_path)
-                .s("server_name", "receiver.test"),
+            Dest::new("chosen", "tls", chosen.address())
+                .set_path("ca_file", &ca_path)
+                .set_str("server_name", "receiver.test"),
+            Dest::new("other", "tls", other.address())
+                .set_path("ca_file", &ca_path)
+                .set_str("server_name", "receiver.test"),
         ],
+        &ConfigOpts::default(),
     );
     let out = test_destination(&cfg, Some("chosen"));
     assert_exit(&out, 0);
@@ -1227,13 +1155,13 @@ fn assert_test_destination_reports_missing_client_certificate(judge_delay: Optio
         },
     );
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_cfg(
+    let cfg = write_config_with(
         dir.path(),
         "http://127.0.0.1:9/api/v1",
+        &[Dest::new("needs-cert", "tls", rx.address())
+            .set_path("ca_file", &ca_path)
+            .set_str("server_name", "receiver.test")],
         &ConfigOpts::default(),
-        &[D::new("needs-cert", "tls", rx.address())
-            .p("ca_file", &ca_path)
-            .s("server_name", "receiver.test")],
     );
     let out = test_destination(&cfg, None);
     let line = report_line(&out, "needs-cert");

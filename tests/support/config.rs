@@ -13,23 +13,32 @@ use super::api::API_KEY;
 pub struct Dest {
     pub name: String,
     pub protocol: String,
-    pub address: String,
-    pub framing: String,
+    /// One address, or several for ordered failover (written as a TOML array).
+    pub addresses: Vec<String>,
+    /// `None` leaves `framing` out, so the protocol's default applies (octet counting for
+    /// TLS, LF otherwise).
+    pub framing: Option<String>,
     /// Raw `key = value` TOML lines added to the table.
     pub extra: Vec<String>,
 }
 
 impl Dest {
+    /// TCP with LF framing.
     pub fn tcp(name: &str, address: impl ToString) -> Dest {
-        Dest::new(name, "tcp", address)
+        Dest::new(name, "tcp", address).framing("lf")
     }
 
     pub fn new(name: &str, protocol: &str, address: impl ToString) -> Dest {
+        Dest::failover(name, protocol, &[address.to_string()])
+    }
+
+    /// Addresses tried in order.
+    pub fn failover(name: &str, protocol: &str, addresses: &[String]) -> Dest {
         Dest {
             name: name.to_string(),
             protocol: protocol.to_string(),
-            address: address.to_string(),
-            framing: "lf".to_string(),
+            addresses: addresses.to_vec(),
+            framing: None,
             extra: Vec::new(),
         }
     }
@@ -40,9 +49,39 @@ impl Dest {
         self
     }
 
+    /// `key = "value"`.
+    pub fn set_str(self, key: &str, value: &str) -> Dest {
+        self.set(key, &toml_str(value))
+    }
+
+    /// `key = "path"`.
+    pub fn set_path(self, key: &str, path: &Path) -> Dest {
+        self.set_str(key, path.to_str().unwrap())
+    }
+
     pub fn framing(mut self, framing: &str) -> Dest {
-        self.framing = framing.to_string();
+        self.framing = Some(framing.to_string());
         self
+    }
+
+    fn render(&self) -> String {
+        let address = match &self.addresses[..] {
+            [one] => toml_str(one),
+            many => toml_list(many),
+        };
+        let mut s = format!(
+            "\n[[destinations]]\nname = {}\nprotocol = {}\naddress = {address}\n",
+            toml_str(&self.name),
+            toml_str(&self.protocol),
+        );
+        if let Some(framing) = &self.framing {
+            s.push_str(&format!("framing = {}\n", toml_str(framing)));
+        }
+        for line in &self.extra {
+            s.push_str(line);
+            s.push('\n');
+        }
+        s
     }
 }
 
@@ -61,6 +100,10 @@ pub struct ConfigOpts {
     pub syslog_extra: String,
     pub retry_initial: String,
     pub retry_max: String,
+    /// Raw TOML lines appended to `[queue]`.
+    pub queue_extra: String,
+    /// Serve `/metrics` on `127.0.0.1:PORT`.
+    pub metrics_port: Option<u16>,
 }
 
 impl Default for ConfigOpts {
@@ -76,6 +119,8 @@ impl Default for ConfigOpts {
             syslog_extra: String::new(),
             retry_initial: "50ms".to_string(),
             retry_max: "500ms".to_string(),
+            queue_extra: String::new(),
+            metrics_port: None,
         }
     }
 }
@@ -94,6 +139,14 @@ pub fn toml_str(s: &str) -> String {
     out
 }
 
+/// A TOML array of basic strings.
+pub fn toml_list(items: &[impl AsRef<str>]) -> String {
+    let items: Vec<String> = items.iter().map(|s| toml_str(s.as_ref())).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// The config text: `[source]` on the fake API at `api_base`, `[syslog]`, `dests`, `[queue]`
+/// and, when asked for, `[metrics]`; `state_dir` is `DIR/state`.
 pub fn render_config(dir: &Path, api_base: &str, dests: &[Dest], o: &ConfigOpts) -> String {
     let state = dir.join("state");
     let mut s = format!(
@@ -110,23 +163,20 @@ pub fn render_config(dir: &Path, api_base: &str, dests: &[Dest], o: &ConfigOpts)
         o.syslog_extra,
     );
     for d in dests {
-        s.push_str(&format!(
-            "\n[[destinations]]\nname = {}\nprotocol = {}\naddress = {}\nframing = {}\n",
-            toml_str(&d.name),
-            toml_str(&d.protocol),
-            toml_str(&d.address),
-            toml_str(&d.framing),
-        ));
-        for line in &d.extra {
-            s.push_str(line);
-            s.push('\n');
-        }
+        s.push_str(&d.render());
     }
     s.push_str(&format!(
         "\n[queue]\nretry_initial = {}\nretry_max = {}\n",
         toml_str(&o.retry_initial),
         toml_str(&o.retry_max)
     ));
+    if !o.queue_extra.is_empty() {
+        s.push_str(o.queue_extra.trim_end());
+        s.push('\n');
+    }
+    if let Some(port) = o.metrics_port {
+        s.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    }
     s
 }
 
@@ -135,6 +185,7 @@ pub fn write_config(dir: &Path, api_base: &str, destinations: &[Dest]) -> PathBu
     write_config_with(dir, api_base, destinations, &ConfigOpts::default())
 }
 
+/// Writes `DIR/config.toml` with `opts`.
 pub fn write_config_with(
     dir: &Path,
     api_base: &str,
