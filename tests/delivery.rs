@@ -1,4 +1,4 @@
-//! Durable queue and ack-aware delivery (issue 5), end to end: the real binary, real sockets,
+//! Durable queue and ack-aware delivery, end to end: the real binary, real sockets,
 //! real SQLite files. What is checked is what a user would check — every indicator value at
 //! the receiver, duplicates within the documented window, log lines, exit codes, `queue ...`
 //! output — while the agent is killed, receivers reset, close, stall or vanish, the queue fills
@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::thread;
@@ -21,11 +20,6 @@ use support::*;
 
 fn mins(n: i64) -> CDuration {
     CDuration::minutes(n)
-}
-
-/// `ioc-forwarder -c CFG ARGS...` to completion (hang guard included).
-fn run_args(cfg: &Path, args: &[&str]) -> Output {
-    run_cmd(command(cfg, args)).0
 }
 
 /// What arrived, against the feed's values `0..n`.
@@ -577,40 +571,6 @@ fn a_receiver_that_vanishes_silently_is_detected_and_replayed() {
 // 4. Queue full, both policies
 // ---------------------------------------------------------------------------------------------
 
-/// One row of `queue stats`.
-#[derive(Debug, Clone)]
-struct StatsRow {
-    events: u64,
-    bytes: u64,
-    oldest_age: String,
-}
-
-/// `queue stats` via the binary, as a map destination → row. Panics unless it exits 0.
-fn queue_stats(cfg: &Path) -> HashMap<String, StatsRow> {
-    let out = run_args(cfg, &["queue", "stats"]);
-    assert_exit(&out, 0);
-    let stdout = text(&out.stdout);
-    let mut rows = HashMap::new();
-    for line in stdout.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 3 {
-            continue;
-        }
-        let (Ok(events), Ok(bytes)) = (f[1].parse(), f[2].parse()) else {
-            panic!("queue stats row is not `NAME EVENTS BYTES AGE`: {line:?}\n{stdout}");
-        };
-        rows.insert(
-            f[0].to_string(),
-            StatsRow {
-                events,
-                bytes,
-                oldest_age: f[3..].join(" "),
-            },
-        );
-    }
-    rows
-}
-
 /// The number in `dropped=N` (or `dropped N`) on a log line.
 fn dropped_count(line: &str) -> Option<u64> {
     let at = line
@@ -749,16 +709,7 @@ fn queue_full_pause_polling_holds_the_cursor_until_a_destination_drains() {
     // Items 0..NEW appear later (newer than the first cursor); NEW..NEW+OLD are there at once.
     let newer = ipv4_feed(NEW, g2 - CDuration::seconds(1), Duration::from_millis(100));
     let older: Vec<serde_json::Value> = (NEW..NEW + OLD)
-        .map(|i| {
-            make_indicator(
-                &uuid(i),
-                "ipv4",
-                &ipv4_value(i),
-                "high",
-                "2025-05-17T00:00:00Z",
-                &iso(g1 - mins(10) - CDuration::seconds(i as i64)),
-            )
-        })
+        .map(|i| ipv4_indicator(i, g1 - mins(10) - CDuration::seconds(i as i64)))
         .collect();
     let api = FakeApi::start(older);
     api.set_max_limit(200);

@@ -14,7 +14,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -23,24 +22,10 @@ use chrono::Duration as CDuration;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(15);
-const PROXY_VARS: [&str; 8] = [
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "NO_PROXY",
-    "no_proxy",
-];
-
 /// `once` with exactly the given proxy variables in its environment.
 fn once_with_env(config: &std::path::Path, env: &[(&str, String)]) -> std::process::Output {
-    let mut cmd: Command = command(config, &["once"]);
-    for v in PROXY_VARS {
-        cmd.env_remove(v);
-    }
-    cmd.env_remove("REQUEST_METHOD");
+    let mut cmd = command(config, &["once"]);
+    without_proxies(&mut cmd);
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -226,21 +226,9 @@ fn feed() -> Vec<serde_json::Value> {
 /// the only other trust and nothing sits between the agent and the front.
 fn once(cfg: &Path) -> std::process::Output {
     let mut cmd = command(cfg, &["once"]);
-    for v in [
-        "HTTP_PROXY",
-        "http_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-        "NO_PROXY",
-        "no_proxy",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-        "REQUEST_METHOD",
-    ] {
-        cmd.env_remove(v);
-    }
+    without_proxies(&mut cmd)
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR");
     run_cmd(cmd).0
 }
 

@@ -1,4 +1,4 @@
-//! Transports end to end (issue 6): the real `ioc-forwarder` binary (`once`, `run`,
+//! Transports end to end: the real `ioc-forwarder` binary (`once`, `run`,
 //! `test-destination`) against real receivers on 127.0.0.1 — TLS (rustls, certificates made
 //! here with rcgen, never committed), mutual TLS, pins, UDP, unix datagram and stream sockets,
 //! and ordered failover with fail-back.
@@ -69,20 +69,6 @@ fn failing_opts() -> ConfigOpts {
         shutdown_timeout: "3s".into(),
         ..ConfigOpts::default()
     }
-}
-
-/// Events still queued for `dest`, from `ioc-forwarder queue stats`.
-fn pending(cfg: &Path, dest: &str) -> i64 {
-    let out = run_cmd(command(cfg, &["queue", "stats"])).0;
-    assert_exit(&out, 0);
-    let stdout = text(&out.stdout);
-    stdout
-        .lines()
-        .find_map(|l| {
-            let mut it = l.split_whitespace();
-            (it.next() == Some(dest)).then(|| it.next().unwrap().parse().unwrap())
-        })
-        .unwrap_or_else(|| panic!("no row for {dest} in queue stats:\n{stdout}"))
 }
 
 /// The first log line that names the destination and contains every needle.
@@ -247,7 +233,7 @@ fn assert_refused(dir: &Path, rx: &TlsReceiver, dest: Dest, needles: &[&str]) ->
     );
     assert_eq!(
         pending(&cfg, &name),
-        (N + 2) as i64,
+        (N + 2) as u64,
         "every event stays queued"
     );
     log
@@ -313,13 +299,7 @@ fn tls_missing_client_certificate_delivers_nothing_and_once_does_not_succeed() {
     // that connection may count as delivered.
     let dir = tempdir();
     let ca = Ca::new("Test CA");
-    let rx = TlsReceiver::start(
-        &ca.server_leaf(),
-        TlsOpts {
-            client_ca: Some(ca.pem()),
-            ..TlsOpts::default()
-        },
-    );
+    let rx = TlsReceiver::start(&ca.server_leaf(), TlsOpts::mutual(&ca));
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
     let d = Dest::new("siem-tls", "tls", rx.address())
         .set_path("ca_file", &ca_path)
@@ -345,9 +325,8 @@ fn tls_missing_client_certificate_refused_by_a_slow_receiver_delivers_nothing() 
     let rx = TlsReceiver::start(
         &ca.server_leaf(),
         TlsOpts {
-            client_ca: Some(ca.pem()),
             judge_delay: Some(Duration::from_secs(1)),
-            ..TlsOpts::default()
+            ..TlsOpts::mutual(&ca)
         },
     );
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
@@ -365,10 +344,7 @@ fn mutual_tls_with_pkcs8_and_sec1_client_keys_delivers() {
     let dir = tempdir();
     let server_ca = Ca::new("Server CA");
     let client_ca = Ca::new("Client CA");
-    let opts = || TlsOpts {
-        client_ca: Some(client_ca.pem()),
-        ..TlsOpts::default()
-    };
+    let opts = || TlsOpts::mutual(&client_ca);
     let rx8 = TlsReceiver::start(&server_ca.server_leaf(), opts());
     let rx1 = TlsReceiver::start(&server_ca.server_leaf(), opts());
     let api = FakeApi::start(feed(N));
@@ -479,13 +455,7 @@ fn renewed_client_certificate_on_disk_is_used_without_restart() {
     let server_ca = Ca::new("Server CA");
     let trusted = Ca::new("Client CA");
     let rogue = Ca::new("Rogue CA");
-    let rx = TlsReceiver::start(
-        &server_ca.server_leaf(),
-        TlsOpts {
-            client_ca: Some(trusted.pem()),
-            ..TlsOpts::default()
-        },
-    );
+    let rx = TlsReceiver::start(&server_ca.server_leaf(), TlsOpts::mutual(&trusted));
     let api = FakeApi::start(feed(N));
     let old = rogue.client_leaf("client-old.test");
     let cert_path = write_file(dir.path(), "client.pem", &old.cert_pem());
@@ -773,7 +743,7 @@ fn udp_to_a_port_nobody_listens_on_keeps_every_event_queued() {
     let log = text(&out.stderr);
     let line = assert_log_line(&log, "udp-void", &["refused"]);
     eprintln!("observed: {line}");
-    assert_eq!(pending(&cfg, "udp-void"), (N + 2) as i64);
+    assert_eq!(pending(&cfg, "udp-void"), (N + 2) as u64);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -957,7 +927,7 @@ fn fail_back_to_the_first_address_when_it_answers_again_loses_nothing() {
 fn test_destination(cfg: &Path, name: Option<&str>) -> Output {
     let mut args = vec!["test-destination"];
     args.extend(name);
-    run_cmd(command(cfg, &args)).0
+    run_args(cfg, &args)
 }
 
 /// The stdout line of `test-destination` for one destination.
@@ -998,13 +968,7 @@ fn test_destination_reports_address_tls_version_cipher_certificate_and_ok() {
     let dir = tempdir();
     let ca = Ca::new("Test CA");
     let rx13 = TlsReceiver::start(&ca.server_leaf(), TlsOpts::default());
-    let rx12 = TlsReceiver::start(
-        &ca.server_leaf(),
-        TlsOpts {
-            tls12_only: true,
-            ..TlsOpts::default()
-        },
-    );
+    let rx12 = TlsReceiver::start(&ca.server_leaf(), TlsOpts::tls12());
     let plain = TcpReceiver::start(Framing::Lf);
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
     let cfg = write_config_with(
@@ -1149,9 +1113,8 @@ fn assert_test_destination_reports_missing_client_certificate(judge_delay: Optio
     let rx = TlsReceiver::start(
         &ca.server_leaf(),
         TlsOpts {
-            client_ca: Some(ca.pem()),
             judge_delay,
-            ..TlsOpts::default()
+            ..TlsOpts::mutual(&ca)
         },
     );
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);

@@ -215,7 +215,7 @@ fn misbehave(
         }
         Misbehave::StallUntilReconnect(_) => {
             let deadline = Instant::now() + Duration::from_secs(120);
-            while conns.lock().unwrap().len() <= idx + 1
+            while conns.count() <= idx + 1
                 && !stop.load(Ordering::SeqCst)
                 && Instant::now() < deadline
             {

@@ -65,6 +65,18 @@ pub fn make_indicator(
     })
 }
 
+/// IPv4 indicator `i` (`uuid(i)`, `ipv4_value(i)`), high confidence, last seen at `last_seen`.
+pub fn ipv4_indicator(i: usize, last_seen: DateTime<Utc>) -> Value {
+    make_indicator(
+        &uuid(i),
+        "ipv4",
+        &ipv4_value(i),
+        "high",
+        "2025-05-17T00:00:00Z",
+        &iso(last_seen),
+    )
+}
+
 /// `n` distinct IPv4 indicators `10.X.Y.Z`, newest first: item `i` has
 /// `last_seen = newest - i * step`.
 pub fn ipv4_feed(n: usize, newest: DateTime<Utc>, step: Duration) -> Vec<Value> {

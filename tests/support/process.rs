@@ -2,6 +2,7 @@
 //! [`Agent`] whose output is captured while it runs. Nothing here waits forever: a process
 //! that hangs is killed after [`HANG_GUARD`] and the test fails with its log.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -41,6 +42,26 @@ pub fn command(config: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// Takes the proxy variables of the test's own environment away from `cmd` (both spellings,
+/// and `REQUEST_METHOD`, under which `HTTP_PROXY` is ignored as in CGI), so nothing sits
+/// between the agent and the fakes unless a test puts it there.
+pub fn without_proxies(cmd: &mut Command) -> &mut Command {
+    for v in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "REQUEST_METHOD",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd
+}
+
 /// Runs to completion; the process is killed and the test fails after `HANG_GUARD`.
 /// Returns the output and the child's pid.
 pub fn run_cmd(cmd: Command) -> (Output, u32) {
@@ -67,6 +88,54 @@ pub fn run_once_with_pid(config: &Path) -> (Output, u32) {
 /// `ioc-forwarder --config PATH check-config`.
 pub fn check_config(config: &Path) -> Output {
     run_cmd(command(config, &["check-config"])).0
+}
+
+/// `ioc-forwarder --config CFG ARGS...` to completion, with the hang guard.
+pub fn run_args(cfg: &Path, args: &[&str]) -> Output {
+    run_cmd(command(cfg, args)).0
+}
+
+/// One row of `queue stats`.
+#[derive(Debug, Clone)]
+pub struct StatsRow {
+    pub events: u64,
+    pub bytes: u64,
+    pub oldest_age: String,
+}
+
+/// `queue stats` via the binary, as a map destination → row. Panics unless it exits 0.
+pub fn queue_stats(cfg: &Path) -> HashMap<String, StatsRow> {
+    let out = run_args(cfg, &["queue", "stats"]);
+    assert_exit(&out, 0);
+    let stdout = text(&out.stdout);
+    let mut rows = HashMap::new();
+    for line in stdout.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 3 {
+            continue;
+        }
+        let (Ok(events), Ok(bytes)) = (f[1].parse(), f[2].parse()) else {
+            panic!("queue stats row is not `NAME EVENTS BYTES AGE`: {line:?}\n{stdout}");
+        };
+        rows.insert(
+            f[0].to_string(),
+            StatsRow {
+                events,
+                bytes,
+                oldest_age: f[3..].join(" "),
+            },
+        );
+    }
+    rows
+}
+
+/// Events still queued for `dest`, from `queue stats`.
+pub fn pending(cfg: &Path, dest: &str) -> u64 {
+    let stats = queue_stats(cfg);
+    match stats.get(dest) {
+        Some(row) => row.events,
+        None => panic!("no row for {dest} in queue stats: {stats:?}"),
+    }
 }
 
 /// The process exited with `code`; otherwise fails with its output.

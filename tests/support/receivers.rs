@@ -12,8 +12,39 @@ use std::time::Duration;
 use super::parsers::{lf_frames, parse_octet_counted};
 use super::process::wait_until;
 
-/// Every connection's bytes, in accept order.
-pub(super) type Connections = Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>;
+/// Where one connection's bytes go.
+pub(super) type Buffer = Arc<Mutex<Vec<u8>>>;
+
+/// Every connection's bytes, in accept order (shared by the stream receivers).
+#[derive(Clone, Default)]
+pub(super) struct Connections(Arc<Mutex<Vec<Buffer>>>);
+
+impl Connections {
+    /// A buffer for the next accepted connection, and its index in accept order.
+    pub fn open(&self) -> (usize, Buffer) {
+        let buf = Buffer::default();
+        let mut all = self.0.lock().unwrap();
+        all.push(buf.clone());
+        (all.len() - 1, buf)
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    /// Every byte received, per connection.
+    pub fn raw(&self) -> Vec<Vec<u8>> {
+        let all = self.0.lock().unwrap();
+        all.iter().map(|b| b.lock().unwrap().clone()).collect()
+    }
+
+    /// LF bytes on the connections from `first` on, counted without copying.
+    pub fn lf_count_from(&self, first: usize) -> usize {
+        let all = self.0.lock().unwrap();
+        let lfs = |b: &Buffer| b.lock().unwrap().iter().filter(|&&c| c == b'\n').count();
+        all.iter().skip(first).map(lfs).sum()
+    }
+}
 
 /// How a receiver splits its byte stream into frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +80,7 @@ pub(super) struct Accepted {
     /// Its place in accept order.
     pub index: usize,
     /// Where its bytes go: `raw()[index]`.
-    pub buf: Arc<Mutex<Vec<u8>>>,
+    pub buf: Buffer,
     /// Set when the receiver is dropped.
     pub stop: Arc<AtomicBool>,
     /// Every connection's bytes, this one's included.
@@ -114,7 +145,7 @@ impl TcpReceiver {
         handle: impl Fn(Accepted) + Send + Sync + 'static,
     ) -> TcpReceiver {
         let addr = listener.local_addr().unwrap();
-        let conns: Connections = Arc::default();
+        let conns = Connections::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (c, s) = (conns.clone(), stop.clone());
         let handle = Arc::new(handle);
@@ -124,12 +155,7 @@ impl TcpReceiver {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let buf = Arc::new(Mutex::new(Vec::new()));
-                let index = {
-                    let mut all = c.lock().unwrap();
-                    all.push(buf.clone());
-                    all.len() - 1
-                };
+                let (index, buf) = c.open();
                 let accepted = Accepted {
                     conn,
                     index,
@@ -154,17 +180,12 @@ impl TcpReceiver {
     }
 
     pub fn connection_count(&self) -> usize {
-        self.conns.lock().unwrap().len()
+        self.conns.count()
     }
 
     /// Every byte received, per connection, in accept order.
     pub fn raw(&self) -> Vec<Vec<u8>> {
-        self.conns
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|b| b.lock().unwrap().clone())
-            .collect()
+        self.conns.raw()
     }
 
     /// Complete LF-terminated frames (without the LF); a trailing partial frame of a
@@ -189,12 +210,7 @@ impl TcpReceiver {
     /// LF-terminated frames on the connections from `first_conn` on (accept order), counted
     /// without copying: cheap enough to poll while tens of megabytes arrive.
     pub fn lf_frames_from(&self, first_conn: usize) -> usize {
-        let conns = self.conns.lock().unwrap();
-        conns
-            .iter()
-            .skip(first_conn)
-            .map(|b| b.lock().unwrap().iter().filter(|&&c| c == b'\n').count())
-            .sum()
+        self.conns.lf_count_from(first_conn)
     }
 
     pub fn frames(&self) -> Vec<String> {

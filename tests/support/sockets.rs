@@ -13,10 +13,9 @@ use std::time::Duration;
 
 use super::parsers::lf_frames;
 use super::process::wait_until;
+use super::receivers::Connections;
 
 type Datagrams = Arc<Mutex<Vec<Vec<u8>>>>;
-/// Every connection's bytes, in accept order.
-type StreamConns = Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>;
 
 /// Receives datagrams until `stop`; each one is kept whole (64 KiB buffer).
 fn collect_datagrams(
@@ -170,14 +169,14 @@ impl Drop for UnixDgramReceiver {
 /// A unix stream socket bound by the test; keeps every byte of every connection.
 pub struct UnixStreamReceiver {
     pub path: PathBuf,
-    conns: StreamConns,
+    conns: Connections,
     stop: Arc<AtomicBool>,
 }
 
 impl UnixStreamReceiver {
     pub fn start(path: &Path) -> UnixStreamReceiver {
         let listener = UnixListener::bind(path).expect("bind unix stream receiver");
-        let conns: StreamConns = Arc::default();
+        let conns = Connections::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (c, s) = (conns.clone(), stop.clone());
         thread::spawn(move || {
@@ -186,8 +185,7 @@ impl UnixStreamReceiver {
                     break;
                 }
                 let Ok(mut conn) = conn else { continue };
-                let buf = Arc::new(Mutex::new(Vec::new()));
-                c.lock().unwrap().push(buf.clone());
+                let (_, buf) = c.open();
                 let s = s.clone();
                 thread::spawn(move || {
                     let _ = conn.set_read_timeout(Some(Duration::from_millis(100)));
@@ -220,17 +218,12 @@ impl UnixStreamReceiver {
     }
 
     pub fn connection_count(&self) -> usize {
-        self.conns.lock().unwrap().len()
+        self.conns.count()
     }
 
     /// Every byte received, per connection, in accept order.
     pub fn raw(&self) -> Vec<Vec<u8>> {
-        self.conns
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|b| b.lock().unwrap().clone())
-            .collect()
+        self.conns.raw()
     }
 
     /// Complete LF-terminated frames (without the LF) of every connection.
