@@ -420,7 +420,7 @@ fn a_peer_that_stops_acknowledging_is_detected_and_replayed() {
         .wait_until(Duration::from_secs(40), |_| bad.rx.connection_count() >= 2);
     let seen = wait_log(&mut agent, 0, "disconnected", Duration::from_secs(5));
     let all = bad.rx.wait_until(Duration::from_secs(30), |f| {
-        f.len() >= N && tally(&src_values(f)).len() >= N
+        f.len() >= N && value_counts(f).len() >= N
     });
     let stderr = agent.stderr();
     let st = agent.terminate();
@@ -533,7 +533,7 @@ fn a_receiver_that_vanishes_silently_is_detected_and_replayed() {
     thread::sleep(Duration::from_secs(1));
     ns.restore_port(rx.addr.port());
     let all = rx.wait_until(Duration::from_secs(40), |f| {
-        f.len() >= N && tally(&src_values(f)).len() >= N
+        f.len() >= N && value_counts(f).len() >= N
     });
     let stderr = agent.stderr();
     let st = agent.terminate();

@@ -658,9 +658,7 @@ fn a_receiver_that_accepts_and_refuses_at_once_is_retried_with_a_growing_backoff
     let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
-        &[Dest::new("churn", "tls", rx.address())
-            .set_path("ca_file", &ca_path)
-            .set_str("server_name", "receiver.test")],
+        &[Dest::tls("churn", rx.address(), &ca_path)],
         &ConfigOpts {
             retry_initial: "100ms".into(),
             retry_max: "30s".into(),

@@ -39,7 +39,7 @@ fn a_flood_of_scrapes_during_delivery_loses_no_event_and_metrics_still_answer() 
         _ => {}
     });
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let port = reserve_port();
     let cfg = write_config_with(
         dir.path(),

@@ -48,11 +48,6 @@ fn fresh_ipv4(n: usize, value: &str) -> Value {
     )
 }
 
-/// The `src` values of `frames`, tallied.
-fn values_of(frames: &[String]) -> HashMap<String, usize> {
-    tally(&src_values(frames))
-}
-
 fn set_of(values: &[String]) -> HashMap<String, usize> {
     values.iter().map(|v| (v.clone(), 1)).collect()
 }
@@ -365,7 +360,7 @@ fn reload_adds_changes_and_keeps_destinations() {
         "alpha's settings did not change, so it keeps its connection\n{}",
         tail(&agent.stderr(), 3000)
     );
-    let a_vals = values_of(&a.frames());
+    let a_vals = value_counts(&a.frames());
     assert_eq!(
         a.count(),
         n0 + new_values.len(),
@@ -394,7 +389,7 @@ fn reload_adds_changes_and_keeps_destinations() {
         "bravo's first connection: the first events, LF-framed"
     );
     assert_eq!(
-        values_of(&b_new(&b)),
+        value_counts(&b_new(&b)),
         want_new,
         "bravo's new connection carries exactly the new events, octet-counted"
     );
@@ -407,7 +402,7 @@ fn reload_adds_changes_and_keeps_destinations() {
     assert_eq!(c.connection_count(), 1, "charlie was not reconnected");
     // delta: only events committed after the reload (new destinations start at the end).
     assert_eq!(
-        values_of(&d.frames()),
+        value_counts(&d.frames()),
         want_new,
         "delta gets exactly the events committed after it was added"
     );
@@ -1099,21 +1094,9 @@ fn run_to_file(mut cmd: Command, path: &Path, env: &[(&str, String)]) -> (ExitSt
     }
     cmd.stdout(Stdio::null()).stderr(Stdio::from(file));
     let mut child = cmd.spawn().expect("spawn ioc-forwarder");
-    let deadline = Instant::now() + HANG_GUARD;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "ioc-forwarder did not exit within {HANG_GUARD:?}\n{}",
-                std::fs::read_to_string(path).unwrap_or_default()
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_guarded(&mut child, || {
+        std::fs::read_to_string(path).unwrap_or_default()
+    });
     (status, std::fs::read_to_string(path).unwrap())
 }
 

@@ -56,7 +56,7 @@ fn a_refused_key_is_logged_exactly_as_check_config_shows_it() {
     // fake API accepts neither.
     for key in ["sk_live_Q7x9Kp", "sk_live_ZZZZsomebody-elses-key"] {
         let api = FakeApi::start(ipv4_feed(3, now_secs(), std::time::Duration::from_secs(1)));
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir();
         let cfg = config_with_key(dir.path(), &api, key);
         let shown = key_as_check_config_shows_it(&cfg);
         let out = run_once(&cfg);
@@ -147,7 +147,7 @@ fn a_recovered_fault_is_counted_once(fault: Fault, kind: &str) {
     let api = FakeApi::start(ipv4_feed(5, now_secs(), Duration::from_secs(1)));
     api.push_fault(fault);
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let port = reserve_port();
     let mut agent = start_agent(dir.path(), &api, &rx, port);
     assert!(
@@ -190,7 +190,7 @@ fn a_401_counts_once_as_auth() {
     let api = FakeApi::start(ipv4_feed(5, now_secs(), Duration::from_secs(1)));
     api.set_api_key("sk_live_somebody-elses-key-0000");
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let port = reserve_port();
     let mut agent = start_agent(dir.path(), &api, &rx, port);
     // Counted as the request fails; the cycle that failed with it is not counted again.

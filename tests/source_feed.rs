@@ -93,7 +93,7 @@ fn a_feed_that_moves_while_it_is_paged_loses_nothing_and_repeats_nothing() {
         }
     });
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let cfg = write_config(dir.path(), &api.base_url(), &[Dest::tcp("siem1", rx.addr)]);
 
     // Cycle 1: 249 of the 250 versions present at the start are still there when their page
@@ -191,7 +191,7 @@ fn a_server_clock_three_hours_off_loses_nothing_and_repeats_nothing() {
         api.set_clock_offset(skew);
         api.set_tier_lookback(CDuration::hours(24));
         let rx = TcpReceiver::start(Framing::Lf);
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir();
         let cfg = write_config(dir.path(), &api.base_url(), &[Dest::tcp("siem1", rx.addr)]);
 
         let out = once_until(&cfg, &rx, 22);
@@ -260,7 +260,7 @@ fn a_server_clock_three_hours_off_loses_nothing_and_repeats_nothing() {
             );
             cursor_clock = reqs[0].clock;
         }
-        let counts = tally(&src_values(&rx.frames()));
+        let counts = value_counts(&rx.frames());
         assert_eq!(counts.len(), total, "every indicator arrived: {counts:?}");
         assert!(
             counts.values().all(|&c| c == 1),
@@ -279,7 +279,7 @@ fn a_version_is_id_last_seen_and_confidence() {
     ));
     api.set_clock(g1);
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let cfg = write_config(dir.path(), &api.base_url(), &[Dest::tcp("siem1", rx.addr)]);
     let out = once_until(&cfg, &rx, 10);
     assert_exit(&out, 0);
@@ -378,7 +378,7 @@ fn mixed_feed(now: DateTime<Utc>) -> Vec<Value> {
 /// The MSG (CEF line) of every frame one `once` run delivers with the given filters.
 fn delivered_with(api: &FakeApi, types: &[&str], confidence: &[&str]) -> Vec<String> {
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let opts = ConfigOpts {
         source_extra: format!(
             "types = {}\nconfidence = {}\n",
@@ -489,7 +489,7 @@ fn type_spellings_unknown_types_and_sloppy_items_are_all_forwarded() {
     let api = FakeApi::start(vec![]);
     api.push_fault(raw_page(&items));
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let cfg = write_config(dir.path(), &api.base_url(), &[Dest::tcp("siem1", rx.addr)]);
     let out = once_until(&cfg, &rx, 7);
     assert_exit(&out, 0);
@@ -534,7 +534,7 @@ fn fetched_indicators_are_counted_by_type_and_skipped_ones_by_reason() {
     let api = FakeApi::start(vec![]);
     api.push_fault(raw_page(&items));
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let port = reserve_port();
     let opts = ConfigOpts {
         metrics_port: Some(port),

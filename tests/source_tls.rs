@@ -248,7 +248,7 @@ fn https_api_with_ca_file_delivers_every_indicator_over_tls() {
     let api = FakeApi::start(feed());
     let front = TlsFront::start(&api_leaf(&ca), api.addr);
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let ca_path = write_file(dir.path(), "ca.pem", &ca.pem());
     let cfg = config(dir.path(), &front.base_url(), &rx, Some(&ca_path));
 
@@ -260,7 +260,7 @@ fn https_api_with_ca_file_delivers_every_indicator_over_tls() {
         explain(&out, &front, &api)
     );
     rx.wait_for(FEED_LEN, WAIT);
-    let got = tally(&src_values(&rx.frames()));
+    let got = value_counts(&rx.frames());
     let want: std::collections::HashSet<String> = (0..FEED_LEN).map(ipv4_value).collect();
     assert_eq!(
         got.keys()
@@ -319,7 +319,7 @@ fn https_api_without_ca_file_fails_on_the_unknown_issuer_and_sends_nothing() {
     let api = FakeApi::start(feed());
     let front = TlsFront::start(&api_leaf(&ca), api.addr);
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let cfg = config(dir.path(), &front.base_url(), &rx, None);
 
     let out = once(&cfg);
@@ -361,7 +361,7 @@ fn https_api_with_a_certificate_for_another_name_fails_clearly() {
     ));
     let front = TlsFront::start(&leaf, api.addr);
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let ca_path = write_file(dir.path(), "ca.pem", &ca.pem());
     let cfg = config(dir.path(), &front.base_url(), &rx, Some(&ca_path));
 

@@ -108,10 +108,7 @@ fn tls_once_delivers_every_frame_byte_exact_with_ca_file_and_server_name() {
         dir.path(),
         &api.base_url(),
         &[
-            Dest::new("siem-tls", "tls", rx.address())
-                .set_path("ca_file", &ca_path)
-                .set_str("server_name", "receiver.test")
-                .framing("octet-counting"),
+            Dest::tls("siem-tls", rx.address(), &ca_path).framing("octet-counting"),
             Dest::new("plain", "tcp", plain.address()).framing("octet-counting"),
         ],
         &ConfigOpts::default(),
@@ -245,9 +242,7 @@ fn tls_unknown_ca_is_refused_with_a_clear_reason() {
     let ca = Ca::new("Test CA");
     let rx = TlsReceiver::start(&ca.server_leaf(), TlsOpts::default());
     let other = ca_file(dir.path(), "other.pem", &Ca::new("Other CA"));
-    let d = Dest::new("siem-tls", "tls", rx.address())
-        .set_path("ca_file", &other)
-        .set_str("server_name", "receiver.test");
+    let d = Dest::tls("siem-tls", rx.address(), &other);
     assert_refused(dir.path(), &rx, d, &["unknown CA"]);
 }
 
@@ -269,9 +264,7 @@ fn tls_expired_server_certificate_is_refused_with_a_clear_reason() {
     let ca = Ca::new("Test CA");
     let rx = TlsReceiver::start(&ca.expired_server_leaf(), TlsOpts::default());
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let d = Dest::new("siem-tls", "tls", rx.address())
-        .set_path("ca_file", &ca_path)
-        .set_str("server_name", "receiver.test");
+    let d = Dest::tls("siem-tls", rx.address(), &ca_path);
     assert_refused(dir.path(), &rx, d, &["expired", "2001-01-01"]);
 }
 
@@ -283,10 +276,7 @@ fn tls_pin_mismatch_is_refused_with_a_clear_reason() {
     let rx = TlsReceiver::start(&leaf, TlsOpts::default());
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
     let wrong = sha256_b64(b"not the receiver's key");
-    let d = Dest::new("siem-tls", "tls", rx.address())
-        .set_path("ca_file", &ca_path)
-        .set_str("server_name", "receiver.test")
-        .set("pin_sha256", &toml_list(&[&wrong]));
+    let d = Dest::tls("siem-tls", rx.address(), &ca_path).set("pin_sha256", &toml_list(&[&wrong]));
     let log = assert_refused(dir.path(), &rx, d, &["pin mismatch"]);
     // The line says which key the server has, so the operator can fix the pin.
     assert_log_line(&log, "siem-tls", &["pin mismatch", &leaf.spki_pin()]);
@@ -301,9 +291,7 @@ fn tls_missing_client_certificate_delivers_nothing_and_once_does_not_succeed() {
     let ca = Ca::new("Test CA");
     let rx = TlsReceiver::start(&ca.server_leaf(), TlsOpts::mutual(&ca));
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let d = Dest::new("siem-tls", "tls", rx.address())
-        .set_path("ca_file", &ca_path)
-        .set_str("server_name", "receiver.test");
+    let d = Dest::tls("siem-tls", rx.address(), &ca_path);
     assert_refused(dir.path(), &rx, d, &["alert", "certificate required"]);
     let conns = rx.connections();
     assert!(
@@ -330,9 +318,7 @@ fn tls_missing_client_certificate_refused_by_a_slow_receiver_delivers_nothing() 
         },
     );
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let d = Dest::new("siem-tls", "tls", rx.address())
-        .set_path("ca_file", &ca_path)
-        .set_str("server_name", "receiver.test");
+    let d = Dest::tls("siem-tls", rx.address(), &ca_path);
     assert_refused(dir.path(), &rx, d, &["alert", "certificate required"]);
 }
 
@@ -359,17 +345,13 @@ fn mutual_tls_with_pkcs8_and_sec1_client_keys_delivers() {
         dir.path(),
         &api.base_url(),
         &[
-            Dest::new("mtls-pkcs8", "tls", rx8.address())
-                .set_path("ca_file", &ca_path)
-                .set_str("server_name", "receiver.test")
+            Dest::tls("mtls-pkcs8", rx8.address(), &ca_path)
                 .set_path(
                     "client_cert",
                     &write_file(dir.path(), "c8.pem", &c8.cert_pem()),
                 )
                 .set_path("client_key", &key8),
-            Dest::new("mtls-sec1", "tls", rx1.address())
-                .set_path("ca_file", &ca_path)
-                .set_str("server_name", "receiver.test")
+            Dest::tls("mtls-sec1", rx1.address(), &ca_path)
                 .set_path(
                     "client_cert",
                     &write_file(dir.path(), "c1.pem", &c1.cert_pem()),
@@ -464,9 +446,7 @@ fn renewed_client_certificate_on_disk_is_used_without_restart() {
     let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
-        &[Dest::new("mtls", "tls", rx.address())
-            .set_path("ca_file", &ca_path)
-            .set_str("server_name", "receiver.test")
+        &[Dest::tls("mtls", rx.address(), &ca_path)
             .set_path("client_cert", &cert_path)
             .set_path("client_key", &key_path)],
         &ConfigOpts::default(),
@@ -544,9 +524,7 @@ fn once_over_tls_to_a_slow_reader_delivers_the_last_frames_and_closes_cleanly() 
     let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
-        &[Dest::new("slow", "tls", rx.address())
-            .set_path("ca_file", &ca_path)
-            .set_str("server_name", "receiver.test")],
+        &[Dest::tls("slow", rx.address(), &ca_path)],
         &ConfigOpts::default(),
     );
     let out = run_once(&cfg);
@@ -975,12 +953,8 @@ fn test_destination_reports_address_tls_version_cipher_certificate_and_ok() {
         dir.path(),
         "http://127.0.0.1:9/api/v1",
         &[
-            Dest::new("tls13", "tls", rx13.address())
-                .set_path("ca_file", &ca_path)
-                .set_str("server_name", "receiver.test"),
-            Dest::new("tls12", "tls", rx12.address())
-                .set_path("ca_file", &ca_path)
-                .set_str("server_name", "receiver.test"),
+            Dest::tls("tls13", rx13.address(), &ca_path),
+            Dest::tls("tls12", rx12.address(), &ca_path),
             Dest::new("plain", "tcp", plain.address()),
         ],
         &ConfigOpts::default(),
@@ -1032,9 +1006,7 @@ fn test_destination_with_a_dead_destination_says_failed_and_exits_1() {
         dir.path(),
         "http://127.0.0.1:9/api/v1",
         &[
-            Dest::new("live", "tls", rx.address())
-                .set_path("ca_file", &ca_path)
-                .set_str("server_name", "receiver.test"),
+            Dest::tls("live", rx.address(), &ca_path),
             Dest::new("dead", "tcp", format!("127.0.0.1:{dead}")),
         ],
         &ConfigOpts::default(),
@@ -1067,12 +1039,8 @@ fn test_destination_name_tests_only_that_destination() {
         dir.path(),
         "http://127.0.0.1:9/api/v1",
         &[
-            Dest::new("chosen", "tls", chosen.address())
-                .set_path("ca_file", &ca_path)
-                .set_str("server_name", "receiver.test"),
-            Dest::new("other", "tls", other.address())
-                .set_path("ca_file", &ca_path)
-                .set_str("server_name", "receiver.test"),
+            Dest::tls("chosen", chosen.address(), &ca_path),
+            Dest::tls("other", other.address(), &ca_path),
         ],
         &ConfigOpts::default(),
     );
@@ -1121,9 +1089,7 @@ fn assert_test_destination_reports_missing_client_certificate(judge_delay: Optio
     let cfg = write_config_with(
         dir.path(),
         "http://127.0.0.1:9/api/v1",
-        &[Dest::new("needs-cert", "tls", rx.address())
-            .set_path("ca_file", &ca_path)
-            .set_str("server_name", "receiver.test")],
+        &[Dest::tls("needs-cert", rx.address(), &ca_path)],
         &ConfigOpts::default(),
     );
     let out = test_destination(&cfg, None);

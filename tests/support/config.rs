@@ -32,6 +32,14 @@ impl Dest {
         Dest::failover(name, protocol, &[address.to_string()])
     }
 
+    /// TLS to a receiver with the usual test certificate (name `receiver.test`, see
+    /// `support::tls`), trusting the CA in `ca_file`.
+    pub fn tls(name: &str, address: impl ToString, ca_file: &Path) -> Dest {
+        Dest::new(name, "tls", address)
+            .set_path("ca_file", ca_file)
+            .set_str("server_name", "receiver.test")
+    }
+
     /// Addresses tried in order.
     pub fn failover(name: &str, protocol: &str, addresses: &[String]) -> Dest {
         Dest {

@@ -25,7 +25,7 @@ pub mod process;
 /// TCP syslog receivers.
 pub mod receivers;
 
-/// Misbehaving receivers, a private network namespace and wrapped commands.
+/// Misbehaving receivers, private network and mount namespaces, wrapped commands.
 pub mod faults;
 /// UDP and unix-socket receivers.
 pub mod sockets;
@@ -34,14 +34,4 @@ pub mod tls;
 
 // Some test binaries use none of a module's items.
 #[allow(unused_imports)]
-pub use api::*;
-#[allow(unused_imports)]
-pub use config::*;
-#[allow(unused_imports)]
-pub use feed::*;
-#[allow(unused_imports)]
-pub use parsers::*;
-#[allow(unused_imports)]
-pub use process::*;
-#[allow(unused_imports)]
-pub use receivers::*;
+pub use self::{api::*, config::*, feed::*, parsers::*, process::*, receivers::*};

@@ -353,6 +353,11 @@ pub fn src_values(frames: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// How many frames carried each `src` value (parsing as [`src_values`] does).
+pub fn value_counts(frames: &[String]) -> HashMap<String, usize> {
+    tally(&src_values(frames))
+}
+
 /// Counts of each value.
 pub fn tally(values: &[String]) -> HashMap<String, usize> {
     let mut m = HashMap::new();

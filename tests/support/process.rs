@@ -258,23 +258,13 @@ impl Agent {
         self.wait()
     }
 
+    /// Waits (with the hang guard) for the exit status.
     pub fn wait(&mut self) -> ExitStatus {
         let child = self.child.as_mut().expect("agent already reaped");
-        let deadline = Instant::now() + HANG_GUARD;
-        let st = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "agent did not exit within {HANG_GUARD:?}; killed it.\nstderr:\n{}",
-                    tail(&self.stderr(), 4000)
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
+        let stderr = &self.stderr;
+        let st = wait_guarded(child, || {
+            format!("stderr:\n{}", tail(&text(&stderr.lock().unwrap()), 4000))
+        });
         self.child = None;
         wait_pipe(&self.stdout);
         wait_pipe(&self.stderr);
@@ -303,6 +293,25 @@ pub fn scrape(port: u16) -> Option<String> {
     s.read_to_string(&mut raw).ok()?;
     let (head, body) = raw.split_once("\r\n\r\n")?;
     head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// Waits for `child` to exit; after [`HANG_GUARD`] kills it and fails the test with `log()`.
+pub fn wait_guarded(child: &mut Child, log: impl Fn() -> String) -> ExitStatus {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "ioc-forwarder did not exit within {HANG_GUARD:?}; killed it.\n{}",
+                log()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Polls `cond` every 25 ms until it holds or `timeout` passed; returns whether it held.

@@ -38,6 +38,13 @@ impl Connections {
         all.iter().map(|b| b.lock().unwrap().clone()).collect()
     }
 
+    /// Complete LF-terminated frames (without the LF) of every connection; a trailing partial
+    /// frame of a connection (cut by a crash) is left out.
+    pub fn frames_lf(&self) -> Vec<String> {
+        let raw = self.raw();
+        raw.iter().flat_map(|b| lf_frames(b)).map(utf8).collect()
+    }
+
     /// LF bytes on the connections from `first` on, counted without copying.
     pub fn lf_count_from(&self, first: usize) -> usize {
         let all = self.0.lock().unwrap();
@@ -191,8 +198,7 @@ impl TcpReceiver {
     /// Complete LF-terminated frames (without the LF); a trailing partial frame of a
     /// connection (cut by a crash) is left out.
     pub fn frames_lf(&self) -> Vec<String> {
-        let raw = self.raw();
-        raw.iter().flat_map(|b| lf_frames(b)).map(utf8).collect()
+        self.conns.frames_lf()
     }
 
     /// Complete `LEN SP FRAME` frames; panics on bytes that are not octet-counted framing.

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use super::parsers::lf_frames;
 use super::process::wait_until;
 use super::receivers::Connections;
 
@@ -217,10 +216,6 @@ impl UnixStreamReceiver {
         }
     }
 
-    pub fn connection_count(&self) -> usize {
-        self.conns.count()
-    }
-
     /// Every byte received, per connection, in accept order.
     pub fn raw(&self) -> Vec<Vec<u8>> {
         self.conns.raw()
@@ -228,11 +223,7 @@ impl UnixStreamReceiver {
 
     /// Complete LF-terminated frames (without the LF) of every connection.
     pub fn frames_lf(&self) -> Vec<String> {
-        let raw = self.raw();
-        raw.iter()
-            .flat_map(|b| lf_frames(b))
-            .map(|f| String::from_utf8_lossy(f).into_owned())
-            .collect()
+        self.conns.frames_lf()
     }
 
     pub fn wait_for_lf(&self, n: usize, timeout: Duration) -> usize {
