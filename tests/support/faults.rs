@@ -359,6 +359,50 @@ pub fn with_file_size_limit(blocks: u64, inner: &Command) -> Command {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Namespaces held open by a child
+// ---------------------------------------------------------------------------------------------
+
+/// The child that holds a namespace open (a shell that sets the namespace up, prints `ready`
+/// and execs `sleep`); killed on drop, which ends the namespace.
+struct Holder(Child);
+
+impl Holder {
+    /// Starts `cmd` and waits for its `ready`; otherwise the error says what did not work
+    /// (`what`) and what the shell printed.
+    fn start(cmd: &mut Command, what: &str) -> Result<Holder, String> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run unshare: {e}"))?;
+        let mut line = String::new();
+        let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return Err(format!("{what} did not work: {}", err.trim()));
+        }
+        Ok(Holder(child))
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // A private network namespace
 // ---------------------------------------------------------------------------------------------
 
@@ -367,7 +411,7 @@ pub fn with_file_size_limit(blocks: u64, inner: &Command) -> Command {
 /// below the `local` table's free, so [`NetNs::blackhole_port`] can make a port vanish: packets
 /// to it are dropped without any answer, like a receiver whose host fell off the network.
 pub struct NetNs {
-    holder: Child,
+    holder: Holder,
     path: String,
 }
 
@@ -375,25 +419,11 @@ impl NetNs {
     /// Creates the namespace, or says why it cannot.
     pub fn new() -> Result<NetNs, String> {
         let script = "ip link set lo up && ip rule add pref 100 lookup local && ip rule del pref 0 && echo ready && exec sleep 600";
-        let mut holder = Command::new("unshare")
-            .args(["-n", "sh", "-c", script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run unshare: {e}"))?;
-        let mut line = String::new();
-        let _ = BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line);
-        if line.trim() != "ready" {
-            let _ = holder.kill();
-            let _ = holder.wait();
-            let mut err = String::new();
-            if let Some(mut e) = holder.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            return Err(format!("unshare -n + ip rule did not work: {}", err.trim()));
-        }
-        let path = format!("/proc/{}/ns/net", holder.id());
+        let holder = Holder::start(
+            Command::new("unshare").args(["-n", "sh", "-c", script]),
+            "unshare -n + ip rule",
+        )?;
+        let path = format!("/proc/{}/ns/net", holder.pid());
         let ns = NetNs { holder, path };
         // setns needs CAP_SYS_ADMIN too; find out now rather than in the middle of a test.
         ns.run(|| ())?;
@@ -436,26 +466,19 @@ impl NetNs {
 
     /// From now on every TCP segment sent to `port` is silently dropped.
     pub fn blackhole_port(&self, port: u16) {
-        let p = port.to_string();
-        self.ip(&[
-            "rule",
-            "add",
-            "pref",
-            "10",
-            "ipproto",
-            "tcp",
-            "dport",
-            &p,
-            "blackhole",
-        ]);
+        self.blackhole_rule("add", port);
     }
 
     /// Undoes [`NetNs::blackhole_port`].
     pub fn restore_port(&self, port: u16) {
+        self.blackhole_rule("del", port);
+    }
+
+    fn blackhole_rule(&self, op: &str, port: u16) {
         let p = port.to_string();
         self.ip(&[
             "rule",
-            "del",
+            op,
             "pref",
             "10",
             "ipproto",
@@ -464,13 +487,6 @@ impl NetNs {
             &p,
             "blackhole",
         ]);
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
     }
 }
 
@@ -483,7 +499,7 @@ impl Drop for NetNs {
 /// the test's own namespace; the mount disappears with the holder. Programs see it through
 /// [`MountNs::command`], the test through [`MountNs::path`] (`/proc/PID/root/...`).
 pub struct MountNs {
-    holder: Child,
+    holder: Holder,
     dir: std::path::PathBuf,
 }
 
@@ -491,37 +507,21 @@ impl MountNs {
     pub fn tmpfs(dir: &std::path::Path, size: &str) -> Result<MountNs, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let script = "mount -t tmpfs -o size=\"$1\" tmpfs \"$2\" && echo ready && exec sleep 600";
-        let mut holder = Command::new("unshare")
-            .args([
-                "-m",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                script,
-                "sh",
-                size,
-            ])
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run unshare: {e}"))?;
-        let mut line = String::new();
-        let _ = BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line);
-        if line.trim() != "ready" {
-            let _ = holder.kill();
-            let _ = holder.wait();
-            let mut err = String::new();
-            if let Some(mut e) = holder.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            return Err(format!(
-                "unshare -m + mount tmpfs did not work: {}",
-                err.trim()
-            ));
-        }
+        let holder = Holder::start(
+            Command::new("unshare")
+                .args([
+                    "-m",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    script,
+                    "sh",
+                    size,
+                ])
+                .arg(dir),
+            "unshare -m + mount tmpfs",
+        )?;
         Ok(MountNs {
             holder,
             dir: dir.to_path_buf(),
@@ -530,31 +530,24 @@ impl MountNs {
 
     /// `inner` run inside the mount namespace.
     pub fn command(&self, inner: &Command) -> Command {
-        let mnt = format!("--mount=/proc/{}/ns/mnt", self.holder.id());
+        let mnt = format!("--mount=/proc/{}/ns/mnt", self.holder.pid());
         wrap(&["nsenter", &mnt, "--"], inner)
     }
 
     /// `p` (an absolute path) as the namespace sees it.
     pub fn path(&self, p: &std::path::Path) -> std::path::PathBuf {
         let rel = p.strip_prefix("/").unwrap_or(p);
-        std::path::PathBuf::from(format!("/proc/{}/root", self.holder.id())).join(rel)
+        std::path::PathBuf::from(format!("/proc/{}/root", self.holder.pid())).join(rel)
     }
 
     /// Changes the tmpfs size (`mount -o remount,size=...`).
     pub fn resize(&self, size: &str) {
         let st = Command::new("nsenter")
-            .arg(format!("--mount=/proc/{}/ns/mnt", self.holder.id()))
+            .arg(format!("--mount=/proc/{}/ns/mnt", self.holder.pid()))
             .args(["mount", "-o", &format!("remount,size={size}")])
             .arg(&self.dir)
             .status()
             .expect("run nsenter mount");
         assert!(st.success(), "remount of the tmpfs failed");
-    }
-}
-
-impl Drop for MountNs {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
     }
 }
