@@ -104,14 +104,13 @@ fn tls_once_delivers_every_frame_byte_exact_with_ca_file_and_server_name() {
     let plain = TcpReceiver::start(Framing::OctetCounting);
     let api = FakeApi::start(feed(N));
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_config_with(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
         &[
             Dest::tls("siem-tls", rx.address(), &ca_path).framing("octet-counting"),
             Dest::new("plain", "tcp", plain.address()).framing("octet-counting"),
         ],
-        &ConfigOpts::default(),
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -151,14 +150,13 @@ fn tls_ip_literal_address_verifies_the_ip_san_without_server_name() {
     let rx = TlsReceiver::start(&ca.server_leaf(), TlsOpts::default());
     let api = FakeApi::start(feed(N));
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_config_with(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
         &[
             Dest::new("siem-ip", "tls", format!("127.0.0.1:{}", rx.port()))
                 .set_path("ca_file", &ca_path),
         ],
-        &ConfigOpts::default(),
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -341,7 +339,7 @@ fn mutual_tls_with_pkcs8_and_sec1_client_keys_delivers() {
     let key1 = write_file(dir.path(), "c1.key", &c1.key_sec1_pem());
     assert!(text(&std::fs::read(&key8).unwrap()).contains("BEGIN PRIVATE KEY"));
     assert!(text(&std::fs::read(&key1).unwrap()).contains("BEGIN EC PRIVATE KEY"));
-    let cfg = write_config_with(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
         &[
@@ -358,7 +356,6 @@ fn mutual_tls_with_pkcs8_and_sec1_client_keys_delivers() {
                 )
                 .set_path("client_key", &key1),
         ],
-        &ConfigOpts::default(),
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -397,11 +394,10 @@ fn tls_verify_false_connects_to_a_self_signed_receiver_and_warns_at_every_connec
         },
     );
     let api = FakeApi::start(feed(N));
-    let cfg = write_config_with(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
         &[Dest::new("insecure", "tls", rx.address()).set("tls_verify", "false")],
-        &ConfigOpts::default(),
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -443,13 +439,12 @@ fn renewed_client_certificate_on_disk_is_used_without_restart() {
     let cert_path = write_file(dir.path(), "client.pem", &old.cert_pem());
     let key_path = write_file(dir.path(), "client.key", &old.key_pkcs8_pem());
     let ca_path = ca_file(dir.path(), "ca.pem", &server_ca);
-    let cfg = write_config_with(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
         &[Dest::tls("mtls", rx.address(), &ca_path)
             .set_path("client_cert", &cert_path)
             .set_path("client_key", &key_path)],
-        &ConfigOpts::default(),
     );
     let mut agent = Agent::spawn(&cfg);
 
@@ -521,11 +516,10 @@ fn once_over_tls_to_a_slow_reader_delivers_the_last_frames_and_closes_cleanly() 
     let n = 400;
     let api = FakeApi::start(feed(n));
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_config_with(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
         &[Dest::tls("slow", rx.address(), &ca_path)],
-        &ConfigOpts::default(),
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -577,11 +571,10 @@ fn udp_sends_one_frame_per_datagram() {
     let dir = tempdir();
     let rx = UdpReceiver::start();
     let api = FakeApi::start(feed(N));
-    let cfg = write_config_with(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
         &[Dest::new("udp", "udp", rx.address())],
-        &ConfigOpts::default(),
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -626,11 +619,10 @@ fn udp_oversize_event_is_truncated_to_max_message_size_and_stays_valid_cef() {
     let rx = UdpReceiver::start();
     let (f, url) = feed_with_long_url();
     let api = FakeApi::start(f);
-    let cfg = write_config_with(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
         &[Dest::new("udp", "udp", rx.address()).set_str("max_message_size", "1KiB")],
-        &ConfigOpts::default(),
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -665,13 +657,12 @@ fn udp_oversize_event_is_dropped_with_oversize_drop_and_the_others_arrive() {
     let rx = UdpReceiver::start();
     let (f, _url) = feed_with_long_url();
     let api = FakeApi::start(f);
-    let cfg = write_config_with(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
         &[Dest::new("udp", "udp", rx.address())
             .set_str("max_message_size", "1KiB")
             .set_str("oversize", "drop")],
-        &ConfigOpts::default(),
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -733,11 +724,10 @@ fn unix_datagram_socket_gets_one_unframed_message_per_datagram() {
     let path = dir.path().join("log.sock");
     let rx = UnixDgramReceiver::start(&path);
     let api = FakeApi::start(feed(N));
-    let cfg = write_config_with(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
         &[Dest::new("devlog", "unix", path.display())],
-        &ConfigOpts::default(),
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -762,11 +752,10 @@ fn unix_stream_socket_gets_framed_messages() {
     let path = dir.path().join("relay.sock");
     let rx = UnixStreamReceiver::start(&path);
     let api = FakeApi::start(feed(N));
-    let cfg = write_config_with(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
         &[Dest::new("relay", "unix", path.display())],
-        &ConfigOpts::default(),
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -791,7 +780,7 @@ fn failover_skips_a_dead_first_address() {
     let dead = reserve_port();
     let live = TcpReceiver::start(Framing::Lf);
     let api = FakeApi::start(feed(N));
-    let cfg = write_config_with(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
         &[Dest::failover(
@@ -799,7 +788,6 @@ fn failover_skips_a_dead_first_address() {
             "tcp",
             &[format!("127.0.0.1:{dead}"), live.address()],
         )],
-        &ConfigOpts::default(),
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -949,7 +937,7 @@ fn test_destination_reports_address_tls_version_cipher_certificate_and_ok() {
     let rx12 = TlsReceiver::start(&ca.server_leaf(), TlsOpts::tls12());
     let plain = TcpReceiver::start(Framing::Lf);
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_config_with(
+    let cfg = write_config(
         dir.path(),
         "http://127.0.0.1:9/api/v1",
         &[
@@ -957,7 +945,6 @@ fn test_destination_reports_address_tls_version_cipher_certificate_and_ok() {
             Dest::tls("tls12", rx12.address(), &ca_path),
             Dest::new("plain", "tcp", plain.address()),
         ],
-        &ConfigOpts::default(),
     );
     let out = test_destination(&cfg, None);
     eprintln!("{}", text(&out.stdout));
@@ -1002,14 +989,13 @@ fn test_destination_with_a_dead_destination_says_failed_and_exits_1() {
     let rx = TlsReceiver::start(&ca.server_leaf(), TlsOpts::default());
     let dead = reserve_port();
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_config_with(
+    let cfg = write_config(
         dir.path(),
         "http://127.0.0.1:9/api/v1",
         &[
             Dest::tls("live", rx.address(), &ca_path),
             Dest::new("dead", "tcp", format!("127.0.0.1:{dead}")),
         ],
-        &ConfigOpts::default(),
     );
     let out = test_destination(&cfg, None);
     eprintln!("{}", text(&out.stdout));
@@ -1035,14 +1021,13 @@ fn test_destination_name_tests_only_that_destination() {
     let chosen = TlsReceiver::start(&ca.server_leaf(), TlsOpts::default());
     let other = TlsReceiver::start(&ca.server_leaf(), TlsOpts::default());
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_config_with(
+    let cfg = write_config(
         dir.path(),
         "http://127.0.0.1:9/api/v1",
         &[
             Dest::tls("chosen", chosen.address(), &ca_path),
             Dest::tls("other", other.address(), &ca_path),
         ],
-        &ConfigOpts::default(),
     );
     let out = test_destination(&cfg, Some("chosen"));
     assert_exit(&out, 0);
@@ -1086,11 +1071,10 @@ fn assert_test_destination_reports_missing_client_certificate(judge_delay: Optio
         },
     );
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_config_with(
+    let cfg = write_config(
         dir.path(),
         "http://127.0.0.1:9/api/v1",
         &[Dest::tls("needs-cert", rx.address(), &ca_path)],
-        &ConfigOpts::default(),
     );
     let out = test_destination(&cfg, None);
     let line = report_line(&out, "needs-cert");
