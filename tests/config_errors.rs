@@ -71,7 +71,7 @@ fn with_source_line(dir: &Path, line: &str) -> String {
 
 #[test]
 fn unknown_key_is_named_with_its_table() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let toml = with_source_line(dir.path(), "pol_interval = \"5m\"");
     let out = check(dir.path(), &toml);
     assert_config_error(&out, &["source.pol_interval"]);
@@ -79,7 +79,7 @@ fn unknown_key_is_named_with_its_table() {
 
 #[test]
 fn unset_environment_variable_names_the_variable_and_the_key() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let toml = valid(dir.path()).replace(
         &format!("api_key = \"{API_KEY}\""),
         "api_key = \"${SURELY_UNSET_VAR_X}\"",
@@ -93,7 +93,7 @@ fn unset_environment_variable_names_the_variable_and_the_key() {
 
 #[test]
 fn bad_duration_names_the_key() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let toml = valid(dir.path()).replace("poll_interval = \"1s\"", "poll_interval = \"5 parsecs\"");
     assert!(toml.contains("5 parsecs"));
     let out = check(dir.path(), &toml);
@@ -114,7 +114,7 @@ fn three_problems(dir: &Path) -> String {
 
 #[test]
 fn all_problems_are_reported_in_one_run_one_line_each() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let toml = three_problems(dir.path());
     let mut cmd = command(&write(dir.path(), &toml), &["check-config"]);
     cmd.env_remove("SURELY_UNSET_VAR_X");
@@ -143,7 +143,7 @@ fn all_problems_are_reported_in_one_run_one_line_each() {
 
 #[test]
 fn config_errors_never_panic_or_print_a_backtrace() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let toml = three_problems(dir.path());
     let path = write(dir.path(), &toml);
     for args in [&["check-config"][..], &["once"][..]] {
@@ -179,7 +179,7 @@ fn config_errors_never_panic_or_print_a_backtrace() {
 
 #[test]
 fn valid_config_prints_the_effective_config_with_the_key_redacted() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let out = check(dir.path(), &valid(dir.path()));
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let stdout = text(&out.stdout);
@@ -201,7 +201,7 @@ fn valid_config_prints_the_effective_config_with_the_key_redacted() {
 
 #[test]
 fn key_from_environment_or_file_is_redacted_too() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let secret_env = "sk_live_fromTheEnvironment42";
     let toml = valid(dir.path()).replace(
         &format!("api_key = \"{API_KEY}\""),
@@ -240,7 +240,7 @@ fn key_from_environment_or_file_is_redacted_too() {
 
 #[test]
 fn missing_api_key_file_names_the_key() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let missing = dir.path().join("no-such-key-file");
     let toml = valid(dir.path()).replace(
         &format!("api_key = \"{API_KEY}\""),
@@ -252,7 +252,7 @@ fn missing_api_key_file_names_the_key() {
 
 #[test]
 fn config_path_comes_from_the_environment_when_no_flag_is_given() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let path = write(dir.path(), &valid(dir.path()));
     let out = run_cmd({
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ioc-forwarder"));
@@ -312,7 +312,7 @@ fn assert_key_not_printed(out: &Output) {
 
 #[test]
 fn http_base_url_to_another_host_is_refused_naming_the_key_and_the_way_out() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let toml = with_base_url(dir.path(), "http://api.example.invalid/api/v1", "");
     let line = toml
         .lines()
@@ -342,7 +342,7 @@ fn http_base_url_to_another_host_is_refused_naming_the_key_and_the_way_out() {
 
 #[test]
 fn http_base_url_to_loopback_needs_no_flag() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     for url in [
         "http://127.0.0.1:8080/api/v1",
         "http://127.3.2.1/api/v1",
@@ -364,7 +364,7 @@ fn http_base_url_to_loopback_needs_no_flag() {
 
 #[test]
 fn allow_insecure_http_loads_a_remote_http_url_and_once_warns_about_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     // `.invalid` never resolves: nothing leaves the machine, and the poll fails.
     let toml = with_base_url(
         dir.path(),
@@ -406,7 +406,7 @@ fn allow_insecure_http_loads_a_remote_http_url_and_once_warns_about_it() {
 
 #[test]
 fn allow_insecure_http_is_only_for_the_api_source() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let feed = write_file(dir.path(), "iocs.json", "[]");
     let toml = valid(dir.path())
         .replace(

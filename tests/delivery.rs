@@ -1,4 +1,4 @@
-//! Durable queue and ack-aware delivery (issue 5), end to end: the real binary, real sockets,
+//! Durable queue and ack-aware delivery, end to end: the real binary, real sockets,
 //! real SQLite files. What is checked is what a user would check — every indicator value at
 //! the receiver, duplicates within the documented window, log lines, exit codes, `queue ...`
 //! output — while the agent is killed, receivers reset, close, stall or vanish, the queue fills
@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::thread;
@@ -21,36 +20,6 @@ use support::*;
 
 fn mins(n: i64) -> CDuration {
     CDuration::minutes(n)
-}
-
-/// A config from the standard one, with raw TOML lines added to some destinations
-/// (`(name, lines)`) and to `[queue]`.
-fn config(
-    dir: &Path,
-    api_base: &str,
-    dests: &[Dest],
-    opts: &ConfigOpts,
-    dest_extra: &[(&str, &str)],
-    queue_extra: &str,
-) -> PathBuf {
-    let mut s = render_config(dir, api_base, dests, opts);
-    for (name, extra) in dest_extra {
-        let at = s
-            .find(&format!("name = {}\n", toml_str(name)))
-            .unwrap_or_else(|| panic!("no destination {name} in the config"));
-        let framing = at + s[at..].find("framing = ").expect("framing line");
-        let eol = framing + s[framing..].find('\n').unwrap() + 1;
-        s.insert_str(eol, &format!("{}\n", extra.trim_end()));
-    }
-    // `[queue]` is the last table.
-    s.push_str(queue_extra);
-    s.push('\n');
-    write_file(dir, "config.toml", &s)
-}
-
-/// `ioc-forwarder -c CFG ARGS...` to completion (hang guard included).
-fn run_args(cfg: &Path, args: &[&str]) -> Output {
-    run_cmd(command(cfg, args)).0
 }
 
 /// What arrived, against the feed's values `0..n`.
@@ -194,13 +163,11 @@ fn kill_9_five_times_during_delivery_loses_nothing() {
         shutdown_timeout: "10s".to_string(),
         ..ConfigOpts::default()
     };
-    let cfg = config(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
         &[Dest::tcp("siem1", rx.addr)],
         &opts,
-        &[],
-        "",
     );
 
     let mut rng = Rng::new();
@@ -324,13 +291,11 @@ fn misbehaving_receiver_scenario(scenario: &str, n: usize, how: Misbehave, times
         shutdown_timeout: "10s".to_string(),
         ..ConfigOpts::default()
     };
-    let cfg = config(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
         &[Dest::tcp("siem1", bad.rx.addr)],
         &opts,
-        &[],
-        "",
     );
     let out = run_once(&cfg);
     bad.rx.wait_until(Duration::from_secs(10), |f| f.len() >= n);
@@ -443,13 +408,11 @@ fn a_peer_that_stops_acknowledging_is_detected_and_replayed() {
         poll_interval: "1h".to_string(),
         ..ConfigOpts::default()
     };
-    let cfg = config(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
-        &[Dest::tcp("siem1", bad.rx.addr)],
+        &[Dest::tcp("siem1", bad.rx.addr).set_str("write_timeout", "2s")],
         &opts,
-        &[("siem1", "write_timeout = \"2s\"")],
-        "",
     );
     let mut agent = Agent::spawn(&cfg);
     let reconnected = bad
@@ -457,7 +420,7 @@ fn a_peer_that_stops_acknowledging_is_detected_and_replayed() {
         .wait_until(Duration::from_secs(40), |_| bad.rx.connection_count() >= 2);
     let seen = wait_log(&mut agent, 0, "disconnected", Duration::from_secs(5));
     let all = bad.rx.wait_until(Duration::from_secs(30), |f| {
-        f.len() >= N && tally(&src_values(f)).len() >= N
+        f.len() >= N && value_counts(f).len() >= N
     });
     let stderr = agent.stderr();
     let st = agent.terminate();
@@ -540,15 +503,15 @@ fn a_receiver_that_vanishes_silently_is_detected_and_replayed() {
         poll_interval: "1h".to_string(),
         ..ConfigOpts::default()
     };
-    let cfg = config(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
-        &[Dest::tcp("siem1", rx.addr)],
+        &[Dest::tcp("siem1", rx.addr)
+            .set_str("write_timeout", "2s")
+            .set_str("connect_timeout", "1s")],
         &opts,
-        &[("siem1", "write_timeout = \"2s\"\nconnect_timeout = \"1s\"")],
-        "",
     );
-    let mut agent = Agent::spawn_command(ns.command(&command(&cfg, &["run"])));
+    let mut agent = Agent::spawn_cmd(ns.command(&command(&cfg, &["run"])));
     let started = rx.wait_until(Duration::from_secs(30), |f| f.len() >= 1500);
     assert!(
         started,
@@ -570,7 +533,7 @@ fn a_receiver_that_vanishes_silently_is_detected_and_replayed() {
     thread::sleep(Duration::from_secs(1));
     ns.restore_port(rx.addr.port());
     let all = rx.wait_until(Duration::from_secs(40), |f| {
-        f.len() >= N && tally(&src_values(f)).len() >= N
+        f.len() >= N && value_counts(f).len() >= N
     });
     let stderr = agent.stderr();
     let st = agent.terminate();
@@ -608,40 +571,6 @@ fn a_receiver_that_vanishes_silently_is_detected_and_replayed() {
 // 4. Queue full, both policies
 // ---------------------------------------------------------------------------------------------
 
-/// One row of `queue stats`.
-#[derive(Debug, Clone)]
-struct StatsRow {
-    events: u64,
-    bytes: u64,
-    oldest_age: String,
-}
-
-/// `queue stats` via the binary, as a map destination → row. Panics unless it exits 0.
-fn queue_stats(cfg: &Path) -> HashMap<String, StatsRow> {
-    let out = run_args(cfg, &["queue", "stats"]);
-    assert_exit(&out, 0);
-    let stdout = text(&out.stdout);
-    let mut rows = HashMap::new();
-    for line in stdout.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 3 {
-            continue;
-        }
-        let (Ok(events), Ok(bytes)) = (f[1].parse(), f[2].parse()) else {
-            panic!("queue stats row is not `NAME EVENTS BYTES AGE`: {line:?}\n{stdout}");
-        };
-        rows.insert(
-            f[0].to_string(),
-            StatsRow {
-                events,
-                bytes,
-                oldest_age: f[3..].join(" "),
-            },
-        );
-    }
-    rows
-}
-
 /// The number in `dropped=N` (or `dropped N`) on a log line.
 fn dropped_count(line: &str) -> Option<u64> {
     let at = line
@@ -670,9 +599,10 @@ fn queue_full_drop_oldest_keeps_a_dead_destinations_queue_bounded_and_keeps_poll
     let opts = ConfigOpts {
         shutdown_timeout: "2s".to_string(),
         page_size: 100,
+        queue_extra: "max_bytes = \"64KiB\"\nwhen_full = \"drop-oldest\"".to_string(),
         ..ConfigOpts::default()
     };
-    let cfg = config(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
         &[
@@ -680,8 +610,6 @@ fn queue_full_drop_oldest_keeps_a_dead_destinations_queue_bounded_and_keeps_poll
             Dest::tcp("dead", format!("127.0.0.1:{dead}")),
         ],
         &opts,
-        &[],
-        "max_bytes = \"64KiB\"\nwhen_full = \"drop-oldest\"",
     );
 
     let out = run_once(&cfg);
@@ -781,16 +709,7 @@ fn queue_full_pause_polling_holds_the_cursor_until_a_destination_drains() {
     // Items 0..NEW appear later (newer than the first cursor); NEW..NEW+OLD are there at once.
     let newer = ipv4_feed(NEW, g2 - CDuration::seconds(1), Duration::from_millis(100));
     let older: Vec<serde_json::Value> = (NEW..NEW + OLD)
-        .map(|i| {
-            make_indicator(
-                &uuid(i),
-                "ipv4",
-                &ipv4_value(i),
-                "high",
-                "2025-05-17T00:00:00Z",
-                &iso(g1 - mins(10) - CDuration::seconds(i as i64)),
-            )
-        })
+        .map(|i| ipv4_indicator(i, g1 - mins(10) - CDuration::seconds(i as i64)))
         .collect();
     let api = FakeApi::start(older);
     api.set_max_limit(200);
@@ -800,15 +719,14 @@ fn queue_full_pause_polling_holds_the_cursor_until_a_destination_drains() {
     let opts = ConfigOpts {
         shutdown_timeout: "2s".to_string(),
         page_size: 200,
+        queue_extra: "max_bytes = \"64KiB\"\nwhen_full = \"pause-polling\"".to_string(),
         ..ConfigOpts::default()
     };
-    let cfg = config(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
         &[Dest::tcp("siem1", format!("127.0.0.1:{port}"))],
         &opts,
-        &[],
-        "max_bytes = \"64KiB\"\nwhen_full = \"pause-polling\"",
     );
 
     // Run 1: a small feed, the destination is down; the cycle commits, the cursor moves.
@@ -941,14 +859,7 @@ fn corrupt_queue_file_is_moved_aside_and_the_agent_starts_fresh() {
     let api = FakeApi::start(ipv4_feed(N, now_secs() - mins(1), Duration::from_secs(1)));
     let rx = TcpReceiver::start(Framing::Lf);
     let dir = tempdir();
-    let cfg = config(
-        dir.path(),
-        &api.base_url(),
-        &[Dest::tcp("siem1", rx.addr)],
-        &ConfigOpts::default(),
-        &[],
-        "",
-    );
+    let cfg = write_config(dir.path(), &api.base_url(), &[Dest::tcp("siem1", rx.addr)]);
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     let junk = garbage(64 * 1024, 7);
@@ -1001,13 +912,11 @@ fn real_state_file(n: usize) -> (FakeApi, tempfile::TempDir, PathBuf) {
         shutdown_timeout: "1s".to_string(),
         ..ConfigOpts::default()
     };
-    let cfg = config(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
         &[Dest::tcp("siem1", format!("127.0.0.1:{}", reserve_port()))],
         &opts,
-        &[],
-        "",
     );
     let out = run_once(&cfg);
     assert_exit(&out, 3);
@@ -1098,14 +1007,7 @@ fn a_state_file_with_damaged_pages_is_moved_aside_and_the_agent_starts_fresh() {
     damage_pages(&state, 8192, 32 * 1024);
     // Now with a live receiver (same destination name and state file).
     let rx = TcpReceiver::start(Framing::Lf);
-    let cfg = config(
-        dir.path(),
-        &api.base_url(),
-        &[Dest::tcp("siem1", rx.addr)],
-        &ConfigOpts::default(),
-        &[],
-        "",
-    );
+    let cfg = write_config(dir.path(), &api.base_url(), &[Dest::tcp("siem1", rx.addr)]);
     let out = run_once(&cfg);
     let stderr = text(&out.stderr);
     assert!(!stderr.contains("panicked"), "{}", describe(&out));
@@ -1180,13 +1082,11 @@ fn a_file_size_limit_pauses_polling_without_a_panic_and_loses_nothing() {
         shutdown_timeout: "3s".to_string(),
         ..ConfigOpts::default()
     };
-    let cfg = config(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
         &[Dest::tcp("siem1", rx.addr)],
         &opts,
-        &[],
-        "",
     );
     let state = dir.path().join("state");
     // 1024 blocks: 512 KiB with a POSIX sh (dash), 1 MiB with bash; the feed needs ~2 MB of
@@ -1241,13 +1141,11 @@ fn a_full_tmpfs_pauses_polling_without_a_panic_and_loses_nothing() {
         shutdown_timeout: "3s".to_string(),
         ..ConfigOpts::default()
     };
-    let cfg = config(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
         &[Dest::tcp("siem1", rx.addr)],
         &opts,
-        &[],
-        "",
     );
     let out = run_cmd(mnt.command(&command(&cfg, &["once"]))).0;
     assert_disk_full_run("ENOSPC tmpfs", &out);
@@ -1295,7 +1193,7 @@ fn queue_commands_show_peek_and_purge_what_is_queued() {
         shutdown_timeout: "1s".to_string(),
         ..ConfigOpts::default()
     };
-    let cfg = config(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
         &[
@@ -1303,8 +1201,6 @@ fn queue_commands_show_peek_and_purge_what_is_queued() {
             Dest::tcp("dead2", format!("127.0.0.1:{}", reserve_port())),
         ],
         &opts,
-        &[],
-        "",
     );
     let out = run_once(&cfg);
     assert_exit(&out, 3);

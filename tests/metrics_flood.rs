@@ -39,20 +39,19 @@ fn a_flood_of_scrapes_during_delivery_loses_no_event_and_metrics_still_answer() 
         _ => {}
     });
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let port = reserve_port();
-    let mut toml = render_config(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
         &[Dest::tcp("siem1", rx.addr)],
         &ConfigOpts {
             poll_interval: "1h".to_string(),
             request_timeout: "60s".to_string(),
+            metrics_port: Some(port),
             ..ConfigOpts::default()
         },
     );
-    toml.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
-    let cfg = write_file(dir.path(), "config.toml", &toml);
 
     let stop = Arc::new(AtomicBool::new(false));
     let flood: Vec<_> = (0..FLOODERS)

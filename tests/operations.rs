@@ -28,40 +28,11 @@ use support::*;
 const WAIT: Duration = Duration::from_secs(15);
 const SETTLE: Duration = Duration::from_millis(400);
 
-/// Polls `cond` every 25 ms until it holds or `timeout` passed; returns whether it held.
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(25));
-    }
-}
-
 /// Waits until the agent's stderr contains `needle` (or it exits, or `WAIT` passes).
 fn wait_log(agent: &mut Agent, needle: &str) -> bool {
     wait_until(WAIT, || {
         agent.stderr().contains(needle) || !agent.is_running()
     }) && agent.stderr().contains(needle)
-}
-
-/// The config the harness writes, with `[metrics] listen` added when `metrics` is given.
-fn config_text(
-    dir: &Path,
-    api: &FakeApi,
-    dests: &[Dest],
-    o: &ConfigOpts,
-    metrics: Option<u16>,
-) -> String {
-    let mut s = render_config(dir, &api.base_url(), dests, o);
-    if let Some(port) = metrics {
-        s.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
-    }
-    s
 }
 
 /// An IPv4 indicator whose `last_seen` is now (so every later cycle's `since` window has it).
@@ -75,11 +46,6 @@ fn fresh_ipv4(n: usize, value: &str) -> Value {
         "2025-05-17T00:00:00Z",
         &now,
     )
-}
-
-/// The `src` values of `frames`, tallied.
-fn values_of(frames: &[String]) -> HashMap<String, usize> {
-    tally(&src_values(frames))
 }
 
 fn set_of(values: &[String]) -> HashMap<String, usize> {
@@ -263,6 +229,7 @@ fn reload_adds_changes_and_keeps_destinations() {
     let dir = tempdir();
     let opts = ConfigOpts {
         shutdown_timeout: "3s".to_string(),
+        metrics_port: Some(metrics_port),
         ..ConfigOpts::default()
     };
     let first = [
@@ -271,11 +238,7 @@ fn reload_adds_changes_and_keeps_destinations() {
         Dest::tcp("charlie", c.addr),
         Dest::tcp("echo", format!("127.0.0.1:{echo_port}")),
     ];
-    let cfg = write_file(
-        dir.path(),
-        "config.toml",
-        &config_text(dir.path(), &api, &first, &opts, Some(metrics_port)),
-    );
+    let cfg = write_config_with(dir.path(), &api.base_url(), &first, &opts);
 
     let mut agent = Agent::spawn(&cfg);
     for (name, rx) in [("alpha", &a), ("bravo", &b), ("charlie", &c)] {
@@ -315,11 +278,7 @@ fn reload_adds_changes_and_keeps_destinations() {
         Dest::tcp("bravo", b.addr).framing("octet-counting"),
         Dest::tcp("delta", d.addr),
     ];
-    std::fs::write(
-        &cfg,
-        config_text(dir.path(), &api, &second, &opts, Some(metrics_port)),
-    )
-    .unwrap();
+    write_config_with(dir.path(), &api.base_url(), &second, &opts);
     agent.signal("HUP");
     assert!(
         wait_log(&mut agent, "configuration reloaded"),
@@ -401,7 +360,7 @@ fn reload_adds_changes_and_keeps_destinations() {
         "alpha's settings did not change, so it keeps its connection\n{}",
         tail(&agent.stderr(), 3000)
     );
-    let a_vals = values_of(&a.frames());
+    let a_vals = value_counts(&a.frames());
     assert_eq!(
         a.count(),
         n0 + new_values.len(),
@@ -430,7 +389,7 @@ fn reload_adds_changes_and_keeps_destinations() {
         "bravo's first connection: the first events, LF-framed"
     );
     assert_eq!(
-        values_of(&b_new(&b)),
+        value_counts(&b_new(&b)),
         want_new,
         "bravo's new connection carries exactly the new events, octet-counted"
     );
@@ -443,7 +402,7 @@ fn reload_adds_changes_and_keeps_destinations() {
     assert_eq!(c.connection_count(), 1, "charlie was not reconnected");
     // delta: only events committed after the reload (new destinations start at the end).
     assert_eq!(
-        values_of(&d.frames()),
+        value_counts(&d.frames()),
         want_new,
         "delta gets exactly the events committed after it was added"
     );
@@ -501,9 +460,11 @@ fn reload_adds_changes_and_keeps_destinations() {
     );
 
     // An invalid config is rejected and the running one keeps delivering.
-    let mut bad = config_text(dir.path(), &api, &second, &opts, Some(metrics_port));
-    bad = bad.replacen("[source]\n", "[source]\npol_interval = \"1s\"\n", 1);
-    std::fs::write(&cfg, bad).unwrap();
+    let misspelt = ConfigOpts {
+        source_extra: "pol_interval = \"1s\"".to_string(),
+        ..opts.clone()
+    };
+    write_config_with(dir.path(), &api.base_url(), &second, &misspelt);
     agent.signal("HUP");
     assert!(
         wait_log(&mut agent, "rejected"),
@@ -636,17 +597,14 @@ fn metrics_match_what_was_delivered() {
     let opts = ConfigOpts {
         poll_interval: "1h".to_string(),
         shutdown_timeout: "2s".to_string(),
+        metrics_port: Some(metrics_port),
         ..ConfigOpts::default()
     };
     let dests = [
         Dest::tcp("live", live.addr),
         Dest::tcp("dead", format!("127.0.0.1:{dead_port}")),
     ];
-    let cfg = write_file(
-        dir.path(),
-        "config.toml",
-        &config_text(dir.path(), &api, &dests, &opts, Some(metrics_port)),
-    );
+    let cfg = write_config_with(dir.path(), &api.base_url(), &dests, &opts);
     let forwarded = 7usize;
 
     let mut agent = Agent::spawn(&cfg);
@@ -859,18 +817,14 @@ fn metrics_match_what_was_delivered() {
     let opts2 = ConfigOpts {
         poll_interval: "1s".to_string(),
         shutdown_timeout: "1s".to_string(),
+        metrics_port: Some(port2),
         ..ConfigOpts::default()
     };
-    let cfg2 = write_file(
+    let cfg2 = write_config_with(
         dir2.path(),
-        "config.toml",
-        &config_text(
-            dir2.path(),
-            &failing,
-            &[Dest::tcp("live", live.addr)],
-            &opts2,
-            Some(port2),
-        ),
+        &failing.base_url(),
+        &[Dest::tcp("live", live.addr)],
+        &opts2,
     );
     let mut agent2 = Agent::spawn(&cfg2);
     assert!(
@@ -1140,21 +1094,9 @@ fn run_to_file(mut cmd: Command, path: &Path, env: &[(&str, String)]) -> (ExitSt
     }
     cmd.stdout(Stdio::null()).stderr(Stdio::from(file));
     let mut child = cmd.spawn().expect("spawn ioc-forwarder");
-    let deadline = Instant::now() + HANG_GUARD;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "ioc-forwarder did not exit within {HANG_GUARD:?}\n{}",
-                std::fs::read_to_string(path).unwrap_or_default()
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_guarded(&mut child, || {
+        std::fs::read_to_string(path).unwrap_or_default()
+    });
     (status, std::fs::read_to_string(path).unwrap())
 }
 

@@ -31,7 +31,7 @@ fn ioc_requests_from(api: &FakeApi, from: usize) -> Vec<RecordedRequest> {
 /// Tally of `src` values that arrived beyond the first `skip` frames.
 fn new_values(rx: &TcpReceiver, skip: usize) -> HashMap<String, usize> {
     let frames = rx.frames();
-    tally(&src_values(&frames[skip.min(frames.len())..]))
+    value_counts(&frames[skip.min(frames.len())..])
 }
 
 #[test]
@@ -51,7 +51,7 @@ fn every_indicator_reaches_the_tcp_receiver_exactly_once() {
     thread::sleep(SETTLE);
 
     let frames = rx.frames();
-    let counts = tally(&src_values(&frames));
+    let counts = value_counts(&frames);
     let missing: Vec<String> = (0..250)
         .map(ipv4_value)
         .filter(|v| !counts.contains_key(v))
@@ -456,7 +456,7 @@ fn octet_counting_framing_counts_bytes() {
     // LEN counted octets, not characters: the parse above consumed the stream exactly, and
     // this frame is one where the two differ.
     assert!(idn_frame.len() > idn_frame.chars().count());
-    let counts = tally(&src_values(&rx.frames()));
+    let counts = value_counts(&rx.frames());
     assert_eq!(counts.len(), 10, "ten distinct values: {counts:?}");
     assert!(counts.values().all(|&n| n == 1), "duplicates: {counts:?}");
 }
@@ -487,7 +487,7 @@ fn two_destinations_each_get_everything_and_a_dead_one_does_not_block_the_other(
     assert_exit(&out, 3);
     live.wait_for(n, WAIT);
     thread::sleep(SETTLE);
-    let got = tally(&src_values(&live.frames()));
+    let got = value_counts(&live.frames());
     assert_eq!(got.len(), n, "the live destination got every value");
     assert_eq!(live.count(), n, "the live destination got each value once");
 
@@ -497,7 +497,7 @@ fn two_destinations_each_get_everything_and_a_dead_one_does_not_block_the_other(
     assert_exit(&out, 0);
     revived.wait_for(n, WAIT);
     thread::sleep(SETTLE);
-    let got = tally(&src_values(&revived.frames()));
+    let got = value_counts(&revived.frames());
     let missing: Vec<String> = (0..n)
         .map(ipv4_value)
         .filter(|v| !got.contains_key(v))
@@ -550,7 +550,7 @@ fn receiver_down_at_start_then_up_later_gets_everything() {
         "exit status after SIGTERM\n{}",
         tail(&agent.stderr(), 3000)
     );
-    let counts = tally(&src_values(&rx.frames()));
+    let counts = value_counts(&rx.frames());
     assert_eq!(counts.len(), n, "every value arrived");
     assert!(
         counts.values().all(|&c| c == 1),
@@ -666,8 +666,8 @@ fn api_failure_does_not_move_the_cursor() {
             api.request_summary()
         );
     }
-    rx.wait_until(WAIT, |f| tally(&src_values(f)).len() >= n);
-    let counts = tally(&src_values(&rx.frames()));
+    rx.wait_until(WAIT, |f| value_counts(f).len() >= n);
+    let counts = value_counts(&rx.frames());
     let missing: Vec<String> = (0..n)
         .map(ipv4_value)
         .filter(|v| !counts.contains_key(v))
@@ -705,7 +705,7 @@ fn malformed_and_cut_responses_are_retried_and_nothing_is_lost() {
     assert_exit(&out, 0);
     rx.wait_for(n, WAIT);
     thread::sleep(SETTLE);
-    let counts = tally(&src_values(&rx.frames()));
+    let counts = value_counts(&rx.frames());
     assert_eq!(counts.len(), n, "every value arrived after the retries");
     assert!(counts.values().all(|&c| c == 1), "duplicates: {counts:?}");
     assert!(

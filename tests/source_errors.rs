@@ -56,7 +56,7 @@ fn a_refused_key_is_logged_exactly_as_check_config_shows_it() {
     // fake API accepts neither.
     for key in ["sk_live_Q7x9Kp", "sk_live_ZZZZsomebody-elses-key"] {
         let api = FakeApi::start(ipv4_feed(3, now_secs(), std::time::Duration::from_secs(1)));
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir();
         let cfg = config_with_key(dir.path(), &api, key);
         let shown = key_as_check_config_shows_it(&cfg);
         let out = run_once(&cfg);
@@ -115,17 +115,17 @@ fn polled_once(body: &str) -> bool {
 /// `run` against `api`, delivering to `rx`, one poll cycle in the test's lifetime, metrics on
 /// `port`.
 fn start_agent(dir: &Path, api: &FakeApi, rx: &TcpReceiver, port: u16) -> Agent {
-    let mut toml = render_config(
+    let cfg = write_config_with(
         dir,
         &api.base_url(),
         &[Dest::tcp("siem1", rx.addr)],
         &ConfigOpts {
             poll_interval: "1h".to_string(),
+            metrics_port: Some(port),
             ..ConfigOpts::default()
         },
     );
-    toml.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
-    Agent::spawn(&write_file(dir, "config.toml", &toml))
+    Agent::spawn(&cfg)
 }
 
 /// Only `kind` (with `n`) among the source error counters.
@@ -147,7 +147,7 @@ fn a_recovered_fault_is_counted_once(fault: Fault, kind: &str) {
     let api = FakeApi::start(ipv4_feed(5, now_secs(), Duration::from_secs(1)));
     api.push_fault(fault);
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let port = reserve_port();
     let mut agent = start_agent(dir.path(), &api, &rx, port);
     assert!(
@@ -190,7 +190,7 @@ fn a_401_counts_once_as_auth() {
     let api = FakeApi::start(ipv4_feed(5, now_secs(), Duration::from_secs(1)));
     api.set_api_key("sk_live_somebody-elses-key-0000");
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let port = reserve_port();
     let mut agent = start_agent(dir.path(), &api, &rx, port);
     // Counted as the request fails; the cycle that failed with it is not counted again.

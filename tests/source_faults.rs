@@ -42,7 +42,7 @@ fn a_refused_key_is_one_log_line_no_retry_and_queued_events_still_flow() {
         Duration::from_secs(5),
     ));
     let port = reserve_port();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
@@ -90,7 +90,7 @@ fn a_refused_key_is_one_log_line_no_retry_and_queued_events_still_flow() {
         if status == 401 {
             rx.wait_for(n, WAIT);
             thread::sleep(SETTLE);
-            let counts = tally(&src_values(&rx.frames()));
+            let counts = value_counts(&rx.frames());
             assert_eq!(
                 counts.len(),
                 n,
@@ -110,7 +110,7 @@ fn run_tries_a_refused_key_again_only_at_the_next_interval() {
     ));
     api.set_api_key("sk_live_ZZZZsomebody-elses-key");
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let o = ConfigOpts {
         poll_interval: "2s".to_string(),
         ..opts()
@@ -170,7 +170,7 @@ fn survives(fault: Fault, log_says: &str) {
     api.set_clock(g1);
     api.push_faults(fault.clone(), 2);
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
@@ -182,7 +182,7 @@ fn survives(fault: Fault, log_says: &str) {
     assert_exit(&out, 0);
     rx.wait_for(n, WAIT);
     thread::sleep(SETTLE);
-    let counts = tally(&src_values(&rx.frames()));
+    let counts = value_counts(&rx.frames());
     assert_eq!(counts.len(), n, "{fault:?}: every value after the retries");
     assert_eq!(rx.count(), n, "{fault:?}: each once");
     assert_eq!(
@@ -250,7 +250,7 @@ fn survives(fault: Fault, log_says: &str) {
     );
     rx.wait_for(n + 120, WAIT);
     thread::sleep(SETTLE);
-    let counts = tally(&src_values(&rx.frames()));
+    let counts = value_counts(&rx.frames());
     assert_eq!(
         counts.len(),
         n + 120,
@@ -328,7 +328,7 @@ fn html_labelled_as_json_is_retried() {
 fn nothing_listening_is_retried_and_reported() {
     let port = reserve_port();
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let cfg = write_config_with(
         dir.path(),
         &format!("http://127.0.0.1:{port}/api/v1"),
@@ -379,7 +379,7 @@ fn a_gap_longer_than_the_lookback_is_a_warning_that_says_how_many_hours_are_lost
         Duration::from_secs(5),
     ));
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let cfg = write_config(dir.path(), &api.base_url(), &[Dest::tcp("siem1", rx.addr)]);
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -432,7 +432,7 @@ fn versions_seen_before_an_outage_are_not_forgotten_during_it() {
     let n = 10;
     let api = FakeApi::start(ipv4_feed(n, old, Duration::from_secs(60)));
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let dests = [Dest::tcp("siem1", rx.addr)];
     // The first cycle reaches back 96 h so it can see indicators last seen 60 h ago.
     let wide = ConfigOpts {
@@ -490,7 +490,7 @@ fn an_api_that_ignores_offset_does_not_page_forever() {
         })
     });
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let cfg = write_config_with(
         dir.path(),
         &api.base_url(),

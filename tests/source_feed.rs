@@ -93,7 +93,7 @@ fn a_feed_that_moves_while_it_is_paged_loses_nothing_and_repeats_nothing() {
         }
     });
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let cfg = write_config(dir.path(), &api.base_url(), &[Dest::tcp("siem1", rx.addr)]);
 
     // Cycle 1: 249 of the 250 versions present at the start are still there when their page
@@ -191,7 +191,7 @@ fn a_server_clock_three_hours_off_loses_nothing_and_repeats_nothing() {
         api.set_clock_offset(skew);
         api.set_tier_lookback(CDuration::hours(24));
         let rx = TcpReceiver::start(Framing::Lf);
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir();
         let cfg = write_config(dir.path(), &api.base_url(), &[Dest::tcp("siem1", rx.addr)]);
 
         let out = once_until(&cfg, &rx, 22);
@@ -260,7 +260,7 @@ fn a_server_clock_three_hours_off_loses_nothing_and_repeats_nothing() {
             );
             cursor_clock = reqs[0].clock;
         }
-        let counts = tally(&src_values(&rx.frames()));
+        let counts = value_counts(&rx.frames());
         assert_eq!(counts.len(), total, "every indicator arrived: {counts:?}");
         assert!(
             counts.values().all(|&c| c == 1),
@@ -279,7 +279,7 @@ fn a_version_is_id_last_seen_and_confidence() {
     ));
     api.set_clock(g1);
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let cfg = write_config(dir.path(), &api.base_url(), &[Dest::tcp("siem1", rx.addr)]);
     let out = once_until(&cfg, &rx, 10);
     assert_exit(&out, 0);
@@ -378,13 +378,12 @@ fn mixed_feed(now: DateTime<Utc>) -> Vec<Value> {
 /// The MSG (CEF line) of every frame one `once` run delivers with the given filters.
 fn delivered_with(api: &FakeApi, types: &[&str], confidence: &[&str]) -> Vec<String> {
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
-    let list = |v: &[&str]| v.iter().map(|s| toml_str(s)).collect::<Vec<_>>().join(", ");
+    let dir = tempdir();
     let opts = ConfigOpts {
         source_extra: format!(
-            "types = [{}]\nconfidence = [{}]\n",
-            list(types),
-            list(confidence)
+            "types = {}\nconfidence = {}\n",
+            toml_list(types),
+            toml_list(confidence)
         ),
         ..ConfigOpts::default()
     };
@@ -490,7 +489,7 @@ fn type_spellings_unknown_types_and_sloppy_items_are_all_forwarded() {
     let api = FakeApi::start(vec![]);
     api.push_fault(raw_page(&items));
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let cfg = write_config(dir.path(), &api.base_url(), &[Dest::tcp("siem1", rx.addr)]);
     let out = once_until(&cfg, &rx, 7);
     assert_exit(&out, 0);
@@ -520,18 +519,6 @@ fn type_spellings_unknown_types_and_sloppy_items_are_all_forwarded() {
     assert!(by_src.contains_key("192.0.2.9"));
 }
 
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    s.write_all(
-        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
 #[test]
 fn fetched_indicators_are_counted_by_type_and_skipped_ones_by_reason() {
     let now = now_secs();
@@ -547,17 +534,23 @@ fn fetched_indicators_are_counted_by_type_and_skipped_ones_by_reason() {
     let api = FakeApi::start(vec![]);
     api.push_fault(raw_page(&items));
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let port = reserve_port();
-    let cfg = write_config(dir.path(), &api.base_url(), &[Dest::tcp("siem1", rx.addr)]);
-    let mut toml = std::fs::read_to_string(&cfg).unwrap();
-    toml.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
-    std::fs::write(&cfg, toml).unwrap();
+    let opts = ConfigOpts {
+        metrics_port: Some(port),
+        ..ConfigOpts::default()
+    };
+    let cfg = write_config_with(
+        dir.path(),
+        &api.base_url(),
+        &[Dest::tcp("siem1", rx.addr)],
+        &opts,
+    );
 
     let mut agent = Agent::spawn(&cfg);
     agent.wait_frames(&rx, WAIT, |f| f.len() >= 4);
     thread::sleep(SETTLE);
-    let body = scrape(&format!("127.0.0.1:{port}"));
+    let body = scrape(port).expect("/metrics answers");
     agent.terminate();
     for line in [
         "ioc_forwarder_indicators_fetched_total{type=\"mitre-attack\"} 2",

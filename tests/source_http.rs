@@ -14,7 +14,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -23,24 +22,10 @@ use chrono::Duration as CDuration;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(15);
-const PROXY_VARS: [&str; 8] = [
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "NO_PROXY",
-    "no_proxy",
-];
-
 /// `once` with exactly the given proxy variables in its environment.
 fn once_with_env(config: &std::path::Path, env: &[(&str, String)]) -> std::process::Output {
-    let mut cmd: Command = command(config, &["once"]);
-    for v in PROXY_VARS {
-        cmd.env_remove(v);
-    }
-    cmd.env_remove("REQUEST_METHOD");
+    let mut cmd = command(config, &["once"]);
+    without_proxies(&mut cmd);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -60,13 +45,13 @@ fn requests_name_the_agent_and_accept_gzip_and_a_gzip_body_is_decoded() {
     let api = FakeApi::start(feed());
     api.set_gzip(true);
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let cfg = write_config(dir.path(), &api.base_url(), &[Dest::tcp("siem1", rx.addr)]);
     let out = once_with_env(&cfg, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     rx.wait_for(30, WAIT);
     assert_eq!(
-        tally(&src_values(&rx.frames())).len(),
+        value_counts(&rx.frames()).len(),
         30,
         "the gzip body was decoded"
     );
@@ -183,13 +168,13 @@ fn http_proxy_carries_an_http_base_url_and_no_proxy_bypasses_it() {
     let api = FakeApi::start(feed());
     let proxy = FakeProxy::start();
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let cfg = write_config(dir.path(), &api.base_url(), &[Dest::tcp("siem1", rx.addr)]);
 
     let out = once_with_env(&cfg, &[("HTTP_PROXY", proxy.url())]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     rx.wait_for(30, WAIT);
-    assert_eq!(tally(&src_values(&rx.frames())).len(), 30);
+    assert_eq!(value_counts(&rx.frames()).len(), 30);
     let seen = proxy.seen();
     assert!(
         !seen.is_empty()
@@ -240,7 +225,7 @@ fn https_proxy_tunnels_an_https_base_url_and_is_not_used_for_http() {
     let rx = TcpReceiver::start(Framing::Lf);
 
     // An https:// API: the client asks the proxy for a CONNECT tunnel (refused here).
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let https_port = reserve_port();
     let opts = ConfigOpts {
         request_timeout: "2s".to_string(),
@@ -265,7 +250,7 @@ fn https_proxy_tunnels_an_https_base_url_and_is_not_used_for_http() {
     );
 
     // HTTPS_PROXY does not apply to an http:// base_url.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let cfg = write_config(dir.path(), &api.base_url(), &[Dest::tcp("siem1", rx.addr)]);
     let before = proxy.seen().len();
     let out = once_with_env(&cfg, &[("HTTPS_PROXY", proxy.url())]);

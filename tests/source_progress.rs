@@ -29,7 +29,7 @@ fn a_long_walk_logs_its_progress_every_ten_seconds() {
     api.set_max_limit(10);
     api.set_fault_rule(|_| Some(Fault::Delay(Duration::from_millis(800))));
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let cfg = write_config(dir.path(), &api.base_url(), &[Dest::tcp("siem1", rx.addr)]);
     let out = run_once(&cfg);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
@@ -129,7 +129,7 @@ fn once_on_a_terminal_draws_a_progress_line_and_run_does_not() {
     ));
     api.set_max_limit(100);
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let cfg = write_config(dir.path(), &api.base_url(), &[Dest::tcp("siem1", rx.addr)]);
 
     let shown = on_terminal(&cfg, &["once"], |_| {});
@@ -149,7 +149,7 @@ fn once_on_a_terminal_draws_a_progress_line_and_run_does_not() {
     rx.wait_for(n, WAIT);
 
     // `run` on a terminal logs; it never draws.
-    let dir2 = tempfile::tempdir().unwrap();
+    let dir2 = tempdir();
     let rx2 = TcpReceiver::start(Framing::Lf);
     let cfg2 = write_config(
         dir2.path(),

@@ -121,7 +121,7 @@ async fn drive_with<F: Future>(
 
 /// The `[source]` of a standard test config pointing at `api`, as the binary would load it.
 fn api_config(api: &FakeApi, request_timeout: &str) -> (tempfile::TempDir, ApiConfig) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let opts = ConfigOpts {
         request_timeout: request_timeout.to_string(),
         ..ConfigOpts::default()

@@ -226,21 +226,9 @@ fn feed() -> Vec<serde_json::Value> {
 /// the only other trust and nothing sits between the agent and the front.
 fn once(cfg: &Path) -> std::process::Output {
     let mut cmd = command(cfg, &["once"]);
-    for v in [
-        "HTTP_PROXY",
-        "http_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-        "NO_PROXY",
-        "no_proxy",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-        "REQUEST_METHOD",
-    ] {
-        cmd.env_remove(v);
-    }
+    without_proxies(&mut cmd)
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR");
     run_cmd(cmd).0
 }
 
@@ -260,7 +248,7 @@ fn https_api_with_ca_file_delivers_every_indicator_over_tls() {
     let api = FakeApi::start(feed());
     let front = TlsFront::start(&api_leaf(&ca), api.addr);
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let ca_path = write_file(dir.path(), "ca.pem", &ca.pem());
     let cfg = config(dir.path(), &front.base_url(), &rx, Some(&ca_path));
 
@@ -272,7 +260,7 @@ fn https_api_with_ca_file_delivers_every_indicator_over_tls() {
         explain(&out, &front, &api)
     );
     rx.wait_for(FEED_LEN, WAIT);
-    let got = tally(&src_values(&rx.frames()));
+    let got = value_counts(&rx.frames());
     let want: std::collections::HashSet<String> = (0..FEED_LEN).map(ipv4_value).collect();
     assert_eq!(
         got.keys()
@@ -331,7 +319,7 @@ fn https_api_without_ca_file_fails_on_the_unknown_issuer_and_sends_nothing() {
     let api = FakeApi::start(feed());
     let front = TlsFront::start(&api_leaf(&ca), api.addr);
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let cfg = config(dir.path(), &front.base_url(), &rx, None);
 
     let out = once(&cfg);
@@ -373,7 +361,7 @@ fn https_api_with_a_certificate_for_another_name_fails_clearly() {
     ));
     let front = TlsFront::start(&leaf, api.addr);
     let rx = TcpReceiver::start(Framing::Lf);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let ca_path = write_file(dir.path(), "ca.pem", &ca.pem());
     let cfg = config(dir.path(), &front.base_url(), &rx, Some(&ca_path));
 

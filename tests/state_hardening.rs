@@ -213,7 +213,7 @@ fn read_only_commands_leave_an_unchanged_state_file_byte_for_byte_unchanged() {
     let before = state_bytes(&state);
     assert!(!before.0.is_empty(), "no state file after `once`");
     for args in [&["queue", "stats"][..], &["queue", "peek", "5"]] {
-        let out = run_cmd(command(&cfg, args)).0;
+        let out = run_args(&cfg, args);
         assert_exit(&out, 0);
         let after = state_bytes(&state);
         assert!(after.0 == before.0, "`{}` changed state.db", args.join(" "));

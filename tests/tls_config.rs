@@ -1,26 +1,24 @@
 //! The TLS client configuration (`ioc_forwarder::deliver::tls`) against real tokio-rustls
-//! servers on 127.0.0.1, with certificates made at test time by rcgen (PEMs in a tempdir).
+//! servers on 127.0.0.1, with the certificates of `support::tls` (made at test time by rcgen,
+//! PEMs in a tempdir).
 //!
 //! RSA keys (PKCS#8 and PKCS#1) and an OpenSSL-made SEC1 key need the `openssl` command (rcgen
 //! with the ring backend cannot generate RSA keys); those tests print a notice and pass when it
 //! is missing.
 
+mod support;
+
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+use rcgen::{CertificateParams, DnType, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{AlertDescription, RootCertStore, ServerConfig};
+use rustls::pki_types::{PrivateKeyDer, ServerName};
+use rustls::{AlertDescription, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -31,138 +29,10 @@ use ioc_forwarder::deliver::tls::{
     cert_info, classify_error, client_config, describe_error, files_fingerprint, peer_info,
     server_name, spki_pin, TlsError, TlsFailure,
 };
+use support::tls::{leaf_params, sec1_pem, server_config, sha256_b64, Ca, Leaf, TlsOpts};
+use support::{tempdir, write_file};
 
 const GUARD: Duration = Duration::from_secs(10);
-
-// ---------------------------------------------------------------------------------------------
-// Certificates
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-fn ca(cn: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(DnType::CommonName, cn);
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let cert = p.self_signed(&key).unwrap();
-    Ca { cert, key }
-}
-
-struct Leaf {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl Leaf {
-    fn chain(&self) -> Vec<CertificateDer<'static>> {
-        vec![self.cert.der().clone()]
-    }
-    fn key_der(&self) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::from_pem_slice(self.key.serialize_pem().as_bytes()).unwrap()
-    }
-}
-
-fn params(cn: &str, sans: Vec<SanType>, client: bool) -> CertificateParams {
-    let mut p = CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name
-        .push(DnType::OrganizationName, "Example");
-    p.distinguished_name.push(DnType::CommonName, cn);
-    p.subject_alt_names = sans;
-    p.not_before = rcgen::date_time_ymd(2020, 1, 1);
-    p.not_after = rcgen::date_time_ymd(2049, 12, 31);
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![if client {
-        ExtendedKeyUsagePurpose::ClientAuth
-    } else {
-        ExtendedKeyUsagePurpose::ServerAuth
-    }];
-    p
-}
-
-fn receiver_sans() -> Vec<SanType> {
-    vec![
-        SanType::DnsName("receiver.test".try_into().unwrap()),
-        SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-    ]
-}
-
-fn sign(p: CertificateParams, key: KeyPair, ca: &Ca) -> Leaf {
-    let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
-    Leaf { cert, key }
-}
-
-/// The usual receiver certificate: CN=receiver.test, DNS SAN receiver.test, IP SAN 127.0.0.1.
-fn receiver(ca: &Ca) -> Leaf {
-    sign(
-        params("receiver.test", receiver_sans(), false),
-        KeyPair::generate().unwrap(),
-        ca,
-    )
-}
-
-fn client_leaf(ca: &Ca, key: KeyPair) -> Leaf {
-    sign(params("client.test", vec![], true), key, ca)
-}
-
-fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, contents).unwrap();
-    p
-}
-
-/// Standard base64 with padding.
-fn b64(data: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(data)
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let body = b64(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-/// One DER TLV: (tag, value, rest). Test-side helper for well-formed input.
-fn tlv(b: &[u8]) -> (u8, &[u8], &[u8]) {
-    let tag = b[0];
-    let (len, hdr) = if b[1] < 0x80 {
-        (b[1] as usize, 2)
-    } else {
-        let n = (b[1] & 0x7f) as usize;
-        let len = b[2..2 + n].iter().fold(0usize, |a, x| a << 8 | *x as usize);
-        (len, 2 + n)
-    };
-    (tag, &b[hdr..hdr + len], &b[hdr + len..])
-}
-
-/// PKCS#8 PrivateKeyInfo → the SEC1 ECPrivateKey inside its privateKey OCTET STRING.
-fn pkcs8_to_sec1(pkcs8: &[u8]) -> Vec<u8> {
-    let (_, seq, _) = tlv(pkcs8);
-    let (_, _version, rest) = tlv(seq);
-    let (_, _alg, rest) = tlv(rest);
-    let (tag, sec1, _) = tlv(rest);
-    assert_eq!(tag, 0x04);
-    sec1.to_vec()
-}
-
-fn sha256_b64(data: &[u8]) -> String {
-    b64(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
-}
 
 // ---------------------------------------------------------------------------------------------
 // Destinations, servers, clients
@@ -185,37 +55,6 @@ fn dest(address: &str) -> DestinationConfig {
         connect_timeout: Duration::from_secs(5),
         write_timeout: Duration::from_secs(5),
     }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-enum Versions {
-    Both,
-    Tls12Only,
-}
-
-fn server_config(leaf: &Leaf, client_ca: Option<&Ca>, versions: Versions) -> Arc<ServerConfig> {
-    let v: &[&rustls::SupportedProtocolVersion] = match versions {
-        Versions::Both => &[&rustls::version::TLS13, &rustls::version::TLS12],
-        Versions::Tls12Only => &[&rustls::version::TLS12],
-    };
-    let b = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(v)
-        .unwrap();
-    let b = match client_ca {
-        None => b.with_no_client_auth(),
-        Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            roots.add(ca.cert.der().clone()).unwrap();
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .unwrap();
-            b.with_client_cert_verifier(verifier)
-        }
-    };
-    Arc::new(b.with_single_cert(leaf.chain(), leaf.key_der()).unwrap())
 }
 
 /// What the test server saw on its one connection.
@@ -309,56 +148,52 @@ async fn refused(d: &DestinationConfig, server: Arc<ServerConfig>) -> (io::Error
 
 #[tokio::test]
 async fn handshake_ok_with_ca_file_and_sni_sent() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca("Test CA");
-    let leaf = receiver(&ca);
+    let dir = tempdir();
+    let ca = Ca::new("Test CA");
+    let leaf = ca.server_leaf();
     let mut d = dest("receiver.test:6514");
-    d.ca_file = Some(write(dir.path(), "ca.pem", ca.cert.pem()));
-    let served = deliver(&d, server_config(&leaf, None, Versions::Both)).await;
+    d.ca_file = Some(write_file(dir.path(), "ca.pem", &ca.pem()));
+    let served = deliver(&d, server_config(&leaf, &TlsOpts::default())).await;
     assert_eq!(served.sni.as_deref(), Some("receiver.test"));
     assert_eq!(served.client_subject, None);
 }
 
 #[tokio::test]
 async fn ca_file_with_several_certificates() {
-    let dir = tempfile::tempdir().unwrap();
-    let other = ca("Other CA");
-    let ca = ca("Test CA");
-    let leaf = receiver(&ca);
+    let dir = tempdir();
+    let other = Ca::new("Other CA");
+    let ca = Ca::new("Test CA");
+    let leaf = ca.server_leaf();
     let mut d = dest("receiver.test:6514");
-    let bundle = format!("{}{}", other.cert.pem(), ca.cert.pem());
-    d.ca_file = Some(write(dir.path(), "bundle.pem", bundle));
-    deliver(&d, server_config(&leaf, None, Versions::Both)).await;
+    let bundle = format!("{}{}", other.pem(), ca.pem());
+    d.ca_file = Some(write_file(dir.path(), "bundle.pem", &bundle));
+    deliver(&d, server_config(&leaf, &TlsOpts::default())).await;
 }
 
 #[tokio::test]
 async fn unknown_ca_fails_clearly() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca("Test CA");
-    let other = ca_other();
-    let leaf = receiver(&ca);
+    let dir = tempdir();
+    let ca = Ca::new("Test CA");
+    let other = Ca::new("Other CA");
+    let leaf = ca.server_leaf();
     let mut d = dest("receiver.test:6514");
-    d.ca_file = Some(write(dir.path(), "other.pem", other.cert.pem()));
-    let (err, server_side) = refused(&d, server_config(&leaf, None, Versions::Both)).await;
+    d.ca_file = Some(write_file(dir.path(), "other.pem", &other.pem()));
+    let (err, server_side) = refused(&d, server_config(&leaf, &TlsOpts::default())).await;
     assert_eq!(classify_error(&err), TlsFailure::UnknownIssuer);
     let why = describe_error(&err);
     assert!(why.starts_with("unknown CA"), "{why}");
     assert!(server_side.contains("UnknownCA"), "{server_side}");
 }
 
-fn ca_other() -> Ca {
-    ca("Other CA")
-}
-
 #[tokio::test]
 async fn name_mismatch_fails_clearly() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca("Test CA");
-    let leaf = receiver(&ca);
+    let dir = tempdir();
+    let ca = Ca::new("Test CA");
+    let leaf = ca.server_leaf();
     let mut d = dest("127.0.0.1:6514");
-    d.ca_file = Some(write(dir.path(), "ca.pem", ca.cert.pem()));
+    d.ca_file = Some(write_file(dir.path(), "ca.pem", &ca.pem()));
     d.server_name = Some("other.test".into());
-    let (err, _) = refused(&d, server_config(&leaf, None, Versions::Both)).await;
+    let (err, _) = refused(&d, server_config(&leaf, &TlsOpts::default())).await;
     assert_eq!(classify_error(&err), TlsFailure::NameMismatch);
     let why = describe_error(&err);
     assert!(why.starts_with("name mismatch"), "{why}");
@@ -368,16 +203,16 @@ async fn name_mismatch_fails_clearly() {
 
 #[tokio::test]
 async fn ip_literal_verifies_against_ip_san_and_sends_no_sni() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca("Test CA");
-    let leaf = receiver(&ca);
+    let dir = tempdir();
+    let ca = Ca::new("Test CA");
+    let leaf = ca.server_leaf();
     let mut d = dest("127.0.0.1:6514");
-    d.ca_file = Some(write(dir.path(), "ca.pem", ca.cert.pem()));
+    d.ca_file = Some(write_file(dir.path(), "ca.pem", &ca.pem()));
     assert!(matches!(
         server_name(&d, "127.0.0.1:6514").unwrap(),
         ServerName::IpAddress(_)
     ));
-    let served = deliver(&d, server_config(&leaf, None, Versions::Both)).await;
+    let served = deliver(&d, server_config(&leaf, &TlsOpts::default())).await;
     assert_eq!(
         served.sni, None,
         "rustls must not send an IP literal as SNI"
@@ -386,34 +221,27 @@ async fn ip_literal_verifies_against_ip_san_and_sends_no_sni() {
 
 #[tokio::test]
 async fn ip_literal_only_in_common_name_is_not_enough() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca("Test CA");
-    let leaf = sign(
-        params(
-            "127.0.0.1",
-            vec![SanType::DnsName("receiver.test".try_into().unwrap())],
-            false,
-        ),
-        KeyPair::generate().unwrap(),
-        &ca,
-    );
+    let dir = tempdir();
+    let ca = Ca::new("Test CA");
+    let leaf = ca.sign(leaf_params(
+        "127.0.0.1",
+        vec![SanType::DnsName("receiver.test".try_into().unwrap())],
+        false,
+    ));
     let mut d = dest("127.0.0.1:6514");
-    d.ca_file = Some(write(dir.path(), "ca.pem", ca.cert.pem()));
-    let (err, _) = refused(&d, server_config(&leaf, None, Versions::Both)).await;
+    d.ca_file = Some(write_file(dir.path(), "ca.pem", &ca.pem()));
+    let (err, _) = refused(&d, server_config(&leaf, &TlsOpts::default())).await;
     assert_eq!(classify_error(&err), TlsFailure::NameMismatch);
 }
 
 #[tokio::test]
 async fn expired_server_certificate_fails_as_expired() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca("Test CA");
-    let mut p = params("receiver.test", receiver_sans(), false);
-    p.not_before = rcgen::date_time_ymd(2000, 1, 1);
-    p.not_after = rcgen::date_time_ymd(2001, 1, 1);
-    let leaf = sign(p, KeyPair::generate().unwrap(), &ca);
+    let dir = tempdir();
+    let ca = Ca::new("Test CA");
+    let leaf = ca.expired_server_leaf();
     let mut d = dest("receiver.test:6514");
-    d.ca_file = Some(write(dir.path(), "ca.pem", ca.cert.pem()));
-    let (err, _) = refused(&d, server_config(&leaf, None, Versions::Both)).await;
+    d.ca_file = Some(write_file(dir.path(), "ca.pem", &ca.pem()));
+    let (err, _) = refused(&d, server_config(&leaf, &TlsOpts::default())).await;
     assert_eq!(classify_error(&err), TlsFailure::Expired);
     let why = describe_error(&err);
     assert!(why.starts_with("expired"), "{why}");
@@ -422,31 +250,31 @@ async fn expired_server_certificate_fails_as_expired() {
 
 #[tokio::test]
 async fn a_matching_pin_among_backup_pins_passes_with_or_without_the_sha256_prefix() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca("Test CA");
-    let leaf = receiver(&ca);
-    let pin = sha256_b64(&leaf.key.public_key_der());
+    let dir = tempdir();
+    let ca = Ca::new("Test CA");
+    let leaf = ca.server_leaf();
+    let pin = leaf.spki_pin();
     assert_eq!(spki_pin(leaf.cert.der()).as_deref(), Some(pin.as_str()));
     let mut d = dest("receiver.test:6514");
-    d.ca_file = Some(write(dir.path(), "ca.pem", ca.cert.pem()));
+    d.ca_file = Some(write_file(dir.path(), "ca.pem", &ca.pem()));
     // A wrong pin next to the right one is fine (backup pins); the curl prefix is accepted.
     d.pin_sha256 = vec![sha256_b64(b"backup key"), format!("sha256//{pin}")];
-    deliver(&d, server_config(&leaf, None, Versions::Both)).await;
+    deliver(&d, server_config(&leaf, &TlsOpts::default())).await;
 }
 
 #[tokio::test]
 async fn wrong_pin_fails_as_pin_mismatch() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca("Test CA");
-    let leaf = receiver(&ca);
+    let dir = tempdir();
+    let ca = Ca::new("Test CA");
+    let leaf = ca.server_leaf();
     let wrong = sha256_b64(b"some other key");
     let mut d = dest("receiver.test:6514");
-    d.ca_file = Some(write(dir.path(), "ca.pem", ca.cert.pem()));
+    d.ca_file = Some(write_file(dir.path(), "ca.pem", &ca.pem()));
     d.pin_sha256 = vec![wrong.clone()];
-    let (err, _) = refused(&d, server_config(&leaf, None, Versions::Both)).await;
+    let (err, _) = refused(&d, server_config(&leaf, &TlsOpts::default())).await;
     assert_eq!(classify_error(&err), TlsFailure::PinMismatch);
     let why = describe_error(&err);
-    let actual = sha256_b64(&leaf.key.public_key_der());
+    let actual = leaf.spki_pin();
     assert!(why.starts_with("pin mismatch"), "{why}");
     assert!(why.contains(&actual), "names the server's pin: {why}");
     assert!(why.contains(&wrong), "names the configured pin: {why}");
@@ -455,76 +283,72 @@ async fn wrong_pin_fails_as_pin_mismatch() {
 #[tokio::test]
 async fn pin_is_checked_on_top_of_the_chain() {
     // The right pin does not make an untrusted chain acceptable.
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca("Test CA");
-    let leaf = receiver(&ca);
+    let dir = tempdir();
+    let ca = Ca::new("Test CA");
+    let leaf = ca.server_leaf();
     let mut d = dest("receiver.test:6514");
-    d.ca_file = Some(write(dir.path(), "other.pem", ca_other().cert.pem()));
-    d.pin_sha256 = vec![sha256_b64(&leaf.key.public_key_der())];
-    let (err, _) = refused(&d, server_config(&leaf, None, Versions::Both)).await;
+    d.ca_file = Some(write_file(
+        dir.path(),
+        "other.pem",
+        &Ca::new("Other CA").pem(),
+    ));
+    d.pin_sha256 = vec![leaf.spki_pin()];
+    let (err, _) = refused(&d, server_config(&leaf, &TlsOpts::default())).await;
     assert_eq!(classify_error(&err), TlsFailure::UnknownIssuer);
 }
 
 #[tokio::test]
 async fn tls_verify_false_connects_to_self_signed() {
-    let key = KeyPair::generate().unwrap();
-    let cert = params("self.test", vec![], false)
-        .self_signed(&key)
-        .unwrap();
-    let leaf = Leaf { cert, key };
+    let leaf = Leaf::self_signed("self.test");
     let mut d = dest("whatever.test:6514");
     d.tls_verify = false;
-    deliver(&d, server_config(&leaf, None, Versions::Both)).await;
+    deliver(&d, server_config(&leaf, &TlsOpts::default())).await;
 }
 
 #[tokio::test]
 async fn tls_verify_false_still_checks_pins() {
-    let key = KeyPair::generate().unwrap();
-    let cert = params("self.test", vec![], false)
-        .self_signed(&key)
-        .unwrap();
-    let leaf = Leaf { cert, key };
+    let leaf = Leaf::self_signed("self.test");
     let mut d = dest("whatever.test:6514");
     d.tls_verify = false;
-    d.pin_sha256 = vec![sha256_b64(&leaf.key.public_key_der())];
-    deliver(&d, server_config(&leaf, None, Versions::Both)).await;
+    d.pin_sha256 = vec![leaf.spki_pin()];
+    deliver(&d, server_config(&leaf, &TlsOpts::default())).await;
     d.pin_sha256 = vec![sha256_b64(b"not it")];
-    let (err, _) = refused(&d, server_config(&leaf, None, Versions::Both)).await;
+    let (err, _) = refused(&d, server_config(&leaf, &TlsOpts::default())).await;
     assert_eq!(classify_error(&err), TlsFailure::PinMismatch);
 }
 
 #[tokio::test]
 async fn renewed_ca_file_is_seen_and_used() {
-    let dir = tempfile::tempdir().unwrap();
-    let old = ca("Old CA");
-    let new = ca("New CA");
+    let dir = tempdir();
+    let old = Ca::new("Old CA");
+    let new = Ca::new("New CA");
     let mut d = dest("receiver.test:6514");
-    let ca_path = write(dir.path(), "ca.pem", old.cert.pem());
+    let ca_path = write_file(dir.path(), "ca.pem", &old.pem());
     d.ca_file = Some(ca_path.clone());
     let before = files_fingerprint(&d).unwrap();
-    let leaf = receiver(&new);
-    let (err, _) = refused(&d, server_config(&leaf, None, Versions::Both)).await;
+    let leaf = new.server_leaf();
+    let (err, _) = refused(&d, server_config(&leaf, &TlsOpts::default())).await;
     assert_eq!(classify_error(&err), TlsFailure::UnknownIssuer);
     // Renewal the way most tools do it: write a new file, rename it over the old one.
-    let tmp = write(dir.path(), "ca.pem.tmp", new.cert.pem());
+    let tmp = write_file(dir.path(), "ca.pem.tmp", &new.pem());
     std::fs::rename(&tmp, &ca_path).unwrap();
     assert_ne!(files_fingerprint(&d).unwrap(), before);
-    deliver(&d, server_config(&leaf, None, Versions::Both)).await;
+    deliver(&d, server_config(&leaf, &TlsOpts::default())).await;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Mutual TLS
 
 async fn mutual_tls_with_key_file(key_pem: &str, client_key: KeyPair) {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca("Test CA");
-    let leaf = receiver(&ca);
-    let client = client_leaf(&ca, client_key);
+    let dir = tempdir();
+    let ca = Ca::new("Test CA");
+    let leaf = ca.server_leaf();
+    let client = ca.client_leaf_for("client.test", client_key);
     let mut d = dest("receiver.test:6514");
-    d.ca_file = Some(write(dir.path(), "ca.pem", ca.cert.pem()));
-    d.client_cert = Some(write(dir.path(), "client.pem", client.cert.pem()));
-    d.client_key = Some(write(dir.path(), "client.key", key_pem));
-    let served = deliver(&d, server_config(&leaf, Some(&ca), Versions::Both)).await;
+    d.ca_file = Some(write_file(dir.path(), "ca.pem", &ca.pem()));
+    d.client_cert = Some(write_file(dir.path(), "client.pem", &client.cert.pem()));
+    d.client_key = Some(write_file(dir.path(), "client.key", key_pem));
+    let served = deliver(&d, server_config(&leaf, &TlsOpts::mutual(&ca))).await;
     assert_eq!(
         served.client_subject.as_deref(),
         Some("CN=client.test,O=Example")
@@ -557,8 +381,7 @@ async fn mutual_tls_pkcs8_ed25519() {
 async fn mutual_tls_sec1_ec_key() {
     // ring's PKCS#8 holds an ECPrivateKey without the curve parameters; SEC1 as written here.
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let sec1 = pkcs8_to_sec1(&key.serialize_der());
-    let pem = pem("EC PRIVATE KEY", &sec1);
+    let pem = sec1_pem(&key);
     assert!(matches!(
         PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap(),
         PrivateKeyDer::Sec1(_)
@@ -568,22 +391,22 @@ async fn mutual_tls_sec1_ec_key() {
 
 #[tokio::test]
 async fn mutual_tls_key_and_chain_in_one_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca("Test CA");
-    let leaf = receiver(&ca);
-    let client = client_leaf(&ca, KeyPair::generate().unwrap());
+    let dir = tempdir();
+    let ca = Ca::new("Test CA");
+    let leaf = ca.server_leaf();
+    let client = ca.client_leaf("client.test");
     let combined = format!(
         "{}{}{}",
         client.cert.pem(),
-        ca.cert.pem(),
+        ca.pem(),
         client.key.serialize_pem()
     );
-    let both = write(dir.path(), "client-all.pem", combined);
+    let both = write_file(dir.path(), "client-all.pem", &combined);
     let mut d = dest("receiver.test:6514");
-    d.ca_file = Some(write(dir.path(), "ca.pem", ca.cert.pem()));
+    d.ca_file = Some(write_file(dir.path(), "ca.pem", &ca.pem()));
     d.client_cert = Some(both.clone());
     d.client_key = Some(both);
-    let served = deliver(&d, server_config(&leaf, Some(&ca), Versions::Both)).await;
+    let served = deliver(&d, server_config(&leaf, &TlsOpts::mutual(&ca))).await;
     assert_eq!(
         served.client_subject.as_deref(),
         Some("CN=client.test,O=Example")
@@ -610,35 +433,34 @@ fn have_openssl() -> bool {
     ok
 }
 
+/// A key from `openssl GENERATE… -out first.pem`, converted by
+/// `openssl CONVERT… -in first.pem -out second.pem`: both PEMs.
+fn openssl_key(generate: &[&str], convert: &[&str]) -> (String, String) {
+    let dir = tempdir();
+    let first = dir.path().join("first.pem");
+    let second = dir.path().join("second.pem");
+    let (first_path, second_path) = (first.to_str().unwrap(), second.to_str().unwrap());
+    openssl(&[generate, &["-out", first_path]].concat()).unwrap();
+    openssl(&[convert, &["-in", first_path, "-out", second_path]].concat()).unwrap();
+    let read = |p| std::fs::read_to_string(p).unwrap();
+    (read(&first), read(&second))
+}
+
 #[tokio::test]
 async fn mutual_tls_rsa_pkcs8_and_pkcs1() {
     if !have_openssl() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let p8 = dir.path().join("rsa8.pem");
-    let p1 = dir.path().join("rsa1.pem");
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        p8.to_str().unwrap(),
-    ])
-    .unwrap();
-    openssl(&[
-        "rsa",
-        "-in",
-        p8.to_str().unwrap(),
-        "-traditional",
-        "-out",
-        p1.to_str().unwrap(),
-    ])
-    .unwrap();
-    let pkcs8 = std::fs::read_to_string(&p8).unwrap();
-    let pkcs1 = std::fs::read_to_string(&p1).unwrap();
+    let (pkcs8, pkcs1) = openssl_key(
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ],
+        &["rsa", "-traditional"],
+    );
     assert!(pkcs8.contains("BEGIN PRIVATE KEY"));
     assert!(pkcs1.contains("BEGIN RSA PRIVATE KEY"));
     let signer = || KeyPair::from_pem_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256).unwrap();
@@ -651,32 +473,12 @@ async fn mutual_tls_openssl_sec1_key_with_curve_parameters() {
     if !have_openssl() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let sec1 = dir.path().join("ec.pem");
-    let p8 = dir.path().join("ec8.pem");
-    openssl(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        sec1.to_str().unwrap(),
-    ])
-    .unwrap();
-    openssl(&[
-        "pkcs8",
-        "-topk8",
-        "-nocrypt",
-        "-in",
-        sec1.to_str().unwrap(),
-        "-out",
-        p8.to_str().unwrap(),
-    ])
-    .unwrap();
-    let sec1_pem = std::fs::read_to_string(&sec1).unwrap();
+    let (sec1_pem, pkcs8) = openssl_key(
+        &["ecparam", "-name", "prime256v1", "-genkey", "-noout"],
+        &["pkcs8", "-topk8", "-nocrypt"],
+    );
     assert!(sec1_pem.contains("BEGIN EC PRIVATE KEY"));
-    let key = KeyPair::from_pem(&std::fs::read_to_string(&p8).unwrap()).unwrap();
+    let key = KeyPair::from_pem(&pkcs8).unwrap();
     mutual_tls_with_key_file(&sec1_pem, key).await;
 }
 
@@ -685,17 +487,17 @@ async fn mutual_tls_openssl_sec1_key_with_curve_parameters() {
 /// only fills the socket buffer), and the refusal arrives as an alert on the first read.
 #[tokio::test]
 async fn tls13_missing_client_cert_surfaces_as_alert_on_first_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca("Test CA");
-    let leaf = receiver(&ca);
+    let dir = tempdir();
+    let ca = Ca::new("Test CA");
+    let leaf = ca.server_leaf();
     let mut d = dest("receiver.test:6514");
-    d.ca_file = Some(write(dir.path(), "ca.pem", ca.cert.pem()));
+    d.ca_file = Some(write_file(dir.path(), "ca.pem", &ca.pem()));
 
     // A server that, like a patient receiver, keeps the TCP connection open after refusing
     // until the client closes (so the alert cannot be overtaken by a reset).
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let cfg = server_config(&leaf, Some(&ca), Versions::Both);
+    let cfg = server_config(&leaf, &TlsOpts::mutual(&ca));
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         match TlsAcceptor::from(cfg).accept(tcp).into_fallible().await {
@@ -743,13 +545,13 @@ async fn tls13_missing_client_cert_surfaces_as_alert_on_first_read() {
 /// early data made the server's kernel answer with a reset, a connection reset.
 #[tokio::test]
 async fn tls13_missing_client_cert_with_abrupt_server_still_fails_the_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca("Test CA");
-    let leaf = receiver(&ca);
+    let dir = tempdir();
+    let ca = Ca::new("Test CA");
+    let leaf = ca.server_leaf();
     let mut d = dest("receiver.test:6514");
-    d.ca_file = Some(write(dir.path(), "ca.pem", ca.cert.pem()));
+    d.ca_file = Some(write_file(dir.path(), "ca.pem", &ca.pem()));
     for _ in 0..5 {
-        let (addr, task) = serve_once(server_config(&leaf, Some(&ca), Versions::Both)).await;
+        let (addr, task) = serve_once(server_config(&leaf, &TlsOpts::mutual(&ca))).await;
         let mut c = connect(&d, addr)
             .await
             .expect("handshake completes on our side");
@@ -782,12 +584,22 @@ async fn tls13_missing_client_cert_with_abrupt_server_still_fails_the_read() {
 /// the handshake itself.
 #[tokio::test]
 async fn tls12_missing_client_cert_fails_the_handshake() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca("Test CA");
-    let leaf = receiver(&ca);
+    let dir = tempdir();
+    let ca = Ca::new("Test CA");
+    let leaf = ca.server_leaf();
     let mut d = dest("receiver.test:6514");
-    d.ca_file = Some(write(dir.path(), "ca.pem", ca.cert.pem()));
-    let (err, _) = refused(&d, server_config(&leaf, Some(&ca), Versions::Tls12Only)).await;
+    d.ca_file = Some(write_file(dir.path(), "ca.pem", &ca.pem()));
+    let (err, _) = refused(
+        &d,
+        server_config(
+            &leaf,
+            &TlsOpts {
+                tls12_only: true,
+                ..TlsOpts::mutual(&ca)
+            },
+        ),
+    )
+    .await;
     assert_eq!(
         classify_error(&err),
         TlsFailure::PeerAlert(AlertDescription::CertificateRequired)
@@ -796,14 +608,14 @@ async fn tls12_missing_client_cert_fails_the_handshake() {
 
 #[tokio::test]
 async fn client_cert_from_untrusted_ca_is_refused_by_alert() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca("Test CA");
-    let rogue = ca_other();
-    let leaf = receiver(&ca);
-    let client = client_leaf(&rogue, KeyPair::generate().unwrap());
+    let dir = tempdir();
+    let ca = Ca::new("Test CA");
+    let rogue = Ca::new("Other CA");
+    let leaf = ca.server_leaf();
+    let client = rogue.client_leaf("client.test");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let cfg = server_config(&leaf, Some(&ca), Versions::Both);
+    let cfg = server_config(&leaf, &TlsOpts::mutual(&ca));
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         if let Err((_, mut tcp)) = TlsAcceptor::from(cfg).accept(tcp).into_fallible().await {
@@ -811,9 +623,13 @@ async fn client_cert_from_untrusted_ca_is_refused_by_alert() {
         }
     });
     let mut d = dest("receiver.test:6514");
-    d.ca_file = Some(write(dir.path(), "ca.pem", ca.cert.pem()));
-    d.client_cert = Some(write(dir.path(), "client.pem", client.cert.pem()));
-    d.client_key = Some(write(dir.path(), "client.key", client.key.serialize_pem()));
+    d.ca_file = Some(write_file(dir.path(), "ca.pem", &ca.pem()));
+    d.client_cert = Some(write_file(dir.path(), "client.pem", &client.cert.pem()));
+    d.client_key = Some(write_file(
+        dir.path(),
+        "client.key",
+        &client.key.serialize_pem(),
+    ));
     let mut c = connect(&d, addr).await.unwrap();
     let _ = c.write_all(b"x\n").await;
     let err = c.read(&mut [0u8; 16]).await.unwrap_err();
@@ -831,17 +647,17 @@ async fn client_cert_from_untrusted_ca_is_refused_by_alert() {
 
 #[tokio::test]
 async fn peer_info_reports_version_cipher_subject_and_expiry() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca("Test CA");
-    let leaf = receiver(&ca);
-    let pin = sha256_b64(&leaf.key.public_key_der());
+    let dir = tempdir();
+    let ca = Ca::new("Test CA");
+    let leaf = ca.server_leaf();
+    let pin = leaf.spki_pin();
     for (versions, version, prefix) in [
-        (Versions::Both, "TLSv1.3", "TLS13_"),
-        (Versions::Tls12Only, "TLSv1.2", "TLS_ECDHE_ECDSA_"),
+        (TlsOpts::default(), "TLSv1.3", "TLS13_"),
+        (TlsOpts::tls12(), "TLSv1.2", "TLS_ECDHE_ECDSA_"),
     ] {
         let mut d = dest("receiver.test:6514");
-        d.ca_file = Some(write(dir.path(), "ca.pem", ca.cert.pem()));
-        let (addr, task) = serve_once(server_config(&leaf, None, versions)).await;
+        d.ca_file = Some(write_file(dir.path(), "ca.pem", &ca.pem()));
+        let (addr, task) = serve_once(server_config(&leaf, &versions)).await;
         let mut c = connect(&d, addr).await.unwrap();
         let info = peer_info(c.get_ref().1);
         assert_eq!(info.version, version);
@@ -882,8 +698,8 @@ fn cert_info_reads_generalized_time_and_odd_subjects() {
 
 #[test]
 fn cert_info_never_panics_on_malformed_input() {
-    let ca = ca("Test CA");
-    let der = receiver(&ca).cert.der().to_vec();
+    let ca = Ca::new("Test CA");
+    let der = ca.server_leaf().cert.der().to_vec();
     // Every truncation.
     for n in 0..der.len() {
         let info = cert_info(&der[..n]);
@@ -943,10 +759,10 @@ fn config_error(d: &DestinationConfig) -> TlsError {
 
 #[test]
 fn config_errors_name_the_file_and_the_reason_but_no_key_material() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca("Test CA");
-    let client = client_leaf(&ca, KeyPair::generate().unwrap());
-    let good_ca = write(dir.path(), "ca.pem", ca.cert.pem());
+    let dir = tempdir();
+    let ca = Ca::new("Test CA");
+    let client = ca.client_leaf("client.test");
+    let good_ca = write_file(dir.path(), "ca.pem", &ca.pem());
     let mut d = dest("receiver.test:6514");
 
     d.ca_file = Some(dir.path().join("missing.pem"));
@@ -954,14 +770,14 @@ fn config_errors_name_the_file_and_the_reason_but_no_key_material() {
     assert!(e.starts_with("cannot read ca_file "), "{e}");
     assert!(e.contains("missing.pem"), "{e}");
 
-    d.ca_file = Some(write(dir.path(), "junk.pem", "not pem at all\n"));
+    d.ca_file = Some(write_file(dir.path(), "junk.pem", "not pem at all\n"));
     let e = config_error(&d).to_string();
     assert!(
         e.contains("ca_file") && e.contains("junk.pem") && e.contains("no PEM certificate"),
         "{e}"
     );
 
-    d.ca_file = Some(write(
+    d.ca_file = Some(write_file(
         dir.path(),
         "broken.pem",
         "-----BEGIN CERTIFICATE-----\nAAAA\n",
@@ -970,14 +786,14 @@ fn config_errors_name_the_file_and_the_reason_but_no_key_material() {
     assert!(e.contains("broken.pem") && e.contains("no END line"), "{e}");
 
     d.ca_file = Some(good_ca.clone());
-    d.client_cert = Some(write(dir.path(), "client.pem", client.cert.pem()));
+    d.client_cert = Some(write_file(dir.path(), "client.pem", &client.cert.pem()));
     assert!(matches!(
         config_error(&d),
         TlsError::HalfClientAuth("client_cert")
     ));
 
     // A key file holding only a certificate.
-    d.client_key = Some(write(dir.path(), "nokey.pem", client.cert.pem()));
+    d.client_key = Some(write_file(dir.path(), "nokey.pem", &client.cert.pem()));
     let e = config_error(&d).to_string();
     assert!(
         e.contains("client_key") && e.contains("nokey.pem") && e.contains("no PEM private key"),
@@ -986,7 +802,7 @@ fn config_errors_name_the_file_and_the_reason_but_no_key_material() {
 
     // A key that does not belong to the certificate.
     let other_key = KeyPair::generate().unwrap().serialize_pem();
-    d.client_key = Some(write(dir.path(), "other.key", &other_key));
+    d.client_key = Some(write_file(dir.path(), "other.key", &other_key));
     let e = config_error(&d).to_string();
     assert!(e.contains("client.pem") && e.contains("other.key"), "{e}");
     assert!(e.contains("does not belong to the certificate"), "{e}");
@@ -995,14 +811,14 @@ fn config_errors_name_the_file_and_the_reason_but_no_key_material() {
     // Corrupt base64 inside the key: the message must not echo it.
     let mut corrupt = client.key.serialize_pem();
     corrupt.insert_str(40, "!!secret-ish!!");
-    d.client_key = Some(write(dir.path(), "corrupt.key", &corrupt));
+    d.client_key = Some(write_file(dir.path(), "corrupt.key", &corrupt));
     let e = config_error(&d).to_string();
     assert!(e.contains("corrupt.key"), "{e}");
     assert!(!e.contains("secret-ish"), "{e}");
     assert_key_not_in(&e, &corrupt);
 
     // Encrypted keys are named as such.
-    d.client_key = Some(write(
+    d.client_key = Some(write_file(
         dir.path(),
         "enc.key",
         "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n",
@@ -1073,14 +889,14 @@ fn server_names_from_config_or_address() {
 
 #[test]
 fn files_fingerprint_follows_the_files() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let mut d = dest("receiver.test:6514");
     assert!(
         files_fingerprint(&d).is_none(),
         "no files, nothing to watch"
     );
-    let cert = write(dir.path(), "c.pem", "one");
-    let key = write(dir.path(), "k.pem", "key");
+    let cert = write_file(dir.path(), "c.pem", "one");
+    let key = write_file(dir.path(), "k.pem", "key");
     d.client_cert = Some(cert.clone());
     d.client_key = Some(key.clone());
     let a = files_fingerprint(&d).unwrap();

@@ -1,4 +1,4 @@
-//! Transports end to end (issue 6): the real `ioc-forwarder` binary (`once`, `run`,
+//! Transports end to end: the real `ioc-forwarder` binary (`once`, `run`,
 //! `test-destination`) against real receivers on 127.0.0.1 — TLS (rustls, certificates made
 //! here with rcgen, never committed), mutual TLS, pins, UDP, unix datagram and stream sockets,
 //! and ordered failover with fail-back.
@@ -63,101 +63,12 @@ fn value_set(frames: &[String]) -> BTreeSet<String> {
     src_values(frames).into_iter().collect()
 }
 
-/// One `[[destinations]]` table: name, protocol, one address or a failover list, and raw
-/// `key = value` lines.
-struct D {
-    name: String,
-    protocol: String,
-    addresses: Vec<String>,
-    lines: Vec<String>,
-}
-
-impl D {
-    fn new(name: &str, protocol: &str, address: impl ToString) -> D {
-        D {
-            name: name.into(),
-            protocol: protocol.into(),
-            addresses: vec![address.to_string()],
-            lines: Vec::new(),
-        }
-    }
-
-    fn failover(name: &str, protocol: &str, addresses: &[String]) -> D {
-        D {
-            name: name.into(),
-            protocol: protocol.into(),
-            addresses: addresses.to_vec(),
-            lines: Vec::new(),
-        }
-    }
-
-    /// `key = "value"`.
-    fn s(mut self, key: &str, value: &str) -> D {
-        self.lines.push(format!("{key} = {}", toml_str(value)));
-        self
-    }
-
-    /// `key = "path"`.
-    fn p(self, key: &str, path: &Path) -> D {
-        self.s(key, path.to_str().unwrap())
-    }
-
-    /// `key = <raw TOML>`.
-    fn raw(mut self, key: &str, value: &str) -> D {
-        self.lines.push(format!("{key} = {value}"));
-        self
-    }
-
-    fn render(&self) -> String {
-        let address = if self.addresses.len() == 1 {
-            toml_str(&self.addresses[0])
-        } else {
-            let items: Vec<String> = self.addresses.iter().map(|a| toml_str(a)).collect();
-            format!("[{}]", items.join(", "))
-        };
-        let mut s = format!(
-            "\n[[destinations]]\nname = {}\nprotocol = {}\naddress = {address}\n",
-            toml_str(&self.name),
-            toml_str(&self.protocol)
-        );
-        for l in &self.lines {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s
-    }
-}
-
-/// `DIR/config.toml`: the support module's standard config (state in `DIR/state`, the fake
-/// API, short retries) with these destinations.
-fn write_cfg(dir: &Path, api_base: &str, opts: &ConfigOpts, dests: &[D]) -> PathBuf {
-    let mut text = render_config(dir, api_base, &[], opts);
-    for d in dests {
-        text.push_str(&d.render());
-    }
-    write_file(dir, "config.toml", &text)
-}
-
 /// Options for runs that are expected to fail: `once` gives up after 3 s without progress.
 fn failing_opts() -> ConfigOpts {
     ConfigOpts {
         shutdown_timeout: "3s".into(),
         ..ConfigOpts::default()
     }
-}
-
-/// Events still queued for `dest`, from `ioc-forwarder queue stats`.
-fn pending(cfg: &Path, dest: &str) -> i64 {
-    let out = run_cmd(command(cfg, &["queue", "stats"])).0;
-    assert_exit(&out, 0);
-    let stdout = text(&out.stdout);
-    stdout
-        .lines()
-        .find_map(|l| {
-            let mut it = l.split_whitespace();
-            (it.next() == Some(dest)).then(|| it.next().unwrap().parse().unwrap())
-        })
-        .unwrap_or_else(|| panic!("no row for {dest} in queue stats:\n{stdout}"))
 }
 
 /// The first log line that names the destination and contains every needle.
@@ -193,16 +104,12 @@ fn tls_once_delivers_every_frame_byte_exact_with_ca_file_and_server_name() {
     let plain = TcpReceiver::start(Framing::OctetCounting);
     let api = FakeApi::start(feed(N));
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_cfg(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
-        &ConfigOpts::default(),
         &[
-            D::new("siem-tls", "tls", rx.address())
-                .p("ca_file", &ca_path)
-                .s("server_name", "receiver.test")
-                .s("framing", "octet-counting"),
-            D::new("plain", "tcp", plain.address()).s("framing", "octet-counting"),
+            Dest::tls("siem-tls", rx.address(), &ca_path).framing("octet-counting"),
+            Dest::new("plain", "tcp", plain.address()).framing("octet-counting"),
         ],
     );
     let out = run_once(&cfg);
@@ -243,11 +150,13 @@ fn tls_ip_literal_address_verifies_the_ip_san_without_server_name() {
     let rx = TlsReceiver::start(&ca.server_leaf(), TlsOpts::default());
     let api = FakeApi::start(feed(N));
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_cfg(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
-        &ConfigOpts::default(),
-        &[D::new("siem-ip", "tls", format!("127.0.0.1:{}", rx.port())).p("ca_file", &ca_path)],
+        &[
+            Dest::new("siem-ip", "tls", format!("127.0.0.1:{}", rx.port()))
+                .set_path("ca_file", &ca_path),
+        ],
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -265,10 +174,10 @@ fn tls_ip_literal_address_verifies_the_ip_san_without_server_name() {
 
 /// Runs `once` against `rx` (which must refuse us) with a 3 s shutdown_timeout and checks
 /// what every TLS failure must look like. Returns the log.
-fn assert_refused(dir: &Path, rx: &TlsReceiver, dest: D, needles: &[&str]) -> String {
+fn assert_refused(dir: &Path, rx: &TlsReceiver, dest: Dest, needles: &[&str]) -> String {
     let api = FakeApi::start(feed(N));
     let name = dest.name.clone();
-    let cfg = write_cfg(dir, &api.base_url(), &failing_opts(), &[dest]);
+    let cfg = write_config_with(dir, &api.base_url(), &[dest], &failing_opts());
     let out = run_once(&cfg);
     let log = text(&out.stderr);
     let stamp = |t: std::time::SystemTime| {
@@ -319,7 +228,7 @@ fn assert_refused(dir: &Path, rx: &TlsReceiver, dest: D, needles: &[&str]) -> St
     );
     assert_eq!(
         pending(&cfg, &name),
-        (N + 2) as i64,
+        (N + 2) as u64,
         "every event stays queued"
     );
     log
@@ -331,9 +240,7 @@ fn tls_unknown_ca_is_refused_with_a_clear_reason() {
     let ca = Ca::new("Test CA");
     let rx = TlsReceiver::start(&ca.server_leaf(), TlsOpts::default());
     let other = ca_file(dir.path(), "other.pem", &Ca::new("Other CA"));
-    let d = D::new("siem-tls", "tls", rx.address())
-        .p("ca_file", &other)
-        .s("server_name", "receiver.test");
+    let d = Dest::tls("siem-tls", rx.address(), &other);
     assert_refused(dir.path(), &rx, d, &["unknown CA"]);
 }
 
@@ -343,9 +250,9 @@ fn tls_name_mismatch_is_refused_with_a_clear_reason() {
     let ca = Ca::new("Test CA");
     let rx = TlsReceiver::start(&ca.server_leaf(), TlsOpts::default());
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let d = D::new("siem-tls", "tls", rx.address())
-        .p("ca_file", &ca_path)
-        .s("server_name", "other.test");
+    let d = Dest::new("siem-tls", "tls", rx.address())
+        .set_path("ca_file", &ca_path)
+        .set_str("server_name", "other.test");
     assert_refused(dir.path(), &rx, d, &["name mismatch", "other.test"]);
 }
 
@@ -355,9 +262,7 @@ fn tls_expired_server_certificate_is_refused_with_a_clear_reason() {
     let ca = Ca::new("Test CA");
     let rx = TlsReceiver::start(&ca.expired_server_leaf(), TlsOpts::default());
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let d = D::new("siem-tls", "tls", rx.address())
-        .p("ca_file", &ca_path)
-        .s("server_name", "receiver.test");
+    let d = Dest::tls("siem-tls", rx.address(), &ca_path);
     assert_refused(dir.path(), &rx, d, &["expired", "2001-01-01"]);
 }
 
@@ -369,10 +274,7 @@ fn tls_pin_mismatch_is_refused_with_a_clear_reason() {
     let rx = TlsReceiver::start(&leaf, TlsOpts::default());
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
     let wrong = sha256_b64(b"not the receiver's key");
-    let d = D::new("siem-tls", "tls", rx.address())
-        .p("ca_file", &ca_path)
-        .s("server_name", "receiver.test")
-        .raw("pin_sha256", &format!("[{}]", toml_str(&wrong)));
+    let d = Dest::tls("siem-tls", rx.address(), &ca_path).set("pin_sha256", &toml_list(&[&wrong]));
     let log = assert_refused(dir.path(), &rx, d, &["pin mismatch"]);
     // The line says which key the server has, so the operator can fix the pin.
     assert_log_line(&log, "siem-tls", &["pin mismatch", &leaf.spki_pin()]);
@@ -385,17 +287,9 @@ fn tls_missing_client_certificate_delivers_nothing_and_once_does_not_succeed() {
     // that connection may count as delivered.
     let dir = tempdir();
     let ca = Ca::new("Test CA");
-    let rx = TlsReceiver::start(
-        &ca.server_leaf(),
-        TlsOpts {
-            client_ca: Some(ca.pem()),
-            ..TlsOpts::default()
-        },
-    );
+    let rx = TlsReceiver::start(&ca.server_leaf(), TlsOpts::mutual(&ca));
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let d = D::new("siem-tls", "tls", rx.address())
-        .p("ca_file", &ca_path)
-        .s("server_name", "receiver.test");
+    let d = Dest::tls("siem-tls", rx.address(), &ca_path);
     assert_refused(dir.path(), &rx, d, &["alert", "certificate required"]);
     let conns = rx.connections();
     assert!(
@@ -417,15 +311,12 @@ fn tls_missing_client_certificate_refused_by_a_slow_receiver_delivers_nothing() 
     let rx = TlsReceiver::start(
         &ca.server_leaf(),
         TlsOpts {
-            client_ca: Some(ca.pem()),
             judge_delay: Some(Duration::from_secs(1)),
-            ..TlsOpts::default()
+            ..TlsOpts::mutual(&ca)
         },
     );
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let d = D::new("siem-tls", "tls", rx.address())
-        .p("ca_file", &ca_path)
-        .s("server_name", "receiver.test");
+    let d = Dest::tls("siem-tls", rx.address(), &ca_path);
     assert_refused(dir.path(), &rx, d, &["alert", "certificate required"]);
 }
 
@@ -437,10 +328,7 @@ fn mutual_tls_with_pkcs8_and_sec1_client_keys_delivers() {
     let dir = tempdir();
     let server_ca = Ca::new("Server CA");
     let client_ca = Ca::new("Client CA");
-    let opts = || TlsOpts {
-        client_ca: Some(client_ca.pem()),
-        ..TlsOpts::default()
-    };
+    let opts = || TlsOpts::mutual(&client_ca);
     let rx8 = TlsReceiver::start(&server_ca.server_leaf(), opts());
     let rx1 = TlsReceiver::start(&server_ca.server_leaf(), opts());
     let api = FakeApi::start(feed(N));
@@ -451,27 +339,22 @@ fn mutual_tls_with_pkcs8_and_sec1_client_keys_delivers() {
     let key1 = write_file(dir.path(), "c1.key", &c1.key_sec1_pem());
     assert!(text(&std::fs::read(&key8).unwrap()).contains("BEGIN PRIVATE KEY"));
     assert!(text(&std::fs::read(&key1).unwrap()).contains("BEGIN EC PRIVATE KEY"));
-    let cfg = write_cfg(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
-        &ConfigOpts::default(),
         &[
-            D::new("mtls-pkcs8", "tls", rx8.address())
-                .p("ca_file", &ca_path)
-                .s("server_name", "receiver.test")
-                .p(
+            Dest::tls("mtls-pkcs8", rx8.address(), &ca_path)
+                .set_path(
                     "client_cert",
                     &write_file(dir.path(), "c8.pem", &c8.cert_pem()),
                 )
-                .p("client_key", &key8),
-            D::new("mtls-sec1", "tls", rx1.address())
-                .p("ca_file", &ca_path)
-                .s("server_name", "receiver.test")
-                .p(
+                .set_path("client_key", &key8),
+            Dest::tls("mtls-sec1", rx1.address(), &ca_path)
+                .set_path(
                     "client_cert",
                     &write_file(dir.path(), "c1.pem", &c1.cert_pem()),
                 )
-                .p("client_key", &key1),
+                .set_path("client_key", &key1),
         ],
     );
     let out = run_once(&cfg);
@@ -511,11 +394,10 @@ fn tls_verify_false_connects_to_a_self_signed_receiver_and_warns_at_every_connec
         },
     );
     let api = FakeApi::start(feed(N));
-    let cfg = write_cfg(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
-        &ConfigOpts::default(),
-        &[D::new("insecure", "tls", rx.address()).raw("tls_verify", "false")],
+        &[Dest::new("insecure", "tls", rx.address()).set("tls_verify", "false")],
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -551,27 +433,18 @@ fn renewed_client_certificate_on_disk_is_used_without_restart() {
     let server_ca = Ca::new("Server CA");
     let trusted = Ca::new("Client CA");
     let rogue = Ca::new("Rogue CA");
-    let rx = TlsReceiver::start(
-        &server_ca.server_leaf(),
-        TlsOpts {
-            client_ca: Some(trusted.pem()),
-            ..TlsOpts::default()
-        },
-    );
+    let rx = TlsReceiver::start(&server_ca.server_leaf(), TlsOpts::mutual(&trusted));
     let api = FakeApi::start(feed(N));
     let old = rogue.client_leaf("client-old.test");
     let cert_path = write_file(dir.path(), "client.pem", &old.cert_pem());
     let key_path = write_file(dir.path(), "client.key", &old.key_pkcs8_pem());
     let ca_path = ca_file(dir.path(), "ca.pem", &server_ca);
-    let cfg = write_cfg(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
-        &ConfigOpts::default(),
-        &[D::new("mtls", "tls", rx.address())
-            .p("ca_file", &ca_path)
-            .s("server_name", "receiver.test")
-            .p("client_cert", &cert_path)
-            .p("client_key", &key_path)],
+        &[Dest::tls("mtls", rx.address(), &ca_path)
+            .set_path("client_cert", &cert_path)
+            .set_path("client_key", &key_path)],
     );
     let mut agent = Agent::spawn(&cfg);
 
@@ -643,13 +516,10 @@ fn once_over_tls_to_a_slow_reader_delivers_the_last_frames_and_closes_cleanly() 
     let n = 400;
     let api = FakeApi::start(feed(n));
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_cfg(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
-        &ConfigOpts::default(),
-        &[D::new("slow", "tls", rx.address())
-            .p("ca_file", &ca_path)
-            .s("server_name", "receiver.test")],
+        &[Dest::tls("slow", rx.address(), &ca_path)],
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -701,11 +571,10 @@ fn udp_sends_one_frame_per_datagram() {
     let dir = tempdir();
     let rx = UdpReceiver::start();
     let api = FakeApi::start(feed(N));
-    let cfg = write_cfg(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
-        &ConfigOpts::default(),
-        &[D::new("udp", "udp", rx.address())],
+        &[Dest::new("udp", "udp", rx.address())],
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -750,11 +619,10 @@ fn udp_oversize_event_is_truncated_to_max_message_size_and_stays_valid_cef() {
     let rx = UdpReceiver::start();
     let (f, url) = feed_with_long_url();
     let api = FakeApi::start(f);
-    let cfg = write_cfg(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
-        &ConfigOpts::default(),
-        &[D::new("udp", "udp", rx.address()).s("max_message_size", "1KiB")],
+        &[Dest::new("udp", "udp", rx.address()).set_str("max_message_size", "1KiB")],
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -789,13 +657,12 @@ fn udp_oversize_event_is_dropped_with_oversize_drop_and_the_others_arrive() {
     let rx = UdpReceiver::start();
     let (f, _url) = feed_with_long_url();
     let api = FakeApi::start(f);
-    let cfg = write_cfg(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
-        &ConfigOpts::default(),
-        &[D::new("udp", "udp", rx.address())
-            .s("max_message_size", "1KiB")
-            .s("oversize", "drop")],
+        &[Dest::new("udp", "udp", rx.address())
+            .set_str("max_message_size", "1KiB")
+            .set_str("oversize", "drop")],
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -831,21 +698,21 @@ fn udp_to_a_port_nobody_listens_on_keeps_every_event_queued() {
         s.local_addr().unwrap().port()
     };
     let api = FakeApi::start(feed(N));
-    let cfg = write_cfg(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
+        &[Dest::new("udp-void", "udp", format!("127.0.0.1:{port}"))],
         &ConfigOpts {
             shutdown_timeout: "2s".into(),
             ..ConfigOpts::default()
         },
-        &[D::new("udp-void", "udp", format!("127.0.0.1:{port}"))],
     );
     let out = run_once(&cfg);
     assert_exit(&out, 3);
     let log = text(&out.stderr);
     let line = assert_log_line(&log, "udp-void", &["refused"]);
     eprintln!("observed: {line}");
-    assert_eq!(pending(&cfg, "udp-void"), (N + 2) as i64);
+    assert_eq!(pending(&cfg, "udp-void"), (N + 2) as u64);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -857,11 +724,10 @@ fn unix_datagram_socket_gets_one_unframed_message_per_datagram() {
     let path = dir.path().join("log.sock");
     let rx = UnixDgramReceiver::start(&path);
     let api = FakeApi::start(feed(N));
-    let cfg = write_cfg(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
-        &ConfigOpts::default(),
-        &[D::new("devlog", "unix", path.display())],
+        &[Dest::new("devlog", "unix", path.display())],
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -886,11 +752,10 @@ fn unix_stream_socket_gets_framed_messages() {
     let path = dir.path().join("relay.sock");
     let rx = UnixStreamReceiver::start(&path);
     let api = FakeApi::start(feed(N));
-    let cfg = write_cfg(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
-        &ConfigOpts::default(),
-        &[D::new("relay", "unix", path.display())],
+        &[Dest::new("relay", "unix", path.display())],
     );
     let out = run_once(&cfg);
     assert_exit(&out, 0);
@@ -915,11 +780,10 @@ fn failover_skips_a_dead_first_address() {
     let dead = reserve_port();
     let live = TcpReceiver::start(Framing::Lf);
     let api = FakeApi::start(feed(N));
-    let cfg = write_cfg(
+    let cfg = write_config(
         dir.path(),
         &api.base_url(),
-        &ConfigOpts::default(),
-        &[D::failover(
+        &[Dest::failover(
             "siem",
             "tcp",
             &[format!("127.0.0.1:{dead}"), live.address()],
@@ -942,15 +806,15 @@ fn fail_back_to_the_first_address_when_it_answers_again_loses_nothing() {
         retry_max: "1s".into(),
         ..ConfigOpts::default()
     };
-    let cfg = write_cfg(
+    let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
-        &opts,
-        &[D::failover(
+        &[Dest::failover(
             "siem",
             "tcp",
             &[format!("127.0.0.1:{primary_port}"), secondary.address()],
         )],
+        &opts,
     );
     let mut agent = Agent::spawn(&cfg);
     assert!(
@@ -1029,7 +893,7 @@ fn fail_back_to_the_first_address_when_it_answers_again_loses_nothing() {
 fn test_destination(cfg: &Path, name: Option<&str>) -> Output {
     let mut args = vec!["test-destination"];
     args.extend(name);
-    run_cmd(command(cfg, &args)).0
+    run_args(cfg, &args)
 }
 
 /// The stdout line of `test-destination` for one destination.
@@ -1070,27 +934,16 @@ fn test_destination_reports_address_tls_version_cipher_certificate_and_ok() {
     let dir = tempdir();
     let ca = Ca::new("Test CA");
     let rx13 = TlsReceiver::start(&ca.server_leaf(), TlsOpts::default());
-    let rx12 = TlsReceiver::start(
-        &ca.server_leaf(),
-        TlsOpts {
-            tls12_only: true,
-            ..TlsOpts::default()
-        },
-    );
+    let rx12 = TlsReceiver::start(&ca.server_leaf(), TlsOpts::tls12());
     let plain = TcpReceiver::start(Framing::Lf);
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_cfg(
+    let cfg = write_config(
         dir.path(),
         "http://127.0.0.1:9/api/v1",
-        &ConfigOpts::default(),
         &[
-            D::new("tls13", "tls", rx13.address())
-                .p("ca_file", &ca_path)
-                .s("server_name", "receiver.test"),
-            D::new("tls12", "tls", rx12.address())
-                .p("ca_file", &ca_path)
-                .s("server_name", "receiver.test"),
-            D::new("plain", "tcp", plain.address()),
+            Dest::tls("tls13", rx13.address(), &ca_path),
+            Dest::tls("tls12", rx12.address(), &ca_path),
+            Dest::new("plain", "tcp", plain.address()),
         ],
     );
     let out = test_destination(&cfg, None);
@@ -1136,15 +989,12 @@ fn test_destination_with_a_dead_destination_says_failed_and_exits_1() {
     let rx = TlsReceiver::start(&ca.server_leaf(), TlsOpts::default());
     let dead = reserve_port();
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_cfg(
+    let cfg = write_config(
         dir.path(),
         "http://127.0.0.1:9/api/v1",
-        &ConfigOpts::default(),
         &[
-            D::new("live", "tls", rx.address())
-                .p("ca_file", &ca_path)
-                .s("server_name", "receiver.test"),
-            D::new("dead", "tcp", format!("127.0.0.1:{dead}")),
+            Dest::tls("live", rx.address(), &ca_path),
+            Dest::new("dead", "tcp", format!("127.0.0.1:{dead}")),
         ],
     );
     let out = test_destination(&cfg, None);
@@ -1171,17 +1021,12 @@ fn test_destination_name_tests_only_that_destination() {
     let chosen = TlsReceiver::start(&ca.server_leaf(), TlsOpts::default());
     let other = TlsReceiver::start(&ca.server_leaf(), TlsOpts::default());
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_cfg(
+    let cfg = write_config(
         dir.path(),
         "http://127.0.0.1:9/api/v1",
-        &ConfigOpts::default(),
         &[
-            D::new("chosen", "tls", chosen.address())
-                .p("ca_file", &ca_path)
-                .s("server_name", "receiver.test"),
-            D::new("other", "tls", other.address())
-                .p("ca_file", &ca_path)
-                .s("server_name", "receiver.test"),
+            Dest::tls("chosen", chosen.address(), &ca_path),
+            Dest::tls("other", other.address(), &ca_path),
         ],
     );
     let out = test_destination(&cfg, Some("chosen"));
@@ -1221,19 +1066,15 @@ fn assert_test_destination_reports_missing_client_certificate(judge_delay: Optio
     let rx = TlsReceiver::start(
         &ca.server_leaf(),
         TlsOpts {
-            client_ca: Some(ca.pem()),
             judge_delay,
-            ..TlsOpts::default()
+            ..TlsOpts::mutual(&ca)
         },
     );
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
-    let cfg = write_cfg(
+    let cfg = write_config(
         dir.path(),
         "http://127.0.0.1:9/api/v1",
-        &ConfigOpts::default(),
-        &[D::new("needs-cert", "tls", rx.address())
-            .p("ca_file", &ca_path)
-            .s("server_name", "receiver.test")],
+        &[Dest::tls("needs-cert", rx.address(), &ca_path)],
     );
     let out = test_destination(&cfg, None);
     let line = report_line(&out, "needs-cert");

@@ -1,7 +1,7 @@
 //! Faults for the durable-delivery tests (`tests/delivery.rs`): syslog receivers that misbehave
 //! the way real ones do (reset, close, stop reading, stall), a private network namespace in
-//! which a receiver can vanish without a trace, and ways to start the binary through a wrapper
-//! (`nsenter`, `sh -c 'ulimit …'`).
+//! which a receiver can vanish without a trace, a private mount namespace whose disk fills up,
+//! and ways to start the binary through a wrapper (`nsenter`, `sh -c 'ulimit …'`).
 //!
 //! Accounting rule for every receiver here: a byte the receiver's TCP stack acknowledged is a
 //! byte the receiver *has* — it is recorded, even when the receiver then closes abortively
@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{collect, parse_octet_counted, Agent, Connections, Framing, TcpReceiver};
+use super::parsers::parse_octet_counted;
+use super::receivers::{Accepted, Connections, Framing, TcpReceiver};
 
 /// How long the receive queue must stay unchanged before a stalled receiver takes its window
 /// for full (at loopback speed a sender with data fills it in microseconds).
@@ -94,39 +95,13 @@ impl Misbehaving {
         how: Misbehave,
         times: usize,
     ) -> Misbehaving {
-        let addr = listener.local_addr().unwrap();
-        let conns: Connections = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
         let incidents: Arc<Mutex<Vec<Incident>>> = Arc::default();
-        let (c, s, inc) = (conns.clone(), stop.clone(), incidents.clone());
-        thread::spawn(move || {
-            for conn in listener.incoming() {
-                if s.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let buf = Arc::new(Mutex::new(Vec::new()));
-                let idx = {
-                    let mut all = c.lock().unwrap();
-                    all.push(buf.clone());
-                    all.len() - 1
-                };
-                let plan = (idx < times).then_some(how);
-                let (s, c, inc) = (s.clone(), c.clone(), inc.clone());
-                thread::spawn(move || {
-                    serve_connection(conn, idx, &buf, framing, plan, &s, &c, &inc);
-                });
-            }
+        let inc = incidents.clone();
+        let rx = TcpReceiver::accept_with(listener, framing, move |a| {
+            let plan = (a.index < times).then_some(how);
+            serve_connection(a, framing, plan, &inc);
         });
-        Misbehaving {
-            rx: TcpReceiver {
-                addr,
-                framing,
-                conns,
-                stop,
-            },
-            incidents,
-        }
+        Misbehaving { rx, incidents }
     }
 
     pub fn incidents(&self) -> Vec<Incident> {
@@ -143,17 +118,19 @@ fn count_frames(framing: Framing, bytes: &[u8]) -> usize {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn serve_connection(
-    mut conn: TcpStream,
-    idx: usize,
-    buf: &Arc<Mutex<Vec<u8>>>,
+    a: Accepted,
     framing: Framing,
     plan: Option<Misbehave>,
-    stop: &AtomicBool,
-    conns: &Connections,
     incidents: &Mutex<Vec<Incident>>,
 ) {
+    let Accepted {
+        mut conn,
+        index: idx,
+        buf,
+        stop,
+        conns,
+    } = a;
     let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
@@ -161,7 +138,7 @@ fn serve_connection(
             let frames = count_frames(framing, &buf.lock().unwrap());
             if frames >= how.after() {
                 let at = Instant::now();
-                let (collected_after, what) = misbehave(conn, how, idx, buf, stop, conns);
+                let (collected_after, what) = misbehave(conn, how, idx, &buf, &stop, &conns);
                 incidents.lock().unwrap().push(Incident {
                     conn: idx,
                     frames,
@@ -238,7 +215,7 @@ fn misbehave(
         }
         Misbehave::StallUntilReconnect(_) => {
             let deadline = Instant::now() + Duration::from_secs(120);
-            while conns.lock().unwrap().len() <= idx + 1
+            while conns.count() <= idx + 1
                 && !stop.load(Ordering::SeqCst)
                 && Instant::now() < deadline
             {
@@ -381,21 +358,47 @@ pub fn with_file_size_limit(blocks: u64, inner: &Command) -> Command {
     wrap(&["sh", "-c", &script], inner)
 }
 
-impl Agent {
-    /// Starts `cmd` (an `ioc-forwarder run`, possibly behind a wrapper that execs it) as an
-    /// agent. The wrapper must `exec`, so that `pid` is the agent's.
-    pub fn spawn_command(mut cmd: Command) -> Agent {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn ioc-forwarder run");
-        let pid = child.id();
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
-        Agent {
-            child: Some(child),
-            pid,
-            stderr,
-            stdout,
+// ---------------------------------------------------------------------------------------------
+// Namespaces held open by a child
+// ---------------------------------------------------------------------------------------------
+
+/// The child that holds a namespace open (a shell that sets the namespace up, prints `ready`
+/// and execs `sleep`); killed on drop, which ends the namespace.
+struct Holder(Child);
+
+impl Holder {
+    /// Starts `cmd` and waits for its `ready`; otherwise the error says what did not work
+    /// (`what`) and what the shell printed.
+    fn start(cmd: &mut Command, what: &str) -> Result<Holder, String> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run unshare: {e}"))?;
+        let mut line = String::new();
+        let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return Err(format!("{what} did not work: {}", err.trim()));
         }
+        Ok(Holder(child))
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -408,7 +411,7 @@ impl Agent {
 /// below the `local` table's free, so [`NetNs::blackhole_port`] can make a port vanish: packets
 /// to it are dropped without any answer, like a receiver whose host fell off the network.
 pub struct NetNs {
-    holder: Child,
+    holder: Holder,
     path: String,
 }
 
@@ -416,25 +419,11 @@ impl NetNs {
     /// Creates the namespace, or says why it cannot.
     pub fn new() -> Result<NetNs, String> {
         let script = "ip link set lo up && ip rule add pref 100 lookup local && ip rule del pref 0 && echo ready && exec sleep 600";
-        let mut holder = Command::new("unshare")
-            .args(["-n", "sh", "-c", script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run unshare: {e}"))?;
-        let mut line = String::new();
-        let _ = BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line);
-        if line.trim() != "ready" {
-            let _ = holder.kill();
-            let _ = holder.wait();
-            let mut err = String::new();
-            if let Some(mut e) = holder.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            return Err(format!("unshare -n + ip rule did not work: {}", err.trim()));
-        }
-        let path = format!("/proc/{}/ns/net", holder.id());
+        let holder = Holder::start(
+            Command::new("unshare").args(["-n", "sh", "-c", script]),
+            "unshare -n + ip rule",
+        )?;
+        let path = format!("/proc/{}/ns/net", holder.pid());
         let ns = NetNs { holder, path };
         // setns needs CAP_SYS_ADMIN too; find out now rather than in the middle of a test.
         ns.run(|| ())?;
@@ -477,26 +466,19 @@ impl NetNs {
 
     /// From now on every TCP segment sent to `port` is silently dropped.
     pub fn blackhole_port(&self, port: u16) {
-        let p = port.to_string();
-        self.ip(&[
-            "rule",
-            "add",
-            "pref",
-            "10",
-            "ipproto",
-            "tcp",
-            "dport",
-            &p,
-            "blackhole",
-        ]);
+        self.blackhole_rule("add", port);
     }
 
     /// Undoes [`NetNs::blackhole_port`].
     pub fn restore_port(&self, port: u16) {
+        self.blackhole_rule("del", port);
+    }
+
+    fn blackhole_rule(&self, op: &str, port: u16) {
         let p = port.to_string();
         self.ip(&[
             "rule",
-            "del",
+            op,
             "pref",
             "10",
             "ipproto",
@@ -506,168 +488,6 @@ impl NetNs {
             "blackhole",
         ]);
     }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A fast fake API for bulk feeds
-// ---------------------------------------------------------------------------------------------
-
-/// The list endpoint of the SOC Defenders API for a large, fixed feed: items are serialized
-/// once and pages are cut from them, so a 50,000-item feed costs microseconds per page (the
-/// general [`super::FakeApi`] filters, sorts and clones the whole feed on every request, about
-/// two seconds per page at that size in a debug build). It honours `since` (strictly newer
-/// `last_seen`), `offset` and `limit` capped at `max_limit`, requires the standard key, and
-/// records each request's query. Items must be newest first, as `ipv4_feed` makes them.
-/// The query of every request a [`BulkApi`] answered, in order.
-type QueryLog = Arc<Mutex<Vec<Vec<(String, String)>>>>;
-
-pub struct BulkApi {
-    pub addr: std::net::SocketAddr,
-    requests: QueryLog,
-    stop: Arc<AtomicBool>,
-}
-
-impl BulkApi {
-    pub fn start(feed: &[serde_json::Value], max_limit: usize) -> BulkApi {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind bulk API");
-        let addr = listener.local_addr().unwrap();
-        let items: Arc<Vec<(i64, String)>> = Arc::new(
-            feed.iter()
-                .map(|v| {
-                    let t = v["last_seen"]
-                        .as_str()
-                        .and_then(super::parse_time)
-                        .map(|t| t.timestamp())
-                        .unwrap_or(0);
-                    (t, v.to_string())
-                })
-                .collect(),
-        );
-        assert!(
-            items.windows(2).all(|w| w[0].0 >= w[1].0),
-            "BulkApi wants the feed newest first"
-        );
-        let requests: QueryLog = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, s) = (requests.clone(), stop.clone());
-        thread::spawn(move || {
-            for conn in listener.incoming() {
-                if s.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let (items, r) = (items.clone(), r.clone());
-                thread::spawn(move || {
-                    let _ = serve_bulk(conn, addr, &items, max_limit, &r);
-                });
-            }
-        });
-        BulkApi {
-            addr,
-            requests,
-            stop,
-        }
-    }
-
-    pub fn base_url(&self) -> String {
-        format!("http://{}/api/v1", self.addr)
-    }
-
-    /// The query of every request, in order.
-    pub fn requests(&self) -> Vec<Vec<(String, String)>> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-impl Drop for BulkApi {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-    }
-}
-
-fn serve_bulk(
-    mut conn: TcpStream,
-    addr: std::net::SocketAddr,
-    items: &[(i64, String)],
-    max_limit: usize,
-    requests: &Mutex<Vec<Vec<(String, String)>>>,
-) -> std::io::Result<()> {
-    use std::io::Write;
-    let Some((_method, target, headers)) = super::read_head(&mut conn)? else {
-        return Ok(());
-    };
-    let query = target
-        .split_once('?')
-        .map(|(_, q)| super::parse_query(q))
-        .unwrap_or_default();
-    requests.lock().unwrap().push(query.clone());
-    let param = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let now = super::now_secs();
-    let authorized = headers.iter().any(|(k, v)| {
-        (k == "authorization" && v.strip_prefix("Bearer ") == Some(super::API_KEY))
-            || (k == "x-api-key" && v == super::API_KEY)
-    });
-    let (status, body) = if !authorized {
-        (
-            "401 Unauthorized",
-            super::error_body("invalid_api_key", "Invalid API key"),
-        )
-    } else {
-        let limit = param("limit")
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(100)
-            .clamp(1, max_limit);
-        let offset = param("offset")
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0);
-        let since = param("since")
-            .and_then(|v| super::parse_time(&v).or_else(|| super::parse_time(&v.replace(' ', "+"))))
-            .map(|t| t.timestamp());
-        // Newest first: the items newer than `since` are a prefix.
-        let total = match since {
-            Some(s) => items.partition_point(|(t, _)| *t > s),
-            None => items.len(),
-        };
-        let page: Vec<&str> = items[..total]
-            .iter()
-            .skip(offset)
-            .take(limit)
-            .map(|(_, j)| j.as_str())
-            .collect();
-        let base = format!("http://{addr}/api/v1/iocs");
-        let next = if offset + limit < total {
-            format!(
-                ",\"next\":\"{base}?limit={limit}&offset={}\"",
-                offset + limit
-            )
-        } else {
-            String::new()
-        };
-        (
-            "200 OK",
-            format!(
-                "{{\"meta\":{{\"total\":{total},\"limit\":{limit},\"offset\":{offset},\"generated_at\":\"{}\",\"feed_version\":\"1.0\",\"source\":\"SOC Defenders\"}},\"data\":[{}],\"links\":{{\"self\":\"{base}?limit={limit}&offset={offset}\"{next}}}}}",
-                super::iso(now),
-                page.join(",")
-            ),
-        )
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nX-RateLimit-Limit: 100000\r\nX-RateLimit-Remaining: 99999\r\nX-RateLimit-Reset: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        now.timestamp() + 60,
-        body.len()
-    );
-    conn.write_all(head.as_bytes())?;
-    conn.write_all(body.as_bytes())?;
-    conn.flush()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -679,7 +499,7 @@ fn serve_bulk(
 /// the test's own namespace; the mount disappears with the holder. Programs see it through
 /// [`MountNs::command`], the test through [`MountNs::path`] (`/proc/PID/root/...`).
 pub struct MountNs {
-    holder: Child,
+    holder: Holder,
     dir: std::path::PathBuf,
 }
 
@@ -687,37 +507,21 @@ impl MountNs {
     pub fn tmpfs(dir: &std::path::Path, size: &str) -> Result<MountNs, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let script = "mount -t tmpfs -o size=\"$1\" tmpfs \"$2\" && echo ready && exec sleep 600";
-        let mut holder = Command::new("unshare")
-            .args([
-                "-m",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                script,
-                "sh",
-                size,
-            ])
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run unshare: {e}"))?;
-        let mut line = String::new();
-        let _ = BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line);
-        if line.trim() != "ready" {
-            let _ = holder.kill();
-            let _ = holder.wait();
-            let mut err = String::new();
-            if let Some(mut e) = holder.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            return Err(format!(
-                "unshare -m + mount tmpfs did not work: {}",
-                err.trim()
-            ));
-        }
+        let holder = Holder::start(
+            Command::new("unshare")
+                .args([
+                    "-m",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    script,
+                    "sh",
+                    size,
+                ])
+                .arg(dir),
+            "unshare -m + mount tmpfs",
+        )?;
         Ok(MountNs {
             holder,
             dir: dir.to_path_buf(),
@@ -726,44 +530,24 @@ impl MountNs {
 
     /// `inner` run inside the mount namespace.
     pub fn command(&self, inner: &Command) -> Command {
-        let mnt = format!("--mount=/proc/{}/ns/mnt", self.holder.id());
+        let mnt = format!("--mount=/proc/{}/ns/mnt", self.holder.pid());
         wrap(&["nsenter", &mnt, "--"], inner)
     }
 
     /// `p` (an absolute path) as the namespace sees it.
     pub fn path(&self, p: &std::path::Path) -> std::path::PathBuf {
         let rel = p.strip_prefix("/").unwrap_or(p);
-        std::path::PathBuf::from(format!("/proc/{}/root", self.holder.id())).join(rel)
+        std::path::PathBuf::from(format!("/proc/{}/root", self.holder.pid())).join(rel)
     }
 
     /// Changes the tmpfs size (`mount -o remount,size=...`).
     pub fn resize(&self, size: &str) {
         let st = Command::new("nsenter")
-            .arg(format!("--mount=/proc/{}/ns/mnt", self.holder.id()))
+            .arg(format!("--mount=/proc/{}/ns/mnt", self.holder.pid()))
             .args(["mount", "-o", &format!("remount,size={size}")])
             .arg(&self.dir)
             .status()
             .expect("run nsenter mount");
         assert!(st.success(), "remount of the tmpfs failed");
-    }
-}
-
-impl Drop for MountNs {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
-}
-
-impl TcpReceiver {
-    /// LF-terminated frames on the connections from `first_conn` on (accept order), counted
-    /// without copying: cheap enough to poll while tens of megabytes arrive.
-    pub fn lf_frames_from(&self, first_conn: usize) -> usize {
-        let conns = self.conns.lock().unwrap();
-        conns
-            .iter()
-            .skip(first_conn)
-            .map(|b| b.lock().unwrap().iter().filter(|&&c| c == b'\n').count())
-            .sum()
     }
 }

@@ -9,24 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::process::wait_until;
+use super::receivers::Connections;
 
 type Datagrams = Arc<Mutex<Vec<Vec<u8>>>>;
-/// Every connection's bytes, in accept order.
-type StreamConns = Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>;
-
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(25));
-    }
-}
 
 /// Receives datagrams until `stop`; each one is kept whole (64 KiB buffer).
 fn collect_datagrams(
@@ -180,14 +168,14 @@ impl Drop for UnixDgramReceiver {
 /// A unix stream socket bound by the test; keeps every byte of every connection.
 pub struct UnixStreamReceiver {
     pub path: PathBuf,
-    conns: StreamConns,
+    conns: Connections,
     stop: Arc<AtomicBool>,
 }
 
 impl UnixStreamReceiver {
     pub fn start(path: &Path) -> UnixStreamReceiver {
         let listener = UnixListener::bind(path).expect("bind unix stream receiver");
-        let conns: StreamConns = Arc::default();
+        let conns = Connections::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (c, s) = (conns.clone(), stop.clone());
         thread::spawn(move || {
@@ -196,8 +184,7 @@ impl UnixStreamReceiver {
                     break;
                 }
                 let Ok(mut conn) = conn else { continue };
-                let buf = Arc::new(Mutex::new(Vec::new()));
-                c.lock().unwrap().push(buf.clone());
+                let (_, buf) = c.open();
                 let s = s.clone();
                 thread::spawn(move || {
                     let _ = conn.set_read_timeout(Some(Duration::from_millis(100)));
@@ -229,31 +216,14 @@ impl UnixStreamReceiver {
         }
     }
 
-    pub fn connection_count(&self) -> usize {
-        self.conns.lock().unwrap().len()
-    }
-
     /// Every byte received, per connection, in accept order.
     pub fn raw(&self) -> Vec<Vec<u8>> {
-        self.conns
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|b| b.lock().unwrap().clone())
-            .collect()
+        self.conns.raw()
     }
 
     /// Complete LF-terminated frames (without the LF) of every connection.
     pub fn frames_lf(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for bytes in self.raw() {
-            let mut rest = &bytes[..];
-            while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
-                out.push(String::from_utf8_lossy(&rest[..pos]).into_owned());
-                rest = &rest[pos + 1..];
-            }
-        }
-        out
+        self.conns.frames_lf()
     }
 
     pub fn wait_for_lf(&self, n: usize, timeout: Duration) -> usize {

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -19,7 +19,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, ServerConnection};
 
-use super::{parse_octet_counted, SlowRead};
+use super::parsers::parse_octet_counted;
+use super::process::wait_until;
+use super::receivers::SlowRead;
 
 // ---------------------------------------------------------------------------------------------
 // Certificates
@@ -67,11 +69,20 @@ impl Ca {
 
     /// A client certificate `CN=<cn>,O=Example` with the clientAuth EKU.
     pub fn client_leaf(&self, cn: &str) -> Leaf {
-        self.sign(leaf_params(cn, vec![], true))
+        self.client_leaf_for(cn, KeyPair::generate().unwrap())
     }
 
+    /// Like [`Ca::client_leaf`], for a key made elsewhere (another algorithm, an OpenSSL key).
+    pub fn client_leaf_for(&self, cn: &str, key: KeyPair) -> Leaf {
+        self.sign_key(leaf_params(cn, vec![], true), key)
+    }
+
+    /// A certificate from `p` for a new ECDSA P-256 key.
     pub fn sign(&self, p: CertificateParams) -> Leaf {
-        let key = KeyPair::generate().unwrap();
+        self.sign_key(p, KeyPair::generate().unwrap())
+    }
+
+    pub fn sign_key(&self, p: CertificateParams, key: KeyPair) -> Leaf {
         let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
         Leaf { cert, key }
     }
@@ -102,7 +113,7 @@ impl Leaf {
 
     /// The key as SEC1 (`BEGIN EC PRIVATE KEY`), cut out of the PKCS#8 form.
     pub fn key_sec1_pem(&self) -> String {
-        pem("EC PRIVATE KEY", &pkcs8_to_sec1(&self.key.serialize_der()))
+        sec1_pem(&self.key)
     }
 
     /// The SPKI SHA-256 pin (base64), as `pin_sha256` takes it.
@@ -165,6 +176,12 @@ pub fn pem(label: &str, der: &[u8]) -> String {
     out
 }
 
+/// An EC key as SEC1 (`BEGIN EC PRIVATE KEY`), cut out of its PKCS#8 form (ring's PKCS#8
+/// holds the ECPrivateKey without the curve parameters, so neither has them).
+pub fn sec1_pem(key: &KeyPair) -> String {
+    pem("EC PRIVATE KEY", &pkcs8_to_sec1(&key.serialize_der()))
+}
+
 /// One DER TLV of well-formed input: (tag, value, rest).
 fn tlv(b: &[u8]) -> (u8, &[u8], &[u8]) {
     let tag = b[0];
@@ -208,6 +225,24 @@ pub struct TlsOpts {
     /// Finished), like a receiver that checks revocation or is busy: under TLS 1.3 our side
     /// of the handshake is complete long before the receiver judges our certificate.
     pub judge_delay: Option<Duration>,
+}
+
+impl TlsOpts {
+    /// Requires a client certificate issued by `ca`.
+    pub fn mutual(ca: &Ca) -> TlsOpts {
+        TlsOpts {
+            client_ca: Some(ca.pem()),
+            ..TlsOpts::default()
+        }
+    }
+
+    /// Offers TLS 1.2 only.
+    pub fn tls12() -> TlsOpts {
+        TlsOpts {
+            tls12_only: true,
+            ..TlsOpts::default()
+        }
+    }
 }
 
 /// How one connection ended, as the receiver saw it.
@@ -259,7 +294,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn server_config(leaf: &Leaf, opts: &TlsOpts) -> Arc<ServerConfig> {
+/// The receiver side of a handshake: `leaf`'s chain and key, the versions and client
+/// authentication `opts` asks for.
+pub fn server_config(leaf: &Leaf, opts: &TlsOpts) -> Arc<ServerConfig> {
     let versions: &[&rustls::SupportedProtocolVersion] = if opts.tls12_only {
         &[&rustls::version::TLS12]
     } else {
@@ -519,28 +556,13 @@ impl TlsReceiver {
 
     /// Polls until at least `n` frames arrived or `timeout` passed; returns the count seen.
     pub fn wait_for(&self, n: usize, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let c = self.count();
-            if c >= n || Instant::now() >= deadline {
-                return c;
-            }
-            thread::sleep(Duration::from_millis(25));
-        }
+        wait_until(timeout, || self.count() >= n);
+        self.count()
     }
 
     /// Polls until `pred(connections)` holds or `timeout` passed; returns whether it held.
     pub fn wait_conns(&self, timeout: Duration, pred: impl Fn(&[TlsConn]) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if pred(&self.connections()) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            thread::sleep(Duration::from_millis(25));
-        }
+        wait_until(timeout, || pred(&self.connections()))
     }
 }
 
