@@ -36,6 +36,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 mod admin;
 mod commit;
 mod dedup;
+pub mod latest;
 mod limit;
 mod open;
 mod positions;
