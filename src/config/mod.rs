@@ -193,6 +193,14 @@ address = "127.0.0.1:514"
     }
 
     #[test]
+    fn a_problem_inside_an_inline_table_has_the_line_of_its_key() {
+        let text = format!("{MINIMAL}[cef]\nseverity = {{ low = 11, medium = 6, high = 9 }}\n");
+        let err = parse(&text).unwrap_err();
+        let low = err.problems.iter().find(|p| p.key == "cef.severity.low");
+        assert_eq!(low.map(|p| p.line), Some(Some(10)), "{err}");
+    }
+
+    #[test]
     fn secret_never_shows_in_debug_or_display() {
         let c = parse(MINIMAL).unwrap();
         assert!(!format!("{c:?}").contains("0123456789abcdef"));

@@ -60,6 +60,7 @@ impl Reader<'_> {
                 path: format!("destinations[{index}]"),
                 header: Some("[[destinations]]"),
                 index,
+                table_line: None,
                 table,
             };
             let d = self.destination(&mut s);
