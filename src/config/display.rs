@@ -57,7 +57,7 @@ impl Toml {
 
     /// A duration as the reader takes it back: "5m", "1day".
     fn duration(&mut self, key: &str, value: Duration) {
-        self.str(key, &humantime::format_duration(value).to_string());
+        self.str(key, &duration_text(value));
     }
 
     fn path(&mut self, key: &str, value: &Path) {
@@ -154,5 +154,44 @@ impl Toml {
         self.name("when_full", q.when_full);
         self.duration("retry_initial", q.retry_initial);
         self.duration("retry_max", q.retry_max);
+    }
+}
+
+/// A duration in humantime's form ("5m", "1day 2h"), which the reader takes back, but never in
+/// months or years: humantime counts a month as 30.44 days, so "90d" would come out as
+/// "2months 29days 2h 52m 48s". From 30 days on, whole days are written as days.
+fn duration_text(value: Duration) -> String {
+    const DAY: u64 = 86_400;
+    let days = value.as_secs() / DAY;
+    if days < 30 {
+        return humantime::format_duration(value).to_string();
+    }
+    let rest = value - Duration::from_secs(days * DAY);
+    if rest.is_zero() {
+        format!("{days}days")
+    } else {
+        format!("{days}days {}", humantime::format_duration(rest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_of_30_days_or_more_are_written_in_days_and_read_back() {
+        const DAY: u64 = 86_400;
+        for (secs, text) in [
+            (90, "1m 30s"),
+            (DAY, "1day"),
+            (29 * DAY + 3600, "29days 1h"),
+            (30 * DAY, "30days"),
+            (90 * DAY, "90days"),
+            (365 * DAY + 90, "365days 1m 30s"),
+        ] {
+            let d = Duration::from_secs(secs);
+            assert_eq!(duration_text(d), text);
+            assert_eq!(humantime::parse_duration(text), Ok(d));
+        }
     }
 }
