@@ -131,6 +131,7 @@ impl Toml {
         }
         self.duration("connect_timeout", d.connect_timeout);
         self.duration("write_timeout", d.write_timeout);
+        self.raw("lifecycle_events", d.lifecycle_events);
     }
 
     /// The TLS keys; the client key's path is not shown, only whether one is set.

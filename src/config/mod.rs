@@ -160,6 +160,7 @@ address = "127.0.0.1:514"
         assert_eq!(c.syslog.severity, 4);
         assert_eq!(c.destinations[0].framing, Framing::Lf);
         assert_eq!(c.destinations[0].max_message_size, 8192);
+        assert!(c.destinations[0].lifecycle_events);
         assert_eq!(
             c.cef.severity,
             SeverityMap {
