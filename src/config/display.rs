@@ -28,6 +28,7 @@ impl Config {
         out.header("[metrics]");
         let listen = self.metrics.listen.map(|a| a.to_string());
         out.str("listen", &listen.unwrap_or_default());
+        out.lifecycle(&self.lifecycle);
         out.0
     }
 }
@@ -58,6 +59,11 @@ impl Toml {
     /// A duration as the reader takes it back: "5m", "1day".
     fn duration(&mut self, key: &str, value: Duration) {
         self.str(key, &duration_text(value));
+    }
+
+    /// A duration where "0s" means never (`None`).
+    fn duration_or_never(&mut self, key: &str, value: Option<Duration>) {
+        self.duration(key, value.unwrap_or_default());
     }
 
     fn path(&mut self, key: &str, value: &Path) {
@@ -147,6 +153,27 @@ impl Toml {
         self.str("client_key", client_key);
         self.raw("tls_verify", d.tls_verify);
         self.list("pin_sha256", &d.pin_sha256);
+    }
+
+    /// `[lifecycle]`, the per-type table inline in `IOC_TYPES` order, as the reader keeps it.
+    fn lifecycle(&mut self, l: &LifecycleConfig) {
+        self.header("[lifecycle]");
+        self.duration_or_never("expire_after", l.expire_after);
+        let by_type: Vec<String> = l
+            .expire_after_by_type
+            .iter()
+            .map(|(t, after)| {
+                let after = Value::String(duration_text(after.unwrap_or_default()));
+                format!("{} = {after}", t.name())
+            })
+            .collect();
+        let by_type = if by_type.is_empty() {
+            "{}".to_string()
+        } else {
+            format!("{{ {} }}", by_type.join(", "))
+        };
+        self.raw("expire_after_by_type", by_type);
+        self.duration_or_never("refresh_every", l.refresh_every);
     }
 
     fn queue(&mut self, q: &QueueConfig) {

@@ -2,6 +2,7 @@
 //! and recording a [`Problem`] for each mistake instead of stopping at the first.
 
 mod destination;
+mod lifecycle;
 mod sections;
 mod source;
 mod values;

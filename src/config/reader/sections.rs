@@ -1,4 +1,5 @@
-//! The small sections: the top level, `[cef]`, `[syslog]`, `[queue]` and `[metrics]`.
+//! The small sections: the top level, `[cef]`, `[syslog]`, `[queue]` and `[metrics]`
+//! (`[lifecycle]` has its own file).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ impl Reader<'_> {
         let destinations = self.destinations(&mut top);
         let queue = self.queue(&mut top);
         let metrics = self.metrics(&mut top);
+        let lifecycle = self.lifecycle(&mut top);
         self.finish(top);
         Config {
             state_dir,
@@ -35,6 +37,7 @@ impl Reader<'_> {
             destinations,
             queue,
             metrics,
+            lifecycle,
         }
     }
 
