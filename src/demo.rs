@@ -56,6 +56,7 @@ pub fn destination(to: Option<&str>) -> Result<DestinationConfig, String> {
         pin_sha256: vec![],
         connect_timeout: Duration::from_secs(5),
         write_timeout: Duration::from_secs(10),
+        lifecycle_events: true,
     })
 }
 

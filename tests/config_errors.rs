@@ -314,11 +314,7 @@ fn assert_key_not_printed(out: &Output) {
 fn http_base_url_to_another_host_is_refused_naming_the_key_and_the_way_out() {
     let dir = tempdir();
     let toml = with_base_url(dir.path(), "http://api.example.invalid/api/v1", "");
-    let line = toml
-        .lines()
-        .position(|l| l.starts_with("base_url"))
-        .map(|i| i + 1)
-        .unwrap();
+    let line = line_of(&toml, "base_url");
     let path = write(dir.path(), &toml);
     for args in [&["check-config"][..], &["once"][..], &["run"][..]] {
         let (out, _) = run_cmd(command(&path, args));
@@ -430,5 +426,86 @@ fn allow_insecure_http_is_only_for_the_api_source() {
     assert_config_error(
         &out,
         &["source.allow_insecure_http", "kind = \"socdefenders\""],
+    );
+}
+
+/// `valid` with a `[lifecycle]` section holding `body`, and `lifecycle_events = false` on the
+/// destination.
+fn with_lifecycle(dir: &Path, body: &str) -> String {
+    render_config(
+        dir,
+        "http://127.0.0.1:9/api/v1",
+        &[Dest::tcp("siem1", "127.0.0.1:9").set("lifecycle_events", "false")],
+        &ConfigOpts {
+            lifecycle: Some(body.to_string()),
+            ..ConfigOpts::default()
+        },
+    )
+}
+
+/// The 1-based line of the first line of `toml` starting with `key`.
+fn line_of(toml: &str, key: &str) -> usize {
+    let found = toml.lines().position(|l| l.starts_with(key));
+    found
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("no {key} in\n{toml}"))
+}
+
+#[test]
+fn lifecycle_problems_name_the_key_and_line_and_come_together() {
+    let dir = tempdir();
+    let toml = with_lifecycle(
+        dir.path(),
+        "expire_after = \"90 parsecs\"\nexpire_after_by_type = { ipv5 = \"30d\", sha256 = \"365d\" }\nrefresh_every = \"10m\"",
+    );
+    let out = check(dir.path(), &toml);
+    let by_type = line_of(&toml, "expire_after_by_type");
+    assert_config_error(
+        &out,
+        &[
+            &format!(
+                "lifecycle.expire_after (line {}): \"90 parsecs\" is not a duration",
+                line_of(&toml, "expire_after =")
+            ),
+            &format!("lifecycle.expire_after_by_type.ipv5 (line {by_type}): \"ipv5\" is not an IOC type (ipv4, ipv6, domain, url, md5, sha1, sha256, sha512, cve, email, mitre-attack)"),
+            &format!(
+                "lifecycle.refresh_every (line {}): \"10m\" is too short",
+                line_of(&toml, "refresh_every")
+            ),
+            "write \"1h\" or more, or \"0s\" for never",
+        ],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 3, "one line per problem\n{err}");
+}
+
+#[test]
+fn check_config_shows_lifecycle_and_lifecycle_events() {
+    let dir = tempdir();
+    let out = check(dir.path(), &valid(dir.path()));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let stdout = text(&out.stdout);
+    let defaults = "[lifecycle]\nexpire_after = \"90days\"\nexpire_after_by_type = {}\nrefresh_every = \"0s\"\n";
+    assert!(stdout.contains(defaults), "the defaults\n{stdout}");
+    assert!(
+        stdout.lines().any(|l| l == "lifecycle_events = true"),
+        "{stdout}"
+    );
+
+    let toml = with_lifecycle(
+        dir.path(),
+        "expire_after = \"0s\"\nexpire_after_by_type = { sha256 = \"0s\", mitre_attack = \"30d\", ipv4 = \"7d\" }\nrefresh_every = \"24h\"",
+    );
+    let out = check(dir.path(), &toml);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let stdout = text(&out.stdout);
+    let set = "[lifecycle]\nexpire_after = \"0s\"\nexpire_after_by_type = { ipv4 = \"7days\", sha256 = \"0s\", mitre-attack = \"30days\" }\nrefresh_every = \"1day\"\n";
+    assert!(
+        stdout.contains(set),
+        "as set, types in IOC_TYPES order\n{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l == "lifecycle_events = false"),
+        "{stdout}"
     );
 }

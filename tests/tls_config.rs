@@ -54,6 +54,7 @@ fn dest(address: &str) -> DestinationConfig {
         pin_sha256: vec![],
         connect_timeout: Duration::from_secs(5),
         write_timeout: Duration::from_secs(5),
+        lifecycle_events: true,
     }
 }
 

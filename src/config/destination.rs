@@ -1,5 +1,5 @@
 //! One `[[destinations]]` entry as typed values: the receiver, its transport and framing, the
-//! size limit, and the TLS keys.
+//! size limit, the TLS keys, and whether it gets lifecycle events.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -136,4 +136,7 @@ pub struct DestinationConfig {
     /// `write_timeout`: a write that makes no progress for this long fails; the connection is
     /// opened again and unacknowledged events are sent again. Default: "30s".
     pub write_timeout: Duration,
+    /// `lifecycle_events`: whether this destination gets the lifecycle events (expire, revoke,
+    /// refresh; see `[lifecycle]`); false = add and update events only. Default: true.
+    pub lifecycle_events: bool,
 }

@@ -28,6 +28,7 @@ impl Config {
         out.header("[metrics]");
         let listen = self.metrics.listen.map(|a| a.to_string());
         out.str("listen", &listen.unwrap_or_default());
+        out.lifecycle(&self.lifecycle);
         out.0
     }
 }
@@ -57,7 +58,12 @@ impl Toml {
 
     /// A duration as the reader takes it back: "5m", "1day".
     fn duration(&mut self, key: &str, value: Duration) {
-        self.str(key, &humantime::format_duration(value).to_string());
+        self.str(key, &duration_text(value));
+    }
+
+    /// A duration where "0s" means never (`None`).
+    fn duration_or_never(&mut self, key: &str, value: Option<Duration>) {
+        self.duration(key, value.unwrap_or_default());
     }
 
     fn path(&mut self, key: &str, value: &Path) {
@@ -131,6 +137,7 @@ impl Toml {
         }
         self.duration("connect_timeout", d.connect_timeout);
         self.duration("write_timeout", d.write_timeout);
+        self.raw("lifecycle_events", d.lifecycle_events);
     }
 
     /// The TLS keys; the client key's path is not shown, only whether one is set.
@@ -148,11 +155,71 @@ impl Toml {
         self.list("pin_sha256", &d.pin_sha256);
     }
 
+    /// `[lifecycle]`, the per-type table inline in `IOC_TYPES` order, as the reader keeps it.
+    fn lifecycle(&mut self, l: &LifecycleConfig) {
+        self.header("[lifecycle]");
+        self.duration_or_never("expire_after", l.expire_after);
+        let by_type: Vec<String> = l
+            .expire_after_by_type
+            .iter()
+            .map(|(t, after)| {
+                let after = Value::String(duration_text(after.unwrap_or_default()));
+                format!("{} = {after}", t.name())
+            })
+            .collect();
+        let by_type = if by_type.is_empty() {
+            "{}".to_string()
+        } else {
+            format!("{{ {} }}", by_type.join(", "))
+        };
+        self.raw("expire_after_by_type", by_type);
+        self.duration_or_never("refresh_every", l.refresh_every);
+    }
+
     fn queue(&mut self, q: &QueueConfig) {
         self.header("[queue]");
         self.raw("max_bytes", q.max_bytes);
         self.name("when_full", q.when_full);
         self.duration("retry_initial", q.retry_initial);
         self.duration("retry_max", q.retry_max);
+    }
+}
+
+/// A duration in humantime's form ("5m", "1day 2h"), which the reader takes back, but never in
+/// months or years: humantime counts a month as 30.44 days, so "90d" would come out as
+/// "2months 29days 2h 52m 48s". From 30 days on, whole days are written as days.
+fn duration_text(value: Duration) -> String {
+    const DAY: u64 = 86_400;
+    let days = value.as_secs() / DAY;
+    if days < 30 {
+        return humantime::format_duration(value).to_string();
+    }
+    let rest = value - Duration::from_secs(days * DAY);
+    if rest.is_zero() {
+        format!("{days}days")
+    } else {
+        format!("{days}days {}", humantime::format_duration(rest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_of_30_days_or_more_are_written_in_days_and_read_back() {
+        const DAY: u64 = 86_400;
+        for (secs, text) in [
+            (90, "1m 30s"),
+            (DAY, "1day"),
+            (29 * DAY + 3600, "29days 1h"),
+            (30 * DAY, "30days"),
+            (90 * DAY, "90days"),
+            (365 * DAY + 90, "365days 1m 30s"),
+        ] {
+            let d = Duration::from_secs(secs);
+            assert_eq!(duration_text(d), text);
+            assert_eq!(humantime::parse_duration(text), Ok(d));
+        }
     }
 }

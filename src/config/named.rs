@@ -7,8 +7,9 @@ pub trait Named: Copy + PartialEq + 'static {
     /// Every value with its name, in the order error messages list them.
     const NAMES: &'static [(&'static str, Self)];
 
-    /// The value as the config file spells it. Every value is in its table (a unit test reads
-    /// each table back), so the empty fallback is never taken.
+    /// The value as the config file spells it. Every value the config holds is in its table (a
+    /// unit test reads each table back), so the empty fallback is taken only for a value the
+    /// config cannot name (`IocType::Other`).
     fn name(self) -> &'static str {
         Self::NAMES
             .iter()
@@ -29,6 +30,7 @@ pub trait Named: Copy + PartialEq + 'static {
 mod tests {
     use super::*;
     use crate::config::*;
+    use crate::indicator::IocType;
 
     /// Every name and every value stands once in its table, and each reads back as itself.
     fn table_reads_back<T: Named + std::fmt::Debug>() {
@@ -51,6 +53,20 @@ mod tests {
         table_reads_back::<SyslogFormat>();
         table_reads_back::<Oversize>();
         table_reads_back::<WhenFull>();
+        table_reads_back::<IocType>();
+    }
+
+    /// The config's IOC type names are [`IOC_TYPES`], and each means the type the indicator
+    /// parser gives it, so a key in the config addresses the indicators of that type.
+    #[test]
+    fn ioc_type_names_are_ioc_types_and_the_parsers_spelling() {
+        let names: Vec<&str> = IocType::NAMES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, IOC_TYPES);
+        for (name, t) in IocType::NAMES {
+            assert_eq!(IocType::parse(name), *t);
+            assert_eq!(t.as_str(), *name);
+        }
+        assert_eq!(IocType::Other.name(), "");
     }
 
     #[test]

@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::destination::DestinationConfig;
+use super::lifecycle::LifecycleConfig;
 use super::named::Named;
 use super::secret::Secret;
 use super::syntax::cleartext_host;
+use crate::indicator::IocType;
 
 /// A whole config file: where indicators come from, how they become CEF events in syslog
 /// frames, where those go, and the queue between.
@@ -36,6 +38,8 @@ pub struct Config {
     pub queue: QueueConfig,
     /// `[metrics]`: the HTTP endpoint for metrics and health checks.
     pub metrics: MetricsConfig,
+    /// `[lifecycle]`: when sent indicators expire, and how often live ones are sent again.
+    pub lifecycle: LifecycleConfig,
 }
 
 /// `[source]`: where indicators come from and which ones are forwarded.
@@ -293,20 +297,43 @@ pub struct MetricsConfig {
 /// The confidence levels `source.confidence` accepts.
 pub const CONFIDENCES: &[&str] = &["low", "medium", "high"];
 
-/// The IOC types `source.types` accepts, as the API spells them.
-pub const IOC_TYPES: &[&str] = &[
-    "ipv4",
-    "ipv6",
-    "domain",
-    "url",
-    "md5",
-    "sha1",
-    "sha256",
-    "sha512",
-    "cve",
-    "email",
-    "mitre-attack",
+/// The IOC types `source.types` and the keys of `lifecycle.expire_after_by_type` accept, as the
+/// API spells them: the names in [`IocType`]'s [`Named`] table, in its order.
+pub const IOC_TYPES: &[&str] = &names_of(IOC_TYPE_NAMES);
+
+/// The IOC types as config keys name them. [`IocType::Other`] has no name: the config can
+/// only address the types the forwarder knows. The API's other spelling, "mitre_attack", is
+/// normalised by the reader (lowercase, `_` as `-`) before the lookup.
+impl Named for IocType {
+    const NAMES: &'static [(&'static str, Self)] = &IOC_TYPE_NAMES;
+}
+
+/// [`IocType`]'s name table, the one list of IOC type names in the config.
+const IOC_TYPE_NAMES: [(&str, IocType); 11] = [
+    ("ipv4", IocType::Ipv4),
+    ("ipv6", IocType::Ipv6),
+    ("domain", IocType::Domain),
+    ("url", IocType::Url),
+    ("md5", IocType::Md5),
+    ("sha1", IocType::Sha1),
+    ("sha256", IocType::Sha256),
+    ("sha512", IocType::Sha512),
+    ("cve", IocType::Cve),
+    ("email", IocType::Email),
+    ("mitre-attack", IocType::MitreAttack),
 ];
+
+/// The names of a name table, in its order: a `const` list of names drawn from the table, so
+/// the two cannot differ.
+const fn names_of<T: Copy, const N: usize>(table: [(&'static str, T); N]) -> [&'static str; N] {
+    let mut names = [""; N];
+    let mut i = 0;
+    while i < N {
+        names[i] = table[i].0;
+        i += 1;
+    }
+    names
+}
 
 /// The syslog facility names `syslog.facility` accepts; a name's index is its code.
 pub(crate) const FACILITIES: &[&str] = &[

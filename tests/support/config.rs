@@ -51,7 +51,7 @@ impl Dest {
         }
     }
 
-    /// `key = <raw TOML value>`.
+    /// `key = <raw TOML value>`, e.g. `.set("lifecycle_events", "false")`.
     pub fn set(mut self, key: &str, raw_value: &str) -> Dest {
         self.extra.push(format!("{key} = {raw_value}"));
         self
@@ -112,6 +112,9 @@ pub struct ConfigOpts {
     pub queue_extra: String,
     /// Serve `/metrics` on `127.0.0.1:PORT`.
     pub metrics_port: Option<u16>,
+    /// The body of a `[lifecycle]` section (raw TOML lines), written only when set; without it
+    /// the agent's lifecycle defaults apply.
+    pub lifecycle: Option<String>,
 }
 
 impl Default for ConfigOpts {
@@ -129,6 +132,7 @@ impl Default for ConfigOpts {
             retry_max: "500ms".to_string(),
             queue_extra: String::new(),
             metrics_port: None,
+            lifecycle: None,
         }
     }
 }
@@ -154,7 +158,7 @@ pub fn toml_list(items: &[impl AsRef<str>]) -> String {
 }
 
 /// The config text: `[source]` on the fake API at `api_base`, `[syslog]`, `dests`, `[queue]`
-/// and, when asked for, `[metrics]`; `state_dir` is `DIR/state`.
+/// and, when asked for, `[metrics]` and `[lifecycle]`; `state_dir` is `DIR/state`.
 pub fn render_config(dir: &Path, api_base: &str, dests: &[Dest], o: &ConfigOpts) -> String {
     let state = dir.join("state");
     let mut s = format!(
@@ -184,6 +188,9 @@ pub fn render_config(dir: &Path, api_base: &str, dests: &[Dest], o: &ConfigOpts)
     }
     if let Some(port) = o.metrics_port {
         s.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    }
+    if let Some(lifecycle) = &o.lifecycle {
+        s.push_str(&format!("\n[lifecycle]\n{}\n", lifecycle.trim_end()));
     }
     s
 }

@@ -1,6 +1,6 @@
-//! `[[destinations]]`: each entry's transport, address, framing, size limit and TLS keys. A key
-//! the transport does not use (a TLS key on tcp, an address on stdout) is an error, not
-//! silently ignored.
+//! `[[destinations]]`: each entry's transport, address, framing, size limit, TLS keys and
+//! whether it gets lifecycle events. A key the transport does not use (a TLS key on tcp, an
+//! address on stdout) is an error, not silently ignored.
 
 use std::path::PathBuf;
 
@@ -60,6 +60,7 @@ impl Reader<'_> {
                 path: format!("destinations[{index}]"),
                 header: Some("[[destinations]]"),
                 index,
+                table_line: None,
                 table,
             };
             let d = self.destination(&mut s);
@@ -90,6 +91,7 @@ impl Reader<'_> {
         let tls = self.tls(s, protocol);
         let connect_timeout = self.duration(s, "connect_timeout", "10s");
         let write_timeout = self.duration(s, "write_timeout", "30s");
+        let lifecycle_events = self.bool(s, "lifecycle_events", true);
         DestinationConfig {
             name,
             protocol,
@@ -106,6 +108,7 @@ impl Reader<'_> {
             pin_sha256: tls.pin_sha256,
             connect_timeout,
             write_timeout,
+            lifecycle_events,
         }
     }
 

@@ -2,6 +2,7 @@
 //! and recording a [`Problem`] for each mistake instead of stopping at the first.
 
 mod destination;
+mod lifecycle;
 mod sections;
 mod source;
 mod values;
@@ -50,6 +51,9 @@ struct Section {
     header: Option<&'static str>,
     /// Which occurrence of the header (for arrays of tables).
     index: usize,
+    /// For a table written inline (`severity = { low = 3 }`), the line of its key: the keys
+    /// inside are not at the start of a line, so their problems are reported there.
+    table_line: Option<usize>,
     table: Table,
 }
 
@@ -65,7 +69,7 @@ impl Section {
 
 impl<'a> Reader<'a> {
     fn problem(&mut self, sec: &Section, key: &str, message: impl Into<String>) {
-        let line = self.find_line(sec, key);
+        let line = self.find_line(sec, key).or(sec.table_line);
         self.problems.push(Problem {
             key: sec.key(key),
             line,
@@ -135,7 +139,34 @@ impl<'a> Reader<'a> {
             path: key.to_string(),
             header: Some(header),
             index: 0,
+            table_line: None,
             table,
+        }
+    }
+
+    /// The table `key` inside `parent` (`severity = { low = 3 }`, or a `[cef.severity]` table
+    /// under `header`) as a section of its own; `None` when absent, or when not a table (then
+    /// with a problem saying `shape`, e.g. "must be a table like { low = 3 }").
+    fn sub_table(
+        &mut self,
+        parent: &mut Section,
+        key: &str,
+        header: &'static str,
+        shape: &str,
+    ) -> Option<Section> {
+        match parent.table.remove(key) {
+            None => None,
+            Some(Value::Table(table)) => Some(Section {
+                path: parent.key(key),
+                header: Some(header),
+                index: 0,
+                table_line: self.find_line(parent, key),
+                table,
+            }),
+            Some(_) => {
+                self.problem(parent, key, shape);
+                None
+            }
         }
     }
 

@@ -1,9 +1,10 @@
-//! The small sections: the top level, `[cef]`, `[syslog]`, `[queue]` and `[metrics]`.
+//! The small sections: the top level, `[cef]`, `[syslog]`, `[queue]` and `[metrics]`
+//! (`[lifecycle]` has its own file).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use toml::{Table, Value};
+use toml::Table;
 
 use super::{Reader, Section};
 use crate::config::*;
@@ -14,6 +15,7 @@ impl Reader<'_> {
             path: String::new(),
             header: None,
             index: 0,
+            table_line: None,
             table,
         };
         let state_dir = PathBuf::from(self.string(&mut top, "state_dir", "/var/lib/ioc-forwarder"));
@@ -24,6 +26,7 @@ impl Reader<'_> {
         let destinations = self.destinations(&mut top);
         let queue = self.queue(&mut top);
         let metrics = self.metrics(&mut top);
+        let lifecycle = self.lifecycle(&mut top);
         self.finish(top);
         Config {
             state_dir,
@@ -34,6 +37,7 @@ impl Reader<'_> {
             destinations,
             queue,
             metrics,
+            lifecycle,
         }
     }
 
@@ -46,25 +50,12 @@ impl Reader<'_> {
             .choice(&mut s, "profile")
             .unwrap_or(CefProfile::SocDefenders);
         let mut severity = SeverityMap::default();
-        match s.table.remove("severity") {
-            None => {}
-            Some(Value::Table(t)) => {
-                let mut sub = Section {
-                    path: "cef.severity".into(),
-                    header: Some("[cef]"),
-                    index: 0,
-                    table: t,
-                };
-                severity.low = self.int(&mut sub, "low", severity.low.into(), 0, 10) as u8;
-                severity.medium = self.int(&mut sub, "medium", severity.medium.into(), 0, 10) as u8;
-                severity.high = self.int(&mut sub, "high", severity.high.into(), 0, 10) as u8;
-                self.finish(sub);
-            }
-            Some(_) => self.problem(
-                &s,
-                "severity",
-                "must be a table like { low = 3, medium = 6, high = 9 }",
-            ),
+        let shape = "must be a table like { low = 3, medium = 6, high = 9 }";
+        if let Some(mut sub) = self.sub_table(&mut s, "severity", "[cef.severity]", shape) {
+            severity.low = self.int(&mut sub, "low", severity.low.into(), 0, 10) as u8;
+            severity.medium = self.int(&mut sub, "medium", severity.medium.into(), 0, 10) as u8;
+            severity.high = self.int(&mut sub, "high", severity.high.into(), 0, 10) as u8;
+            self.finish(sub);
         }
         self.finish(s);
         CefConfig {

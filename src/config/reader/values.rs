@@ -110,24 +110,45 @@ impl Reader<'_> {
         }
     }
 
+    /// A duration greater than zero.
     pub(super) fn duration(&mut self, sec: &mut Section, key: &str, default: &str) -> Duration {
         let fallback = humantime::parse_duration(default).unwrap_or_default();
-        let Some(s) = self.opt_str(sec, key) else {
-            return fallback;
-        };
-        match humantime::parse_duration(s.trim()) {
-            Ok(d) if d.is_zero() => {
+        match self.any_duration(sec, key) {
+            None => fallback,
+            Some(d) if d.is_zero() => {
                 self.problem(sec, key, "must be greater than zero");
                 fallback
             }
-            Ok(d) => d,
+            Some(d) => d,
+        }
+    }
+
+    /// A duration where zero ("0s") means never, given as `None`.
+    pub(super) fn duration_or_never(
+        &mut self,
+        sec: &mut Section,
+        key: &str,
+        default: Option<Duration>,
+    ) -> Option<Duration> {
+        match self.any_duration(sec, key) {
+            None => default,
+            Some(d) => (!d.is_zero()).then_some(d),
+        }
+    }
+
+    /// Any duration, zero included; `None` when absent or not a duration (then with a
+    /// problem).
+    fn any_duration(&mut self, sec: &mut Section, key: &str) -> Option<Duration> {
+        let s = self.opt_str(sec, key)?;
+        match humantime::parse_duration(s.trim()) {
+            Ok(d) => Some(d),
             Err(e) => {
                 self.problem(
                     sec,
                     key,
                     format!("{s:?} is not a duration ({e}); write e.g. \"30s\", \"5m\", \"24h\""),
                 );
-                fallback
+                None
             }
         }
     }
