@@ -415,9 +415,17 @@ fn check_line_against_model(
     Ok(parsed)
 }
 
+/// After the first pair (the indicator): the pairs a SIEM rule keys on, which a cut line keeps
+/// whole as long as another pair can go instead.
+fn rule_pair(i: usize, key: &str) -> bool {
+    i > 0 && ["act", "end", "externalId"].contains(&key)
+}
+
 /// What `truncate_to` promises for `line` cut to `max` bytes: within the limit, strict CEF,
-/// the same header, the pairs a prefix of the original ones (only trailing pairs removed), and
-/// at most one value cut, to a non-empty prefix of its escaped original.
+/// the same header, the pairs in their original order with only trailing ones removed — the
+/// rule pairs (`act`, `end`, `externalId`) counted apart and removed only once every other
+/// pair but the first is gone — and at most one value cut, never a rule pair's, to a non-empty
+/// prefix of its escaped original.
 fn check_truncation(line: &str, max: usize, got: Option<&str>) -> Result<(), TestCaseError> {
     let orig = parse_cef(line).map_err(|e| TestCaseError::fail(format!("original: {e}")))?;
     let header_len = line.len()
@@ -459,9 +467,40 @@ fn check_truncation(line: &str, max: usize, got: Option<&str>) -> Result<(), Tes
     prop_assert_eq!(&t[..header_len], &line[..header_len]);
     prop_assert!(!cut.ext.is_empty(), "the indicator's pair was removed");
     prop_assert!(cut.ext.len() <= orig.ext.len());
+    let is_rule = |(i, p): &(usize, &strict::ExtPair)| rule_pair(*i, &p.key);
+    let (orig_rules, orig_rest): (Vec<_>, Vec<_>) = orig.ext.iter().enumerate().partition(is_rule);
+    let (cut_rules, cut_rest): (Vec<_>, Vec<_>) = cut.ext.iter().enumerate().partition(is_rule);
+    let kept: Vec<&str> = cut.ext.iter().map(|p| p.key.as_str()).collect();
+    let orig_kept: Vec<&str> = orig
+        .ext
+        .iter()
+        .map(|p| p.key.as_str())
+        .filter(|k| kept.contains(k))
+        .collect();
+    prop_assert_eq!(&kept, &orig_kept, "pairs reordered");
+    if cut_rules.len() < orig_rules.len() {
+        prop_assert_eq!(
+            cut_rest.len(),
+            1,
+            "a rule pair went before the context: {}",
+            t
+        );
+    }
+    for ((_, c), (_, o)) in cut_rules.iter().zip(&orig_rules) {
+        prop_assert_eq!(
+            &c.key,
+            &o.key,
+            "rule pairs must be a prefix of the original ones"
+        );
+        prop_assert_eq!(&c.raw, &o.raw, "a rule pair's value was cut");
+    }
     let mut cut_values = 0;
-    for (c, o) in cut.ext.iter().zip(&orig.ext) {
-        prop_assert_eq!(&c.key, &o.key, "keys must be a prefix of the original keys");
+    for ((_, c), (_, o)) in cut_rest.iter().zip(&orig_rest) {
+        prop_assert_eq!(
+            &c.key,
+            &o.key,
+            "other pairs must be a prefix of the original ones"
+        );
         if c.raw != o.raw {
             cut_values += 1;
             prop_assert!(

@@ -133,9 +133,34 @@ pub fn check_encode(ind: &Indicator, act: Act, opts: &CefOptions) -> String {
     line
 }
 
+/// After the first pair (the indicator): the pairs a SIEM rule keys on, which a cut line
+/// keeps whole as long as another pair can go instead.
+fn rule_pair(i: usize, key: &str) -> bool {
+    i > 0 && ["act", "end", "externalId"].contains(&key)
+}
+
+/// A pair as `cef_check` gives it: key and value as on the wire.
+type Pair<'a> = (&'a str, &'a str);
+
+/// `pairs` split into the rule pairs and the others, each in order.
+fn split_rules<'a>(pairs: &[Pair<'a>]) -> (Vec<Pair<'a>>, Vec<Pair<'a>>) {
+    let mut rules = Vec::new();
+    let mut rest = Vec::new();
+    for (i, &(k, v)) in pairs.iter().enumerate() {
+        if rule_pair(i, k) {
+            rules.push((k, v));
+        } else {
+            rest.push((k, v));
+        }
+    }
+    (rules, rest)
+}
+
 /// `truncate_to(line, max)`: the whole line when it fits; else a line of at most `max`
-/// bytes with the same header, a prefix of the pairs, each value a prefix of its own (cut
-/// at a character and escape boundary), still valid CEF; `None` only when it did not fit.
+/// bytes with the same header, the pairs in their order with trailing ones removed (the
+/// rule pairs counted apart, removed only when no other pair but the first is left, and
+/// never cut), each value a prefix of its own (cut at a character and escape boundary),
+/// still valid CEF; `None` only when it did not fit.
 pub fn check_truncate(line: &str, max: usize) {
     let Some(cut) = cef::truncate_to(line, max) else {
         assert!(line.len() > max, "None for a line that fits");
@@ -159,8 +184,29 @@ pub fn check_truncate(line: &str, max: usize) {
     );
     assert!(!short.pairs.is_empty(), "no pair left: {cut:?}");
     assert!(short.pairs.len() <= whole.pairs.len());
-    for ((k, v), (wk, wv)) in short.pairs.iter().zip(&whole.pairs) {
+    let (short_rules, short_rest) = split_rules(&short.pairs);
+    let (whole_rules, whole_rest) = split_rules(&whole.pairs);
+    for ((k, v), (wk, wv)) in short_rest.iter().zip(&whole_rest) {
         assert_eq!(k, wk, "pairs reordered: {cut:?}");
         assert!(wv.starts_with(v), "{k}: {v:?} is not a prefix of {wv:?}");
     }
+    assert_eq!(
+        short_rules,
+        whole_rules[..short_rules.len()],
+        "rule pairs reordered or cut: {cut:?}"
+    );
+    if short_rules.len() < whole_rules.len() {
+        assert_eq!(
+            short_rest.len(),
+            1,
+            "a rule pair went before the context: {cut:?}"
+        );
+    }
+    let keys = |p: &[(&str, &str)]| p.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>();
+    let kept = keys(&short.pairs);
+    let in_order: Vec<String> = keys(&whole.pairs)
+        .into_iter()
+        .filter(|k| kept.contains(k))
+        .collect();
+    assert_eq!(kept, in_order, "pairs reordered: {cut:?}");
 }

@@ -526,7 +526,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn opts(profile: CefProfile) -> CefOptions {
+    pub(super) fn opts(profile: CefProfile) -> CefOptions {
         CefOptions {
             device_vendor: "SOC Defenders".into(),
             device_product: "Threat Intelligence".into(),
