@@ -21,7 +21,7 @@ use ioc_forwarder::config::{
     CefProfile, Config, DestinationConfig, Framing, Oversize, Protocol, SeverityMap, SyslogFormat,
 };
 use ioc_forwarder::deliver::{frame_event, Framed};
-use ioc_forwarder::encode::cef::{self, Act, CefOptions};
+use ioc_forwarder::encode::cef::{self, Act, CefOptions, Lifecycle};
 use ioc_forwarder::encode::rfc5424::{self, Header};
 use ioc_forwarder::indicator::{Indicator, IocType, Provenance};
 use ioc_forwarder::store::Event;
@@ -158,6 +158,14 @@ fn options() -> impl Strategy<Value = CefOptions> {
 
 fn act() -> impl Strategy<Value = Act> {
     prop_oneof![Just(Act::Add), Just(Act::Update)]
+}
+
+fn lifecycle() -> impl Strategy<Value = Lifecycle> {
+    prop_oneof![
+        Just(Lifecycle::Expire),
+        Just(Lifecycle::Revoke),
+        Just(Lifecycle::Refresh)
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -384,6 +392,77 @@ fn encode(ind: &Indicator, act: Act, o: &CefOptions) -> (String, usize) {
     (line, cuts)
 }
 
+fn encode_lifecycle(
+    ind: &Indicator,
+    action: Lifecycle,
+    end: Option<DateTime<Utc>>,
+    o: &CefOptions,
+) -> (String, usize) {
+    let mut line = String::new();
+    let cuts = cef::encode_lifecycle(ind, action, end, o, &mut line);
+    (line, cuts)
+}
+
+/// What a lifecycle line must be, from the add line of the same indicator (itself checked
+/// against the model): the same header but the Name, whose first word says what happened
+/// (`Expired`, `Revoked`; a refresh keeps `Malicious`), and the same pairs with `act` set to
+/// the action — in `socdefenders` appended after the last pair, in `extended` in place — and
+/// `end` appended for expire and revoke when the time is one the line can carry.
+fn check_lifecycle_against_add(
+    ind: &Indicator,
+    action: Lifecycle,
+    end: Option<DateTime<Utc>>,
+    o: &CefOptions,
+) -> Result<(), TestCaseError> {
+    let (add, add_cuts) = encode(ind, Act::Add, o);
+    let add = check_line_against_model(ind, Act::Add, o, &add, add_cuts)?;
+    let (line, cuts) = encode_lifecycle(ind, action, end, o);
+    let got = parse_strict(&line)?;
+    prop_assert_eq!(cuts, add_cuts);
+
+    let (verdict, act, end_ms) = match action {
+        Lifecycle::Expire => ("Expired", "expire", millis(end)),
+        Lifecycle::Revoke => ("Revoked", "revoke", millis(end)),
+        Lifecycle::Refresh => ("Malicious", "refresh", None),
+    };
+    let name = match label_of(&ind.type_raw) {
+        Some(l) => format!("{verdict} {l} Indicator"),
+        None => format!("{verdict} Indicator"),
+    };
+    let mut want = add.clone();
+    want.name = name;
+    let pair = |key: &str, value: String| strict::ExtPair {
+        key: key.into(),
+        raw: value.clone(),
+        value,
+    };
+    match o.profile {
+        CefProfile::SocDefenders => {
+            prop_assert!(add.get("act").is_none(), "add line with act: {add:?}");
+            want.ext.push(pair("act", act.into()));
+        }
+        CefProfile::Extended => {
+            let at = want.ext.iter().position(|p| p.key == "act");
+            let at = at.ok_or_else(|| TestCaseError::fail("extended add line without act"))?;
+            want.ext[at] = pair("act", act.into());
+        }
+    }
+    if let Some(ms) = end_ms {
+        want.ext.push(pair("end", ms));
+    }
+    prop_assert_eq!(got, want, "{}", line);
+    Ok(())
+}
+
+/// `line` through the strict CEF parser, with no raw CR or LF anywhere.
+fn parse_strict(line: &str) -> Result<Cef, TestCaseError> {
+    prop_assert!(
+        !line.contains('\r') && !line.contains('\n'),
+        "raw CR/LF in {line:?}"
+    );
+    parse_cef(line).map_err(|e| TestCaseError::fail(format!("strict CEF parser: {e}\n{line:?}")))
+}
+
 fn check_line_against_model(
     ind: &Indicator,
     act: Act,
@@ -391,12 +470,7 @@ fn check_line_against_model(
     line: &str,
     cuts: usize,
 ) -> Result<Cef, TestCaseError> {
-    prop_assert!(
-        !line.contains('\r') && !line.contains('\n'),
-        "raw CR/LF in {line:?}"
-    );
-    let parsed = parse_cef(line)
-        .map_err(|e| TestCaseError::fail(format!("strict CEF parser: {e}\n{line:?}")))?;
+    let parsed = parse_strict(line)?;
     let exp = expected(ind, act, o);
     prop_assert_eq!(&parsed.version, "0");
     prop_assert_eq!(&parsed.vendor, &header_model(&o.device_vendor));
@@ -535,6 +609,15 @@ proptest! {
         prop_assert_eq!(&buf[line.len()..], line.as_str());
     }
 
+    /// A lifecycle line is the indicator's add line with its Name, `act` and `end` as the
+    /// action says, in both profiles.
+    #[test]
+    fn a_lifecycle_line_is_the_add_line_with_its_name_act_and_end(
+        ind in indicator(), action in lifecycle(), end in opt(instant()), o in options(),
+    ) {
+        check_lifecycle_against_add(&ind, action, end, &o)?;
+    }
+
     /// The queue encodes before it knows add from update and rewrites `act` after: the result
     /// is the line encoding with that act would have given, in both profiles.
     #[test]
@@ -558,11 +641,15 @@ proptest! {
     #[test]
     fn truncation_stays_within_the_limit_and_strict_cef(
         ind in indicator(), act in act(), o in options(), frac in 0.0f64..1.1, small in 0usize..200,
+        action in lifecycle(), end in opt(instant()),
     ) {
         let (line, _) = encode(&ind, act, &o);
-        for max in [(line.len() as f64 * frac) as usize, small, line.len(), line.len().saturating_sub(1)] {
-            let got = cef::truncate_to(&line, max);
-            check_truncation(&line, max, got.as_deref())?;
+        let (lifecycle_line, _) = encode_lifecycle(&ind, action, end, &o);
+        for line in [line, lifecycle_line] {
+            for max in [(line.len() as f64 * frac) as usize, small, line.len(), line.len().saturating_sub(1)] {
+                let got = cef::truncate_to(&line, max);
+                check_truncation(&line, max, got.as_deref())?;
+            }
         }
     }
 
