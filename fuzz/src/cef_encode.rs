@@ -3,10 +3,13 @@
 //! strictly (`cef_check`), the header fields and the `socdefenders` values read back as
 //! the SPEC's escaping says, `extended` values keep their per-key limits, `set_act` gives
 //! the line `encode` gives, and a truncated line is within its limit and still valid CEF.
+//! The indicator's expire, revoke and refresh lines (ended at its `last_seen`) go through
+//! the same checks: each is the add/update line with its Name, `act` and `end` as the action
+//! says. The input format is unchanged, so the committed corpus keeps its meaning.
 
 use arbitrary::{Arbitrary, Unstructured};
 use ioc_forwarder::config::CefProfile;
-use ioc_forwarder::encode::cef::{self, Act, CefOptions};
+use ioc_forwarder::encode::cef::{self, Act, CefOptions, Lifecycle};
 use ioc_forwarder::indicator::Indicator;
 
 use super::cef_check::{self, expected_ext_value, expected_header, unescape};
@@ -35,6 +38,10 @@ pub fn run(data: &[u8]) {
     let cut = usize::from(input.cut);
     let max = line.len().checked_sub(cut).unwrap_or(cut);
     check_truncate(&line, max);
+    for action in [Lifecycle::Expire, Lifecycle::Revoke, Lifecycle::Refresh] {
+        let lifecycle = check_lifecycle(&ind, action, &opts, &line);
+        check_truncate(&lifecycle, lifecycle.len().checked_sub(cut).unwrap_or(cut));
+    }
     // Lines from the store are the encoder's, but `truncate_to` must not panic on anything.
     let _ = cef::truncate_to(&input.raw_line, usize::from(input.raw_max));
 }
@@ -131,6 +138,47 @@ pub fn check_encode(ind: &Indicator, act: Act, opts: &CefOptions) -> String {
         }
     }
     line
+}
+
+/// Encodes the lifecycle event `action` of `ind` (ended at its `last_seen`), checks it against
+/// `line`, the indicator's add or update line from [`check_encode`], and returns it: the same
+/// header but the Name's first word (`Expired`, `Revoked`; a refresh keeps `Malicious`), the
+/// same pairs with `act` the action's — after the last pair in `socdefenders`, in place in
+/// `extended` — and, for expire and revoke, `end` last when `last_seen` is not before 1970.
+fn check_lifecycle(ind: &Indicator, action: Lifecycle, opts: &CefOptions, line: &str) -> String {
+    let mut out = String::new();
+    let cuts = cef::encode_lifecycle(ind, action, ind.last_seen, opts, &mut out);
+    let mut again = String::new();
+    assert_eq!(
+        cuts,
+        cef::encode(ind, Act::Add, opts, &mut again),
+        "cuts differ"
+    );
+    let sent = cef_check::parse(line);
+    let got = cef_check::parse(&out);
+    let (verdict, act) = match action {
+        Lifecycle::Expire => ("Expired", "expire"),
+        Lifecycle::Revoke => ("Revoked", "revoke"),
+        Lifecycle::Refresh => ("Malicious", "refresh"),
+    };
+    let mut want_header = sent.header.clone();
+    want_header[5] = want_header[5].replacen("Malicious", verdict, 1);
+    assert_eq!(got.header, want_header, "{out:?}");
+    let mut want = sent.pairs.clone();
+    match want.iter_mut().find(|(k, _)| *k == "act") {
+        Some(pair) if opts.profile == CefProfile::Extended => pair.1 = act,
+        _ => want.push(("act", act)),
+    }
+    let end = match action {
+        Lifecycle::Refresh => None,
+        Lifecycle::Expire | Lifecycle::Revoke => ind.last_seen.map(|t| t.timestamp_millis()),
+    };
+    let end = end.filter(|ms| *ms >= 0).map(|ms| ms.to_string());
+    if let Some(ms) = &end {
+        want.push(("end", ms));
+    }
+    assert_eq!(got.pairs, want, "{out:?}");
+    out
 }
 
 /// After the first pair (the indicator): the pairs a SIEM rule keys on, which a cut line
