@@ -22,19 +22,25 @@ fn opts(profile: CefProfile) -> CefOptions {
     }
 }
 
-/// Encodes with the library API; returns the line and the count of cut values.
-fn encode_with(v: Value, act: Act, o: &CefOptions) -> (String, usize) {
-    let ind = decode::item(&v).expect("an indicator");
+/// Runs `encode` on a buffer that already holds text and returns what it appended (the text
+/// must be left alone) and the count of cut values; the line must pass the strict CEF parser.
+fn appended(encode: impl FnOnce(&mut String) -> usize) -> (String, usize) {
     let mut line = String::from("left alone: ");
-    let cuts = cef::encode(&ind, act, o, &mut line);
+    let cuts = encode(&mut line);
     let line = line
         .strip_prefix("left alone: ")
-        .expect("encode appends to the buffer")
+        .expect("encoding appends to the buffer")
         .to_string();
     if let Err(e) = strict::parse_cef(&line) {
         panic!("golden line fails the strict CEF parser ({e}): {line}");
     }
     (line, cuts)
+}
+
+/// Encodes with the library API; returns the line and the count of cut values.
+fn encode_with(v: Value, act: Act, o: &CefOptions) -> (String, usize) {
+    let ind = decode::item(&v).expect("an indicator");
+    appended(|line| cef::encode(&ind, act, o, line))
 }
 
 fn soc(v: Value) -> String {
@@ -602,15 +608,8 @@ const REVOKED_AT: &str = "2026-05-17T08:00:00.123Z";
 fn lifecycle_with(v: Value, action: Lifecycle, end: Option<&str>, profile: CefProfile) -> String {
     let ind = decode::item(&v).expect("an indicator");
     let end = end.map(|e| e.parse().expect("an RFC 3339 time"));
-    let mut line = String::from("left alone: ");
-    let cuts = cef::encode_lifecycle(&ind, action, end, &opts(profile), &mut line);
-    let line = line
-        .strip_prefix("left alone: ")
-        .expect("encode_lifecycle appends to the buffer")
-        .to_string();
-    if let Err(e) = strict::parse_cef(&line) {
-        panic!("golden line fails the strict CEF parser ({e}): {line}");
-    }
+    let (line, cuts) =
+        appended(|line| cef::encode_lifecycle(&ind, action, end, &opts(profile), line));
     assert_eq!(cuts, 0, "nothing is cut here: {line}");
     line
 }
