@@ -1,5 +1,5 @@
 //! Encoding throughput: CEF lines per second for a typical and a hostile indicator in both
-//! profiles, and the full frame of the delivery path (CEF + RFC 5424 header + octet counting).
+//! profiles, the expire line of the typical one, and the full frame of the delivery path (CEF + RFC 5424 header + octet counting).
 //! Every iteration writes into buffers reused across iterations, as the pipeline does.
 //!
 //! `cargo bench --bench encode -- --warm-up-time 1 --measurement-time 3`
@@ -17,7 +17,7 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use ioc_forwarder::config::{CefProfile, Framing, SeverityMap, SyslogFormat};
 use ioc_forwarder::decode;
-use ioc_forwarder::encode::cef::{self, Act, CefOptions};
+use ioc_forwarder::encode::cef::{self, Act, CefOptions, Lifecycle};
 use ioc_forwarder::encode::rfc5424::{self, Header};
 use ioc_forwarder::indicator::Indicator;
 use serde_json::{json, Value};
@@ -103,6 +103,16 @@ fn cef_lines(c: &mut Criterion) {
                 black_box((&line, cuts));
             });
         }
+        // An expiry wave re-encodes each indicator from its stored fields.
+        let ind = indicator(&typical());
+        let end = Utc.with_ymd_and_hms(2026, 5, 17, 8, 0, 0).single();
+        let mut line = String::with_capacity(4096);
+        bench_cpu(&mut g, format!("{pname}/typical/expire"), || {
+            line.clear();
+            let cuts =
+                cef::encode_lifecycle(black_box(&ind), Lifecycle::Expire, end, &opts, &mut line);
+            black_box((&line, cuts));
+        });
     }
     g.finish();
 }

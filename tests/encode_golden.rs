@@ -1,6 +1,6 @@
-//! Golden CEF lines, byte for byte: one per IOC type and profile, the seed's own line, and the
+//! Golden CEF lines, byte for byte: one per IOC type and profile, the seed's own line, the
 //! escaping, severity, missing-field and length-limit rules of the product's CEF contract (the
-//! README's "Encoding"). Every expected line was written by hand from those rules (epoch
+//! README's "Encoding"), and the lifecycle lines (expire, revoke, refresh) in both profiles. Every expected line was written by hand from those rules (epoch
 //! milliseconds computed with `date -u -d … +%s%3N`),
 //! never copied from the program's output. Each line must also pass the strict CEF parser.
 
@@ -9,7 +9,7 @@ mod strict;
 
 use ioc_forwarder::config::{CefProfile, SeverityMap};
 use ioc_forwarder::decode;
-use ioc_forwarder::encode::cef::{self, Act, CefOptions};
+use ioc_forwarder::encode::cef::{self, Act, CefOptions, Lifecycle};
 use serde_json::{json, Value};
 
 fn opts(profile: CefProfile) -> CefOptions {
@@ -22,19 +22,25 @@ fn opts(profile: CefProfile) -> CefOptions {
     }
 }
 
-/// Encodes with the library API; returns the line and the count of cut values.
-fn encode_with(v: Value, act: Act, o: &CefOptions) -> (String, usize) {
-    let ind = decode::item(&v).expect("an indicator");
+/// Runs `encode` on a buffer that already holds text and returns what it appended (the text
+/// must be left alone) and the count of cut values; the line must pass the strict CEF parser.
+fn appended(encode: impl FnOnce(&mut String) -> usize) -> (String, usize) {
     let mut line = String::from("left alone: ");
-    let cuts = cef::encode(&ind, act, o, &mut line);
+    let cuts = encode(&mut line);
     let line = line
         .strip_prefix("left alone: ")
-        .expect("encode appends to the buffer")
+        .expect("encoding appends to the buffer")
         .to_string();
     if let Err(e) = strict::parse_cef(&line) {
         panic!("golden line fails the strict CEF parser ({e}): {line}");
     }
     (line, cuts)
+}
+
+/// Encodes with the library API; returns the line and the count of cut values.
+fn encode_with(v: Value, act: Act, o: &CefOptions) -> (String, usize) {
+    let ind = decode::item(&v).expect("an indicator");
+    appended(|line| cef::encode(&ind, act, o, line))
 }
 
 fn soc(v: Value) -> String {
@@ -585,4 +591,198 @@ fn extended_tags_and_techniques_join_with_commas_and_escape_like_any_value() {
             r"{H}domain|Malicious Domain Indicator|3|dhost=a.example cs3=a\=b,c\\d,e|f cs3Label=tags cs4=T1 cs4Label=mitreTechniques act=add"
         )
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lifecycle events: the indicator's own line, Name `Expired`/`Revoked` (refresh keeps
+// `Malicious`), `act`, and for expire and revoke `end`. Profile `socdefenders` appends them
+// after `rt`; `extended` has `act` in its place already and appends `end`.
+
+/// 2026-05-17T08:00:00Z = 1779004800000 ms.
+const EXPIRED_AT: &str = "2026-05-17T08:00:00Z";
+/// 2026-05-17T08:00:00.123Z = 1779004800123 ms.
+const REVOKED_AT: &str = "2026-05-17T08:00:00.123Z";
+
+/// Encodes a lifecycle event (ended at `end`) with the library API; checks it is strict CEF
+/// and nothing was cut.
+fn lifecycle_with(v: Value, action: Lifecycle, end: Option<&str>, profile: CefProfile) -> String {
+    let ind = decode::item(&v).expect("an indicator");
+    let end = end.map(|e| e.parse().expect("an RFC 3339 time"));
+    let (line, cuts) =
+        appended(|line| cef::encode_lifecycle(&ind, action, end, &opts(profile), line));
+    assert_eq!(cuts, 0, "nothing is cut here: {line}");
+    line
+}
+
+/// The lifecycle line with the end the tests use for `action` (none for refresh).
+fn lifecycle(v: Value, action: Lifecycle, profile: CefProfile) -> String {
+    let end = match action {
+        Lifecycle::Expire => Some(EXPIRED_AT),
+        Lifecycle::Revoke => Some(REVOKED_AT),
+        Lifecycle::Refresh => None,
+    };
+    lifecycle_with(v, action, end, profile)
+}
+
+/// The four indicators of the lifecycle goldens in profile `socdefenders`: ipv4 (the seed's),
+/// url (escapes), sha256 (milliseconds in `rt`), and a type without a label.
+fn soc_lifecycle_inputs() -> [Value; 4] {
+    [
+        ind(
+            "ipv4",
+            "203.0.113.42",
+            "high",
+            "2025-05-17T00:00:00Z",
+            "CISA Alerts",
+        ),
+        ind(
+            "url",
+            r"http://malware.example.net/gate.php?id=42&k=a|b\c",
+            "medium",
+            "2026-01-20T23:59:59Z",
+            "URLhaus",
+        ),
+        ind(
+            "sha256",
+            SHA256,
+            "low",
+            "2025-02-28T06:00:00.250Z",
+            "ThreatFox",
+        ),
+        ind(
+            "ja3",
+            "e7d705a3286e19ea42f587b344ee6865",
+            "medium",
+            "2025-05-17T00:00:00Z",
+            "SSLBL",
+        ),
+    ]
+}
+
+fn assert_soc_lifecycle(action: Lifecycle, want: [String; 4]) {
+    for (v, want) in soc_lifecycle_inputs().into_iter().zip(want) {
+        assert_eq!(lifecycle(v, action, CefProfile::SocDefenders), want);
+    }
+}
+
+#[test]
+fn socdefenders_expire_lines_say_expired_and_append_act_and_end_after_rt() {
+    assert_soc_lifecycle(
+        Lifecycle::Expire,
+        [
+            format!("{H}ipv4|Expired IPv4 Indicator|9|src=203.0.113.42 cs1=high cs1Label=confidence cs2=CISA Alerts cs2Label=source rt=1747440000000 act=expire end=1779004800000"),
+            format!(r"{H}url|Expired URL Indicator|6|src=http://malware.example.net/gate.php?id\=42&k\=a|b\\c cs1=medium cs1Label=confidence cs2=URLhaus cs2Label=source rt=1768953599000 act=expire end=1779004800000"),
+            format!("{H}sha256|Expired SHA256 Hash Indicator|3|src={SHA256} cs1=low cs1Label=confidence cs2=ThreatFox cs2Label=source rt=1740722400250 act=expire end=1779004800000"),
+            format!("{H}ja3|Expired Indicator|6|src=e7d705a3286e19ea42f587b344ee6865 cs1=medium cs1Label=confidence cs2=SSLBL cs2Label=source rt=1747440000000 act=expire end=1779004800000"),
+        ],
+    );
+}
+
+#[test]
+fn socdefenders_revoke_lines_say_revoked_and_append_act_and_end_after_rt() {
+    assert_soc_lifecycle(
+        Lifecycle::Revoke,
+        [
+            format!("{H}ipv4|Revoked IPv4 Indicator|9|src=203.0.113.42 cs1=high cs1Label=confidence cs2=CISA Alerts cs2Label=source rt=1747440000000 act=revoke end=1779004800123"),
+            format!(r"{H}url|Revoked URL Indicator|6|src=http://malware.example.net/gate.php?id\=42&k\=a|b\\c cs1=medium cs1Label=confidence cs2=URLhaus cs2Label=source rt=1768953599000 act=revoke end=1779004800123"),
+            format!("{H}sha256|Revoked SHA256 Hash Indicator|3|src={SHA256} cs1=low cs1Label=confidence cs2=ThreatFox cs2Label=source rt=1740722400250 act=revoke end=1779004800123"),
+            format!("{H}ja3|Revoked Indicator|6|src=e7d705a3286e19ea42f587b344ee6865 cs1=medium cs1Label=confidence cs2=SSLBL cs2Label=source rt=1747440000000 act=revoke end=1779004800123"),
+        ],
+    );
+}
+
+#[test]
+fn socdefenders_refresh_lines_keep_the_name_and_append_only_act() {
+    assert_soc_lifecycle(
+        Lifecycle::Refresh,
+        [
+            format!("{H}ipv4|Malicious IPv4 Indicator|9|src=203.0.113.42 cs1=high cs1Label=confidence cs2=CISA Alerts cs2Label=source rt=1747440000000 act=refresh"),
+            format!(r"{H}url|Malicious URL Indicator|6|src=http://malware.example.net/gate.php?id\=42&k\=a|b\\c cs1=medium cs1Label=confidence cs2=URLhaus cs2Label=source rt=1768953599000 act=refresh"),
+            format!("{H}sha256|Malicious SHA256 Hash Indicator|3|src={SHA256} cs1=low cs1Label=confidence cs2=ThreatFox cs2Label=source rt=1740722400250 act=refresh"),
+            format!("{H}ja3|Malicious Indicator|6|src=e7d705a3286e19ea42f587b344ee6865 cs1=medium cs1Label=confidence cs2=SSLBL cs2Label=source rt=1747440000000 act=refresh"),
+        ],
+    );
+}
+
+/// The four indicators of the lifecycle goldens in profile `extended` (the shape of
+/// `ext_typical`: every line ends in `ext_tail`).
+fn ext_lifecycle_inputs() -> [Value; 4] {
+    [
+        ext_typical("ipv4", "203.0.113.42"),
+        ext_typical("url", "https://evil.example/x?a=1"),
+        ext_typical("sha256", SHA256),
+        ext_typical("ja3", "e7d705a3286e19ea42f587b344ee6865"),
+    ]
+}
+
+fn assert_ext_lifecycle(action: Lifecycle, want: [String; 4]) {
+    for (v, want) in ext_lifecycle_inputs().into_iter().zip(want) {
+        assert_eq!(lifecycle(v, action, CefProfile::Extended), want);
+    }
+}
+
+#[test]
+fn extended_expire_lines_say_expired_set_act_in_place_and_append_end() {
+    let tail = format!("{} end=1779004800000", ext_tail("expire"));
+    assert_ext_lifecycle(
+        Lifecycle::Expire,
+        [
+            format!("{H}ipv4|Expired IPv4 Indicator|6|src=203.0.113.42 {tail}"),
+            format!(r"{H}url|Expired URL Indicator|6|request=https://evil.example/x?a\=1 {tail}"),
+            format!("{H}sha256|Expired SHA256 Hash Indicator|6|fileHash={SHA256} {tail}"),
+            format!("{H}ja3|Expired Indicator|6|cs6=e7d705a3286e19ea42f587b344ee6865 cs6Label=indicator {tail}"),
+        ],
+    );
+}
+
+#[test]
+fn extended_revoke_lines_say_revoked_set_act_in_place_and_append_end() {
+    let tail = format!("{} end=1779004800123", ext_tail("revoke"));
+    assert_ext_lifecycle(
+        Lifecycle::Revoke,
+        [
+            format!("{H}ipv4|Revoked IPv4 Indicator|6|src=203.0.113.42 {tail}"),
+            format!(r"{H}url|Revoked URL Indicator|6|request=https://evil.example/x?a\=1 {tail}"),
+            format!("{H}sha256|Revoked SHA256 Hash Indicator|6|fileHash={SHA256} {tail}"),
+            format!("{H}ja3|Revoked Indicator|6|cs6=e7d705a3286e19ea42f587b344ee6865 cs6Label=indicator {tail}"),
+        ],
+    );
+}
+
+#[test]
+fn extended_refresh_lines_keep_the_name_and_set_act_without_end() {
+    let tail = ext_tail("refresh");
+    assert_ext_lifecycle(
+        Lifecycle::Refresh,
+        [
+            format!("{H}ipv4|Malicious IPv4 Indicator|6|src=203.0.113.42 {tail}"),
+            format!(r"{H}url|Malicious URL Indicator|6|request=https://evil.example/x?a\=1 {tail}"),
+            format!("{H}sha256|Malicious SHA256 Hash Indicator|6|fileHash={SHA256} {tail}"),
+            format!("{H}ja3|Malicious Indicator|6|cs6=e7d705a3286e19ea42f587b344ee6865 cs6Label=indicator {tail}"),
+        ],
+    );
+}
+
+#[test]
+fn lifecycle_end_missing_or_before_1970_is_left_out_and_refresh_never_has_one() {
+    let v = || json!({"type": "domain", "value": "a.example"});
+    for (action, end, name, act) in [
+        (Lifecycle::Expire, None, "Expired", "expire"),
+        (
+            Lifecycle::Revoke,
+            Some("1969-12-31T23:59:59Z"),
+            "Revoked",
+            "revoke",
+        ),
+        (Lifecycle::Refresh, Some(EXPIRED_AT), "Malicious", "refresh"),
+    ] {
+        assert_eq!(
+            lifecycle_with(v(), action, end, CefProfile::SocDefenders),
+            format!("{H}domain|{name} Domain Indicator|3|src=a.example act={act}")
+        );
+        assert_eq!(
+            lifecycle_with(v(), action, end, CefProfile::Extended),
+            format!("{H}domain|{name} Domain Indicator|3|dhost=a.example act={act}")
+        );
+    }
 }

@@ -21,7 +21,7 @@ use ioc_forwarder::config::{
     CefProfile, Config, DestinationConfig, Framing, Oversize, Protocol, SeverityMap, SyslogFormat,
 };
 use ioc_forwarder::deliver::{frame_event, Framed};
-use ioc_forwarder::encode::cef::{self, Act, CefOptions};
+use ioc_forwarder::encode::cef::{self, Act, CefOptions, Lifecycle};
 use ioc_forwarder::encode::rfc5424::{self, Header};
 use ioc_forwarder::indicator::{Indicator, IocType, Provenance};
 use ioc_forwarder::store::Event;
@@ -158,6 +158,14 @@ fn options() -> impl Strategy<Value = CefOptions> {
 
 fn act() -> impl Strategy<Value = Act> {
     prop_oneof![Just(Act::Add), Just(Act::Update)]
+}
+
+fn lifecycle() -> impl Strategy<Value = Lifecycle> {
+    prop_oneof![
+        Just(Lifecycle::Expire),
+        Just(Lifecycle::Revoke),
+        Just(Lifecycle::Refresh)
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -384,6 +392,77 @@ fn encode(ind: &Indicator, act: Act, o: &CefOptions) -> (String, usize) {
     (line, cuts)
 }
 
+fn encode_lifecycle(
+    ind: &Indicator,
+    action: Lifecycle,
+    end: Option<DateTime<Utc>>,
+    o: &CefOptions,
+) -> (String, usize) {
+    let mut line = String::new();
+    let cuts = cef::encode_lifecycle(ind, action, end, o, &mut line);
+    (line, cuts)
+}
+
+/// What a lifecycle line must be, from the add line of the same indicator (itself checked
+/// against the model): the same header but the Name, whose first word says what happened
+/// (`Expired`, `Revoked`; a refresh keeps `Malicious`), and the same pairs with `act` set to
+/// the action — in `socdefenders` appended after the last pair, in `extended` in place — and
+/// `end` appended for expire and revoke when the time is one the line can carry.
+fn check_lifecycle_against_add(
+    ind: &Indicator,
+    action: Lifecycle,
+    end: Option<DateTime<Utc>>,
+    o: &CefOptions,
+) -> Result<(), TestCaseError> {
+    let (add, add_cuts) = encode(ind, Act::Add, o);
+    let add = check_line_against_model(ind, Act::Add, o, &add, add_cuts)?;
+    let (line, cuts) = encode_lifecycle(ind, action, end, o);
+    let got = parse_strict(&line)?;
+    prop_assert_eq!(cuts, add_cuts);
+
+    let (verdict, act, end_ms) = match action {
+        Lifecycle::Expire => ("Expired", "expire", millis(end)),
+        Lifecycle::Revoke => ("Revoked", "revoke", millis(end)),
+        Lifecycle::Refresh => ("Malicious", "refresh", None),
+    };
+    let name = match label_of(&ind.type_raw) {
+        Some(l) => format!("{verdict} {l} Indicator"),
+        None => format!("{verdict} Indicator"),
+    };
+    let mut want = add.clone();
+    want.name = name;
+    let pair = |key: &str, value: String| strict::ExtPair {
+        key: key.into(),
+        raw: value.clone(),
+        value,
+    };
+    match o.profile {
+        CefProfile::SocDefenders => {
+            prop_assert!(add.get("act").is_none(), "add line with act: {add:?}");
+            want.ext.push(pair("act", act.into()));
+        }
+        CefProfile::Extended => {
+            let at = want.ext.iter().position(|p| p.key == "act");
+            let at = at.ok_or_else(|| TestCaseError::fail("extended add line without act"))?;
+            want.ext[at] = pair("act", act.into());
+        }
+    }
+    if let Some(ms) = end_ms {
+        want.ext.push(pair("end", ms));
+    }
+    prop_assert_eq!(got, want, "{}", line);
+    Ok(())
+}
+
+/// `line` through the strict CEF parser, with no raw CR or LF anywhere.
+fn parse_strict(line: &str) -> Result<Cef, TestCaseError> {
+    prop_assert!(
+        !line.contains('\r') && !line.contains('\n'),
+        "raw CR/LF in {line:?}"
+    );
+    parse_cef(line).map_err(|e| TestCaseError::fail(format!("strict CEF parser: {e}\n{line:?}")))
+}
+
 fn check_line_against_model(
     ind: &Indicator,
     act: Act,
@@ -391,12 +470,7 @@ fn check_line_against_model(
     line: &str,
     cuts: usize,
 ) -> Result<Cef, TestCaseError> {
-    prop_assert!(
-        !line.contains('\r') && !line.contains('\n'),
-        "raw CR/LF in {line:?}"
-    );
-    let parsed = parse_cef(line)
-        .map_err(|e| TestCaseError::fail(format!("strict CEF parser: {e}\n{line:?}")))?;
+    let parsed = parse_strict(line)?;
     let exp = expected(ind, act, o);
     prop_assert_eq!(&parsed.version, "0");
     prop_assert_eq!(&parsed.vendor, &header_model(&o.device_vendor));
@@ -415,9 +489,17 @@ fn check_line_against_model(
     Ok(parsed)
 }
 
+/// After the first pair (the indicator): the pairs a SIEM rule keys on, which a cut line keeps
+/// whole as long as another pair can go instead.
+fn rule_pair(i: usize, key: &str) -> bool {
+    i > 0 && ["act", "end", "externalId"].contains(&key)
+}
+
 /// What `truncate_to` promises for `line` cut to `max` bytes: within the limit, strict CEF,
-/// the same header, the pairs a prefix of the original ones (only trailing pairs removed), and
-/// at most one value cut, to a non-empty prefix of its escaped original.
+/// the same header, the pairs in their original order with only trailing ones removed — the
+/// rule pairs (`act`, `end`, `externalId`) counted apart and removed only once every other
+/// pair but the first is gone — and at most one value cut, never a rule pair's, to a non-empty
+/// prefix of its escaped original.
 fn check_truncation(line: &str, max: usize, got: Option<&str>) -> Result<(), TestCaseError> {
     let orig = parse_cef(line).map_err(|e| TestCaseError::fail(format!("original: {e}")))?;
     let header_len = line.len()
@@ -459,9 +541,40 @@ fn check_truncation(line: &str, max: usize, got: Option<&str>) -> Result<(), Tes
     prop_assert_eq!(&t[..header_len], &line[..header_len]);
     prop_assert!(!cut.ext.is_empty(), "the indicator's pair was removed");
     prop_assert!(cut.ext.len() <= orig.ext.len());
+    let is_rule = |(i, p): &(usize, &strict::ExtPair)| rule_pair(*i, &p.key);
+    let (orig_rules, orig_rest): (Vec<_>, Vec<_>) = orig.ext.iter().enumerate().partition(is_rule);
+    let (cut_rules, cut_rest): (Vec<_>, Vec<_>) = cut.ext.iter().enumerate().partition(is_rule);
+    let kept: Vec<&str> = cut.ext.iter().map(|p| p.key.as_str()).collect();
+    let orig_kept: Vec<&str> = orig
+        .ext
+        .iter()
+        .map(|p| p.key.as_str())
+        .filter(|k| kept.contains(k))
+        .collect();
+    prop_assert_eq!(&kept, &orig_kept, "pairs reordered");
+    if cut_rules.len() < orig_rules.len() {
+        prop_assert_eq!(
+            cut_rest.len(),
+            1,
+            "a rule pair went before the context: {}",
+            t
+        );
+    }
+    for ((_, c), (_, o)) in cut_rules.iter().zip(&orig_rules) {
+        prop_assert_eq!(
+            &c.key,
+            &o.key,
+            "rule pairs must be a prefix of the original ones"
+        );
+        prop_assert_eq!(&c.raw, &o.raw, "a rule pair's value was cut");
+    }
     let mut cut_values = 0;
-    for (c, o) in cut.ext.iter().zip(&orig.ext) {
-        prop_assert_eq!(&c.key, &o.key, "keys must be a prefix of the original keys");
+    for ((_, c), (_, o)) in cut_rest.iter().zip(&orig_rest) {
+        prop_assert_eq!(
+            &c.key,
+            &o.key,
+            "other pairs must be a prefix of the original ones"
+        );
         if c.raw != o.raw {
             cut_values += 1;
             prop_assert!(
@@ -496,6 +609,15 @@ proptest! {
         prop_assert_eq!(&buf[line.len()..], line.as_str());
     }
 
+    /// A lifecycle line is the indicator's add line with its Name, `act` and `end` as the
+    /// action says, in both profiles.
+    #[test]
+    fn a_lifecycle_line_is_the_add_line_with_its_name_act_and_end(
+        ind in indicator(), action in lifecycle(), end in opt(instant()), o in options(),
+    ) {
+        check_lifecycle_against_add(&ind, action, end, &o)?;
+    }
+
     /// The queue encodes before it knows add from update and rewrites `act` after: the result
     /// is the line encoding with that act would have given, in both profiles.
     #[test]
@@ -519,11 +641,15 @@ proptest! {
     #[test]
     fn truncation_stays_within_the_limit_and_strict_cef(
         ind in indicator(), act in act(), o in options(), frac in 0.0f64..1.1, small in 0usize..200,
+        action in lifecycle(), end in opt(instant()),
     ) {
         let (line, _) = encode(&ind, act, &o);
-        for max in [(line.len() as f64 * frac) as usize, small, line.len(), line.len().saturating_sub(1)] {
-            let got = cef::truncate_to(&line, max);
-            check_truncation(&line, max, got.as_deref())?;
+        let (lifecycle_line, _) = encode_lifecycle(&ind, action, end, &o);
+        for line in [line, lifecycle_line] {
+            for max in [(line.len() as f64 * frac) as usize, small, line.len(), line.len().saturating_sub(1)] {
+                let got = cef::truncate_to(&line, max);
+                check_truncation(&line, max, got.as_deref())?;
+            }
         }
     }
 

@@ -6,6 +6,11 @@
 //! CEF line the library's encoder gives for that indicator (which must itself pass the strict
 //! CEF parser of `tests/interop/strict.rs`).
 //!
+//! Lifecycle lines (expire, revoke, refresh) cannot come from the binary yet (nothing in it
+//! enqueues them), so for those the test frames the library's lines with the delivery path's
+//! own `header_for` and `frame_event` and writes them to the same two TCP inputs itself; PROCID
+//! is then the test's pid. They are checked in both profiles like the `once` runs.
+//!
 //! Receivers missing on a developer machine: the test prints "skipped: … not found" and passes;
 //! under CI (`CI=true`) that is a failure. `.ci/run` installs both.
 
@@ -15,13 +20,18 @@ mod receivers;
 mod strict;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use ioc_forwarder::config::Config;
 use ioc_forwarder::decode;
-use ioc_forwarder::encode::cef::{self, Act, CefOptions};
+use ioc_forwarder::deliver::{frame_event, header_for, Framed};
+use ioc_forwarder::encode::cef::{self, Act, CefOptions, Lifecycle};
+use ioc_forwarder::store::Event;
 use receivers::Receiver;
 use serde_json::{json, Value};
 
@@ -256,25 +266,63 @@ fn run_once(config: &Path) -> (u32, Output) {
     (pid, child.wait_with_output().expect("ioc-forwarder output"))
 }
 
-/// The CEF line of every corpus item as the library encodes it for this config, mapped to
-/// the MSGID its frame must carry.
-fn expected(config: &Path, case: &Case) -> BTreeMap<String, String> {
-    let cfg = Config::load(config).unwrap_or_else(|e| panic!("test config: {e:?}"));
-    let opts = CefOptions::from_config(&cfg.cef);
-    let mut out = BTreeMap::new();
+/// Which lines of the corpus a run sends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lines {
+    /// What `once` sends: each item's add line.
+    Add,
+    /// Each item's expire, revoke and refresh lines, sent by the test itself.
+    Lifecycle,
+}
+
+/// When the corpus's indicators stopped being live in the lifecycle lines.
+fn lifecycle_end() -> DateTime<Utc> {
+    "2026-05-17T08:00:00.123Z".parse().expect("a time")
+}
+
+/// `(IOC type, CEF line)` of every line of `lines` for the corpus, as the library encodes it
+/// with `opts`; each line must be strict CEF.
+fn corpus_lines(opts: &CefOptions, lines: Lines) -> Vec<(String, String)> {
+    let mut out = Vec::new();
     for v in corpus() {
         let ind = decode::item(&v).expect("corpus items all have a value");
-        let mut line = String::new();
-        cef::encode(&ind, Act::Add, &opts, &mut line);
-        if let Err(e) = strict::parse_cef(&line) {
-            panic!("expected line fails the strict CEF parser ({e}): {line:?}");
+        let mut encoded = Vec::new();
+        match lines {
+            Lines::Add => {
+                let mut line = String::new();
+                cef::encode(&ind, Act::Add, opts, &mut line);
+                encoded.push(line);
+            }
+            Lines::Lifecycle => {
+                for action in [Lifecycle::Expire, Lifecycle::Revoke, Lifecycle::Refresh] {
+                    let mut line = String::new();
+                    cef::encode_lifecycle(&ind, action, Some(lifecycle_end()), opts, &mut line);
+                    encoded.push(line);
+                }
+            }
         }
-        assert!(!line.contains(['\r', '\n']), "raw CR/LF: {line:?}");
+        for line in encoded {
+            if let Err(e) = strict::parse_cef(&line) {
+                panic!("expected line fails the strict CEF parser ({e}): {line:?}");
+            }
+            assert!(!line.contains(['\r', '\n']), "raw CR/LF: {line:?}");
+            out.push((ind.type_raw.clone(), line));
+        }
+    }
+    out
+}
+
+/// Every line of the run as the library encodes it for this config, mapped to the MSGID its
+/// frame must carry.
+fn expected(config: &Path, case: &Case, lines: Lines) -> BTreeMap<String, String> {
+    let cfg = Config::load(config).unwrap_or_else(|e| panic!("test config: {e:?}"));
+    let mut out = BTreeMap::new();
+    for (ioc_type, line) in corpus_lines(&CefOptions::from_config(&cfg.cef), lines) {
         let msgid = match case.msgid {
             // RFC 3164 has no MSGID: receivers report the NILVALUE.
             _ if case.bsd() => "-".to_string(),
             Some(m) => m.to_string(),
-            None => strict::expected_header_field(&ind.type_raw, 32),
+            None => strict::expected_header_field(&ioc_type, 32),
         };
         assert!(
             out.insert(line, msgid).is_none(),
@@ -282,6 +330,40 @@ fn expected(config: &Path, case: &Case) -> BTreeMap<String, String> {
         );
     }
     out
+}
+
+/// Frames the lifecycle lines as each destination of `config` would (its framing, the
+/// syslog header, sequence numbers from 1) and writes them to the destination's address.
+/// Returns the PROCID the frames carry: this process's pid.
+fn send_lifecycle(config: &Path) -> u32 {
+    let cfg = Config::load(config).unwrap_or_else(|e| panic!("test config: {e:?}"));
+    let lines = corpus_lines(&CefOptions::from_config(&cfg.cef), Lines::Lifecycle);
+    for dest in &cfg.destinations {
+        let header = header_for(dest, &cfg.syslog);
+        let (mut msg, mut buf) = (Vec::new(), Vec::new());
+        for (seq, (ioc_type, line)) in (1..).zip(&lines) {
+            let ev = Event::new(seq, Utc::now(), ioc_type, line);
+            let framed = frame_event(dest, &header, &ev, false, &mut msg, &mut buf);
+            assert_eq!(framed, Framed::Whole, "{line:?} fits in max_message_size");
+        }
+        let mut stream = TcpStream::connect(&dest.address[0])
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", dest.address[0]));
+        stream.write_all(&buf).expect("send the frames");
+    }
+    std::process::id()
+}
+
+/// Sends the run's lines to the receiver behind `config`: `once` of the real binary for add
+/// lines, the test's own sockets for lifecycle lines. Returns the frames' PROCID.
+fn send(config: &Path, lines: Lines) -> u32 {
+    match lines {
+        Lines::Add => {
+            let (pid, out) = run_once(config);
+            assert_ran(&out);
+            pid
+        }
+        Lines::Lifecycle => send_lifecycle(config),
+    }
 }
 
 fn field<'a>(r: &'a Value, key: &str) -> &'a str {
@@ -368,16 +450,15 @@ fn assert_ran(out: &Output) {
     );
 }
 
-fn rsyslog_case(case: &Case) {
+fn rsyslog_case(case: &Case, lines: Lines) {
     let Some(bin) = receivers::require("rsyslogd", receivers::find_rsyslogd()) else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let rx = receivers::start_rsyslog(&bin, dir.path());
     let config = write_config(dir.path(), case, rx.ports);
-    let want = expected(&config, case);
-    let (pid, out) = run_once(&config);
-    assert_ran(&out);
+    let want = expected(&config, case, lines);
+    let pid = send(&config, lines);
     let want = Want {
         lines: &want,
         pid,
@@ -436,7 +517,7 @@ fn rsyslog_case(case: &Case) {
     }
 }
 
-fn syslog_ng_case(case: &Case) {
+fn syslog_ng_case(case: &Case, lines: Lines) {
     let Some(install) = receivers::find_syslog_ng() else {
         receivers::require("syslog-ng", None);
         return;
@@ -444,9 +525,8 @@ fn syslog_ng_case(case: &Case) {
     let dir = tempfile::tempdir().expect("tempdir");
     let rx = receivers::start_syslog_ng(&install, dir.path());
     let config = write_config(dir.path(), case, rx.ports);
-    let want = expected(&config, case);
-    let (pid, out) = run_once(&config);
-    assert_ran(&out);
+    let want = expected(&config, case, lines);
+    let pid = send(&config, lines);
     let want = Want {
         lines: &want,
         pid,
@@ -500,31 +580,47 @@ fn hostile_corpus_encodes_to_strict_cef_in_both_profiles() {
     let dir = tempfile::tempdir().expect("tempdir");
     for case in [&BY_TYPE, &FIXED, &BSD] {
         let config = write_config(dir.path(), case, [9, 9]);
-        assert_eq!(expected(&config, case).len(), corpus().len());
+        assert_eq!(expected(&config, case, Lines::Add).len(), corpus().len());
+        assert_eq!(
+            expected(&config, case, Lines::Lifecycle).len(),
+            3 * corpus().len()
+        );
     }
 }
 
 #[test]
 fn rsyslog_receives_every_hostile_event_intact_over_lf_and_octet_counting() {
-    rsyslog_case(&BY_TYPE);
+    rsyslog_case(&BY_TYPE, Lines::Add);
 }
 
 #[test]
 fn rsyslog_receives_fixed_msgid_extended_profile_and_structured_data() {
-    rsyslog_case(&FIXED);
+    rsyslog_case(&FIXED, Lines::Add);
 }
 
 #[test]
 fn rsyslog_parses_the_rfc3164_header_hostname_tag_and_pid() {
-    rsyslog_case(&BSD);
+    rsyslog_case(&BSD, Lines::Add);
 }
 
 #[test]
 fn syslog_ng_receives_every_hostile_event_intact_from_network_and_syslog_sources() {
-    syslog_ng_case(&BY_TYPE);
+    syslog_ng_case(&BY_TYPE, Lines::Add);
 }
 
 #[test]
 fn syslog_ng_receives_fixed_msgid_extended_profile_and_structured_data() {
-    syslog_ng_case(&FIXED);
+    syslog_ng_case(&FIXED, Lines::Add);
+}
+
+#[test]
+fn rsyslog_receives_lifecycle_lines_intact_in_both_profiles() {
+    rsyslog_case(&BY_TYPE, Lines::Lifecycle);
+    rsyslog_case(&FIXED, Lines::Lifecycle);
+}
+
+#[test]
+fn syslog_ng_receives_lifecycle_lines_intact_in_both_profiles() {
+    syslog_ng_case(&BY_TYPE, Lines::Lifecycle);
+    syslog_ng_case(&FIXED, Lines::Lifecycle);
 }

@@ -3,10 +3,13 @@
 //! strictly (`cef_check`), the header fields and the `socdefenders` values read back as
 //! the SPEC's escaping says, `extended` values keep their per-key limits, `set_act` gives
 //! the line `encode` gives, and a truncated line is within its limit and still valid CEF.
+//! The indicator's expire, revoke and refresh lines (ended at its `last_seen`) go through
+//! the same checks: each is the add/update line with its Name, `act` and `end` as the action
+//! says. The input format is unchanged, so the committed corpus keeps its meaning.
 
 use arbitrary::{Arbitrary, Unstructured};
 use ioc_forwarder::config::CefProfile;
-use ioc_forwarder::encode::cef::{self, Act, CefOptions};
+use ioc_forwarder::encode::cef::{self, Act, CefOptions, Lifecycle};
 use ioc_forwarder::indicator::Indicator;
 
 use super::cef_check::{self, expected_ext_value, expected_header, unescape};
@@ -35,6 +38,10 @@ pub fn run(data: &[u8]) {
     let cut = usize::from(input.cut);
     let max = line.len().checked_sub(cut).unwrap_or(cut);
     check_truncate(&line, max);
+    for action in [Lifecycle::Expire, Lifecycle::Revoke, Lifecycle::Refresh] {
+        let lifecycle = check_lifecycle(&ind, action, &opts, &line);
+        check_truncate(&lifecycle, lifecycle.len().checked_sub(cut).unwrap_or(cut));
+    }
     // Lines from the store are the encoder's, but `truncate_to` must not panic on anything.
     let _ = cef::truncate_to(&input.raw_line, usize::from(input.raw_max));
 }
@@ -133,9 +140,75 @@ pub fn check_encode(ind: &Indicator, act: Act, opts: &CefOptions) -> String {
     line
 }
 
+/// Encodes the lifecycle event `action` of `ind` (ended at its `last_seen`), checks it against
+/// `line`, the indicator's add or update line from [`check_encode`], and returns it: the same
+/// header but the Name's first word (`Expired`, `Revoked`; a refresh keeps `Malicious`), the
+/// same pairs with `act` the action's — after the last pair in `socdefenders`, in place in
+/// `extended` — and, for expire and revoke, `end` last when `last_seen` is not before 1970.
+fn check_lifecycle(ind: &Indicator, action: Lifecycle, opts: &CefOptions, line: &str) -> String {
+    let mut out = String::new();
+    let cuts = cef::encode_lifecycle(ind, action, ind.last_seen, opts, &mut out);
+    let mut again = String::new();
+    assert_eq!(
+        cuts,
+        cef::encode(ind, Act::Add, opts, &mut again),
+        "cuts differ"
+    );
+    let sent = cef_check::parse(line);
+    let got = cef_check::parse(&out);
+    let (verdict, act) = match action {
+        Lifecycle::Expire => ("Expired", "expire"),
+        Lifecycle::Revoke => ("Revoked", "revoke"),
+        Lifecycle::Refresh => ("Malicious", "refresh"),
+    };
+    let mut want_header = sent.header.clone();
+    want_header[5] = want_header[5].replacen("Malicious", verdict, 1);
+    assert_eq!(got.header, want_header, "{out:?}");
+    let mut want = sent.pairs.clone();
+    match want.iter_mut().find(|(k, _)| *k == "act") {
+        Some(pair) if opts.profile == CefProfile::Extended => pair.1 = act,
+        _ => want.push(("act", act)),
+    }
+    let end = match action {
+        Lifecycle::Refresh => None,
+        Lifecycle::Expire | Lifecycle::Revoke => ind.last_seen.map(|t| t.timestamp_millis()),
+    };
+    let end = end.filter(|ms| *ms >= 0).map(|ms| ms.to_string());
+    if let Some(ms) = &end {
+        want.push(("end", ms));
+    }
+    assert_eq!(got.pairs, want, "{out:?}");
+    out
+}
+
+/// After the first pair (the indicator): the pairs a SIEM rule keys on, which a cut line
+/// keeps whole as long as another pair can go instead.
+fn rule_pair(i: usize, key: &str) -> bool {
+    i > 0 && ["act", "end", "externalId"].contains(&key)
+}
+
+/// A pair as `cef_check` gives it: key and value as on the wire.
+type Pair<'a> = (&'a str, &'a str);
+
+/// `pairs` split into the rule pairs and the others, each in order.
+fn split_rules<'a>(pairs: &[Pair<'a>]) -> (Vec<Pair<'a>>, Vec<Pair<'a>>) {
+    let mut rules = Vec::new();
+    let mut rest = Vec::new();
+    for (i, &(k, v)) in pairs.iter().enumerate() {
+        if rule_pair(i, k) {
+            rules.push((k, v));
+        } else {
+            rest.push((k, v));
+        }
+    }
+    (rules, rest)
+}
+
 /// `truncate_to(line, max)`: the whole line when it fits; else a line of at most `max`
-/// bytes with the same header, a prefix of the pairs, each value a prefix of its own (cut
-/// at a character and escape boundary), still valid CEF; `None` only when it did not fit.
+/// bytes with the same header, the pairs in their order with trailing ones removed (the
+/// rule pairs counted apart, removed only when no other pair but the first is left, and
+/// never cut), each value a prefix of its own (cut at a character and escape boundary),
+/// still valid CEF; `None` only when it did not fit.
 pub fn check_truncate(line: &str, max: usize) {
     let Some(cut) = cef::truncate_to(line, max) else {
         assert!(line.len() > max, "None for a line that fits");
@@ -159,8 +232,29 @@ pub fn check_truncate(line: &str, max: usize) {
     );
     assert!(!short.pairs.is_empty(), "no pair left: {cut:?}");
     assert!(short.pairs.len() <= whole.pairs.len());
-    for ((k, v), (wk, wv)) in short.pairs.iter().zip(&whole.pairs) {
+    let (short_rules, short_rest) = split_rules(&short.pairs);
+    let (whole_rules, whole_rest) = split_rules(&whole.pairs);
+    for ((k, v), (wk, wv)) in short_rest.iter().zip(&whole_rest) {
         assert_eq!(k, wk, "pairs reordered: {cut:?}");
         assert!(wv.starts_with(v), "{k}: {v:?} is not a prefix of {wv:?}");
     }
+    assert_eq!(
+        short_rules,
+        whole_rules[..short_rules.len()],
+        "rule pairs reordered or cut: {cut:?}"
+    );
+    if short_rules.len() < whole_rules.len() {
+        assert_eq!(
+            short_rest.len(),
+            1,
+            "a rule pair went before the context: {cut:?}"
+        );
+    }
+    let keys = |p: &[(&str, &str)]| p.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>();
+    let kept = keys(&short.pairs);
+    let in_order: Vec<String> = keys(&whole.pairs)
+        .into_iter()
+        .filter(|k| kept.contains(k))
+        .collect();
+    assert_eq!(kept, in_order, "pairs reordered: {cut:?}");
 }

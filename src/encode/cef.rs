@@ -15,7 +15,14 @@
 //! is empty after trimming leaves its key out, like
 //! a missing one: no empty values on the wire.
 //!
-//! Timestamps (`rt`, `deviceCustomDate1/2`) are epoch milliseconds; one before 1970 (an API's
+//! A line says what happened to its indicator. Add and update lines call it `Malicious`; the
+//! lifecycle events re-encode the indicator's own line (same Signature ID, severity and keys,
+//! in whatever profile the destination uses) and say `Expired` or `Revoked` in the Name
+//! (refresh keeps `Malicious`), with `act` and, for expire and revoke, `end`: the pairs a SIEM
+//! rule removes a list entry on. Profile `socdefenders` writes `act` only on lifecycle lines and
+//! after every other pair, so its add/update lines stay the documented ones byte for byte.
+//!
+//! Timestamps (`rt`, `deviceCustomDate1/2`, `end`) are epoch milliseconds; one before 1970 (an API's
 //! "zero" date such as `0001-01-01T00:00:00Z`) is treated as missing rather than sent negative.
 //!
 //! The hot path (`socdefenders`, typical indicator) does no allocation: escaping copies runs of
@@ -28,6 +35,9 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{CefProfile, SeverityMap};
 use crate::indicator::{Indicator, IocType};
+
+mod truncate;
+pub use truncate::truncate_to;
 
 /// What the encoder needs besides the indicator.
 #[derive(Debug, Clone)]
@@ -69,6 +79,71 @@ impl CefOptions {
 pub enum Act {
     Add,
     Update,
+}
+
+impl Act {
+    /// The `act` value: `add` or `update`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Act::Add => "add",
+            Act::Update => "update",
+        }
+    }
+}
+
+/// A lifecycle event of an indicator already sent: it stopped being live (`Expire`: its
+/// `last_seen` is older than the configured lifetime; `Revoke`: it became unwanted) or is
+/// sent again while live (`Refresh`), for SIEM lists whose entries age out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lifecycle {
+    Expire,
+    Revoke,
+    Refresh,
+}
+
+impl Lifecycle {
+    /// The `act` value: `expire`, `revoke` or `refresh`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Expire => "expire",
+            Lifecycle::Revoke => "revoke",
+            Lifecycle::Refresh => "refresh",
+        }
+    }
+}
+
+/// What one line tells the SIEM happened to its indicator.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Sent(Act),
+    /// With the time the indicator stopped being live (written for expire and revoke).
+    Lifecycle(Lifecycle, Option<DateTime<Utc>>),
+}
+
+impl Action {
+    /// The Name's first word.
+    fn verdict(self) -> &'static str {
+        match self {
+            Action::Lifecycle(Lifecycle::Expire, _) => "Expired",
+            Action::Lifecycle(Lifecycle::Revoke, _) => "Revoked",
+            Action::Sent(_) | Action::Lifecycle(Lifecycle::Refresh, _) => "Malicious",
+        }
+    }
+
+    fn act(self) -> &'static str {
+        match self {
+            Action::Sent(act) => act.as_str(),
+            Action::Lifecycle(l, _) => l.as_str(),
+        }
+    }
+
+    /// `end`: only an indicator that stopped being live has one.
+    fn end(self) -> Option<DateTime<Utc>> {
+        match self {
+            Action::Lifecycle(Lifecycle::Expire | Lifecycle::Revoke, end) => end,
+            Action::Sent(_) | Action::Lifecycle(Lifecycle::Refresh, _) => None,
+        }
+    }
 }
 
 /// ArcSight's length limit of the Device Event Class ID (Signature ID), applied in bytes.
@@ -234,7 +309,24 @@ const NO_CAP: usize = usize::MAX;
 /// to their length limits: the Signature ID (1023 bytes, both profiles) and, in `extended`, the
 /// ArcSight per-key limits.
 pub fn encode(ind: &Indicator, act: Act, opts: &CefOptions, out: &mut String) -> usize {
-    encode_with_slot(ind, act, opts, out).0
+    encode_with_slot(ind, Action::Sent(act), opts, out).0
+}
+
+/// Encodes a lifecycle event of `ind` as a CEF line into `out` (appending): the line [`encode`]
+/// gives for it in `opts.profile`, with the Name `Expired <Label> Indicator` or `Revoked <Label>
+/// Indicator` (refresh keeps `Malicious <Label> Indicator`), `act=expire|revoke|refresh`, and for
+/// expire and revoke `end` = `end` in epoch milliseconds (left out when `None` or before 1970,
+/// like any missing time; a refresh has no end, so it is not written there). In `socdefenders`
+/// `act` and `end` follow `rt`; in `extended` `act` stays where add/update lines have it and
+/// `end` comes last. Returns how many values were cut, as [`encode`] does.
+pub fn encode_lifecycle(
+    ind: &Indicator,
+    action: Lifecycle,
+    end: Option<DateTime<Utc>>,
+    opts: &CefOptions,
+    out: &mut String,
+) -> usize {
+    encode_with_slot(ind, Action::Lifecycle(action, end), opts, out).0
 }
 
 /// Encodes as [`Act::Add`] for the queue, before the store has decided whether this version
@@ -245,18 +337,14 @@ pub fn encode_queued(
     opts: &CefOptions,
     out: &mut String,
 ) -> (usize, Option<usize>) {
-    encode_with_slot(ind, Act::Add, opts, out)
+    encode_with_slot(ind, Action::Sent(Act::Add), opts, out)
 }
 
 /// Rewrites the `act` value of a line from [`encode_queued`] (`at` is what it returned):
 /// the same line as encoding with `act` in the first place.
 pub fn set_act(line: &mut String, at: usize, act: Act) {
-    let value = match act {
-        Act::Add => "add",
-        Act::Update => "update",
-    };
     if line.get(at..at + 3) == Some("add") {
-        line.replace_range(at..at + 3, value);
+        line.replace_range(at..at + 3, act.as_str());
     }
 }
 
@@ -284,7 +372,7 @@ pub fn test_event(opts: &CefOptions) -> String {
 
 fn encode_with_slot(
     ind: &Indicator,
-    act: Act,
+    action: Action,
     opts: &CefOptions,
     out: &mut String,
 ) -> (usize, Option<usize>) {
@@ -297,15 +385,13 @@ fn encode_with_slot(
     let cuts = usize::from(cut_sig.len() < sig.len());
     push_header(out, cut_sig);
     out.push('|');
-    match ind.ioc_type.label() {
-        Some(label) => {
-            out.push_str("Malicious ");
-            out.push_str(label);
-            out.push_str(" Indicator");
-        }
-        None => out.push_str("Malicious Indicator"),
+    out.push_str(action.verdict());
+    out.push(' ');
+    if let Some(label) = ind.ioc_type.label() {
+        out.push_str(label);
+        out.push(' ');
     }
-    out.push('|');
+    out.push_str("Indicator|");
     push_int(out, i64::from(severity(ind, &opts.severity)));
     out.push('|');
     let mut p = Pairs {
@@ -315,8 +401,8 @@ fn encode_with_slot(
         act_at: None,
     };
     match opts.profile {
-        CefProfile::SocDefenders => socdefenders_extension(ind, &mut p),
-        CefProfile::Extended => extended_extension(ind, act, &mut p),
+        CefProfile::SocDefenders => socdefenders_extension(ind, action, &mut p),
+        CefProfile::Extended => extended_extension(ind, action, &mut p),
     }
     (p.cuts, p.act_at)
 }
@@ -330,7 +416,7 @@ fn severity(ind: &Indicator, map: &SeverityMap) -> u8 {
     }
 }
 
-fn socdefenders_extension(ind: &Indicator, p: &mut Pairs) {
+fn socdefenders_extension(ind: &Indicator, action: Action, p: &mut Pairs) {
     p.put("src", &ind.value, NO_CAP);
     if let Some(c) = &ind.confidence {
         p.labelled("cs1", c, NO_CAP, "cs1Label", "confidence");
@@ -339,6 +425,11 @@ fn socdefenders_extension(ind: &Indicator, p: &mut Pairs) {
         p.labelled("cs2", feed, NO_CAP, "cs2Label", "source");
     }
     p.millis("rt", ind.first_seen);
+    // Add and update lines stay the documented ones: only lifecycle lines say what happened.
+    if let Action::Lifecycle(..) = action {
+        p.put("act", action.act(), NO_CAP);
+        p.millis("end", action.end());
+    }
 }
 
 /// `items` joined with `,`, borrowed when there is only one.
@@ -357,7 +448,7 @@ const CUSTOM_STRING: usize = 4000;
 const FILE_HASH: usize = 255;
 const EXTERNAL_ID: usize = 40;
 
-fn extended_extension(ind: &Indicator, act: Act, p: &mut Pairs) {
+fn extended_extension(ind: &Indicator, action: Action, p: &mut Pairs) {
     // Typed address keys only take what parses as that address: a CIDR range, a bracketed
     // IPv6 or garbage in `src` would make strict parsers drop the field or the event, so such
     // a value goes to the generic `cs6` like an unknown type.
@@ -414,10 +505,7 @@ fn extended_extension(ind: &Indicator, act: Act, p: &mut Pairs) {
     if let Some(id) = &ind.id {
         p.put("externalId", id, EXTERNAL_ID);
     }
-    let value = match act {
-        Act::Add => "add",
-        Act::Update => "update",
-    };
+    let value = action.act();
     if p.put("act", value, NO_CAP) {
         p.act_at = Some(p.out.len() - value.len());
     }
@@ -430,140 +518,15 @@ fn extended_extension(ind: &Indicator, act: Act, p: &mut Pairs) {
         p.out.push_str("lastSeen");
     }
     p.millis("rt", ind.first_seen);
+    p.millis("end", action.end());
 }
 
-/// Byte offset where the extension starts: after the seventh unescaped `|`.
-fn extension_start(line: &str) -> Option<usize> {
-    let b = line.as_bytes();
-    let mut pipes = 0;
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'\\' => i += 1,
-            b'|' => {
-                pipes += 1;
-                if pipes == 7 {
-                    return Some(i + 1);
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    None
-}
-
-/// `(key, escaped value)` of every pair of an extension produced by [`encode`]. Our values
-/// never hold an unescaped `=`, so each unescaped `=` ends a key that starts after the last
-/// space before it, and the previous value ends at that space.
-fn pairs(ext: &str) -> Vec<(&str, &str)> {
-    let b = ext.as_bytes();
-    let mut out: Vec<(&str, &str)> = Vec::new();
-    let mut value_start = 0;
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'\\' => i += 1,
-            b'=' => {
-                let key_start = ext[value_start..i]
-                    .rfind(' ')
-                    .map_or(value_start, |s| value_start + s + 1);
-                if let Some(last) = out.last_mut() {
-                    last.1 = &ext[value_start..key_start.saturating_sub(1).max(value_start)];
-                }
-                out.push((&ext[key_start..i], ""));
-                value_start = i + 1;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    if let Some(last) = out.last_mut() {
-        last.1 = &ext[value_start.min(ext.len())..];
-    }
-    out
-}
-
-/// Largest prefix length of the escaped value `v` that is at most `max` bytes, ends on a
-/// character and escape boundary, and does not end with a space (which the value would lose
-/// or carry ambiguously, see the module doc).
-fn safe_cut(v: &str, max: usize) -> usize {
-    let mut best = 0;
-    let mut chars = v.char_indices();
-    while let Some((i, c)) = chars.next() {
-        let mut end = i + c.len_utf8();
-        if c == '\\' {
-            if let Some((j, escaped)) = chars.next() {
-                end = j + escaped.len_utf8();
-            }
-        }
-        if end > max {
-            break;
-        }
-        if c != ' ' {
-            best = end;
-        }
-    }
-    best
-}
-
-/// Shortens a CEF line produced by [`encode`] to at most `max` bytes by cutting its longest
-/// extension value at a character and escape boundary, so the result is still valid CEF.
-///
-/// When cutting the longest value cannot make the line fit, the last pairs are removed first
-/// (the first pair carries the indicator itself; the later ones are context). `None` when even
-/// the header and a cut first pair do not fit: a line without its indicator is not worth
-/// sending.
-pub fn truncate_to(line: &str, max: usize) -> Option<String> {
-    if line.len() <= max {
-        return Some(line.to_string());
-    }
-    let start = extension_start(line)?;
-    let (header, ext) = line.split_at(start);
-    let mut kv = pairs(ext);
-    loop {
-        let len = header.len()
-            + kv.iter().map(|(k, v)| k.len() + 1 + v.len()).sum::<usize>()
-            + kv.len().saturating_sub(1);
-        if len <= max {
-            break;
-        }
-        let excess = len - max;
-        let (idx, v) = kv
-            .iter()
-            .enumerate()
-            .max_by_key(|(_, (_, v))| v.len())
-            .map(|(i, (_, v))| (i, *v))?;
-        if v.len() > excess {
-            let keep = safe_cut(v, v.len() - excess);
-            if keep > 0 {
-                kv[idx].1 = &v[..keep];
-                break;
-            }
-        }
-        if kv.len() == 1 {
-            return None;
-        }
-        kv.pop();
-    }
-    let mut out = String::with_capacity(max);
-    out.push_str(header);
-    for (i, (k, v)) in kv.iter().enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        out.push_str(k);
-        out.push('=');
-        out.push_str(v);
-    }
-    Some(out)
-}
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
-    fn opts(profile: CefProfile) -> CefOptions {
+    pub(super) fn opts(profile: CefProfile) -> CefOptions {
         CefOptions {
             device_vendor: "SOC Defenders".into(),
             device_product: "Threat Intelligence".into(),
@@ -573,7 +536,7 @@ mod tests {
         }
     }
 
-    fn line(v: serde_json::Value, profile: CefProfile) -> String {
+    pub(super) fn line(v: serde_json::Value, profile: CefProfile) -> String {
         let ind = crate::decode::item(&v).unwrap();
         let mut s = String::new();
         encode(&ind, Act::Add, &opts(profile), &mut s);
@@ -587,6 +550,55 @@ mod tests {
         assert_eq!(
             line(v, CefProfile::SocDefenders),
             "CEF:0|SOC Defenders|Threat Intelligence|1.0|ipv4|Malicious IPv4 Indicator|9|src=203.0.113.42 cs1=high cs1Label=confidence cs2=CISA Alerts cs2Label=source rt=1747440000000"
+        );
+    }
+
+    fn lifecycle_line(
+        v: serde_json::Value,
+        action: Lifecycle,
+        end: Option<&str>,
+        profile: CefProfile,
+    ) -> String {
+        let ind = crate::decode::item(&v).unwrap();
+        let end = end.map(|e| e.parse::<DateTime<Utc>>().unwrap());
+        let mut s = String::new();
+        encode_lifecycle(&ind, action, end, &opts(profile), &mut s);
+        s
+    }
+
+    #[test]
+    fn seed_indicator_lifecycle_lines_append_act_and_end_after_rt() {
+        let v = json!({"type": "ipv4", "value": "203.0.113.42", "confidence": "high",
+            "first_seen": "2025-05-17T00:00:00Z", "source": {"feed_name": "CISA Alerts"}});
+        let head = "CEF:0|SOC Defenders|Threat Intelligence|1.0|ipv4|";
+        let pairs = "|9|src=203.0.113.42 cs1=high cs1Label=confidence cs2=CISA Alerts cs2Label=source rt=1747440000000";
+        let end = Some("2026-05-17T08:00:00Z");
+        let soc = CefProfile::SocDefenders;
+        assert_eq!(
+            lifecycle_line(v.clone(), Lifecycle::Expire, end, soc),
+            format!("{head}Expired IPv4 Indicator{pairs} act=expire end=1779004800000")
+        );
+        assert_eq!(
+            lifecycle_line(v.clone(), Lifecycle::Revoke, end, soc),
+            format!("{head}Revoked IPv4 Indicator{pairs} act=revoke end=1779004800000")
+        );
+        // A refresh has no end, even when one is passed.
+        assert_eq!(
+            lifecycle_line(v.clone(), Lifecycle::Refresh, end, soc),
+            format!("{head}Malicious IPv4 Indicator{pairs} act=refresh")
+        );
+        assert_eq!(
+            lifecycle_line(v, Lifecycle::Expire, None, soc),
+            format!("{head}Expired IPv4 Indicator{pairs} act=expire")
+        );
+    }
+
+    #[test]
+    fn extended_lifecycle_line_sets_act_in_place_and_appends_end() {
+        let v = json!({"id": "u1", "type": "ja3", "value": "abc", "first_seen": "2025-05-17T00:00:00Z"});
+        assert_eq!(
+            lifecycle_line(v, Lifecycle::Revoke, Some("2026-05-17T08:00:00.123Z"), CefProfile::Extended),
+            "CEF:0|SOC Defenders|Threat Intelligence|1.0|ja3|Revoked Indicator|3|cs6=abc cs6Label=indicator externalId=u1 act=revoke deviceCustomDate1=1747440000000 deviceCustomDate1Label=firstSeen rt=1747440000000 end=1779004800123"
         );
     }
 
@@ -632,24 +644,5 @@ mod tests {
             line(v, CefProfile::Extended),
             "CEF:0|SOC Defenders|Threat Intelligence|1.0|ipv6|Malicious IPv6 Indicator|6|c6a1=2001:db8::1 c6a1Label=indicator cs1=medium cs1Label=confidence cs2=F cs2Label=source cs3=a,b cs3Label=tags flexString1=feed flexString1Label=origin cat=gov externalId=u1 act=add deviceCustomDate1=1747440000000 deviceCustomDate1Label=firstSeen deviceCustomDate2=1747440001000 deviceCustomDate2Label=lastSeen rt=1747440000000"
         );
-    }
-
-    #[test]
-    fn truncation_cuts_the_longest_value_on_an_escape_boundary() {
-        let long = format!("https://example.com/{}", "a=b\\".repeat(500));
-        let l = line(
-            json!({"type": "url", "value": long, "confidence": "low"}),
-            CefProfile::SocDefenders,
-        );
-        for max in [200usize, 201, 202, 203, 150] {
-            let t = truncate_to(&l, max).unwrap();
-            assert!(t.len() <= max, "{} > {max}", t.len());
-            assert!(t.ends_with("cs1=low cs1Label=confidence"), "{t}");
-            // never a dangling backslash at the end of the cut value
-            let ext = &t[extension_start(&t).unwrap()..];
-            let v = &ext[4..ext.find(" cs1=").unwrap()];
-            assert_eq!((v.len() - v.trim_end_matches('\\').len()) % 2, 0, "{v}");
-        }
-        assert_eq!(truncate_to(&l, 20), None);
     }
 }
