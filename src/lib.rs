@@ -22,6 +22,7 @@ pub mod indicator;
 pub mod liveness;
 pub mod lock;
 pub mod metrics;
+pub mod server_clock;
 pub mod shutdown;
 pub mod source;
 pub mod store;

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::indicator::IocType;
 
 /// `[lifecycle]`: expiry and refresh of the indicators already sent (the live set).
@@ -39,6 +41,16 @@ impl LifecycleConfig {
             .iter()
             .find(|(t, _)| *t == ioc_type)
             .map_or(self.expire_after, |(_, after)| *after)
+    }
+}
+
+impl LifecycleConfig {
+    /// When an indicator of `ioc_type` last seen at `last_seen` expires; `None` when its type
+    /// never expires, or when the sum is past what a time can hold (an `expire_after` of
+    /// thousands of years means never too).
+    pub fn expires_at(&self, ioc_type: IocType, last_seen: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let after = chrono::Duration::from_std(self.expire_after_for(ioc_type)?).ok()?;
+        last_seen.checked_add_signed(after)
     }
 }
 
@@ -92,5 +104,32 @@ mod tests {
         };
         assert_eq!(l.expire_after_for(IocType::Url), Some(60 * DAY));
         assert_eq!(l.expire_after_for(IocType::Ipv6), None);
+    }
+
+    #[test]
+    fn expiry_is_last_seen_plus_the_types_duration_and_never_overflows() {
+        let t = DateTime::parse_from_rfc3339("2026-05-17T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut c = LifecycleConfig {
+            expire_after_by_type: vec![(IocType::Sha256, None), (IocType::Ipv4, Some(DAY))],
+            ..LifecycleConfig::default()
+        };
+        assert_eq!(
+            c.expires_at(IocType::Ipv4, t),
+            Some(t + chrono::Duration::days(1))
+        );
+        assert_eq!(
+            c.expires_at(IocType::Url, t),
+            Some(t + chrono::Duration::days(90))
+        );
+        assert_eq!(c.expires_at(IocType::Sha256, t), None, "never");
+        c.expire_after = Some(Duration::from_secs(u64::MAX / 4));
+        assert_eq!(
+            c.expires_at(IocType::Url, t),
+            None,
+            "past every time: never"
+        );
+        assert_eq!(c.expires_at(IocType::Url, DateTime::<Utc>::MAX_UTC), None);
     }
 }
