@@ -1,5 +1,6 @@
 //! Encoding throughput: CEF lines per second for a typical and a hostile indicator in both
-//! profiles, the expire line of the typical one, and the full frame of the delivery path (CEF + RFC 5424 header + octet counting).
+//! profiles, the expire line of the typical one, and the full frame of the delivery path (CEF +
+//! RFC 5424 header + octet counting).
 //! Every iteration writes into buffers reused across iterations, as the pipeline does.
 //!
 //! `cargo bench --bench encode -- --warm-up-time 1 --measurement-time 3`
