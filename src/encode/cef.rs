@@ -21,6 +21,8 @@
 //! (refresh keeps `Malicious`), with `act` and, for expire and revoke, `end`: the pairs a SIEM
 //! rule removes a list entry on. Profile `socdefenders` writes `act` only on lifecycle lines and
 //! after every other pair, so its add/update lines stay the documented ones byte for byte.
+//! [`relabel`] writes the same lifecycle line from the queued line alone, for the store, which
+//! keeps lines rather than indicators.
 //!
 //! Timestamps (`rt`, `deviceCustomDate1/2`, `end`) are epoch milliseconds; one before 1970 (an API's
 //! "zero" date such as `0001-01-01T00:00:00Z`) is treated as missing rather than sent negative.
@@ -36,7 +38,9 @@ use chrono::{DateTime, Utc};
 use crate::config::{CefProfile, SeverityMap};
 use crate::indicator::{Indicator, IocType};
 
+mod relabel;
 mod truncate;
+pub use relabel::{relabel, NotCef};
 pub use truncate::truncate_to;
 
 /// What the encoder needs besides the indicator.
