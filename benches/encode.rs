@@ -1,7 +1,8 @@
 //! Encoding throughput: CEF lines per second for a typical and a hostile indicator in both
-//! profiles, the expire line of the typical one, and the full frame of the delivery path (CEF +
-//! RFC 5424 header + octet counting).
-//! Every iteration writes into buffers reused across iterations, as the pipeline does.
+//! profiles, the expire line of the typical one (encoded from the indicator, and relabelled
+//! from its queued line as the live set does), and the full frame of the delivery path (CEF +
+//! RFC 5424 header + octet counting). Every iteration writes into buffers reused across
+//! iterations, as the pipeline does.
 //!
 //! `cargo bench --bench encode -- --warm-up-time 1 --measurement-time 3`
 //! (criterion reports `thrpt` in elements/s = lines/s on one core).
@@ -104,7 +105,8 @@ fn cef_lines(c: &mut Criterion) {
                 black_box((&line, cuts));
             });
         }
-        // An expiry wave re-encodes each indicator from its stored fields.
+        // An expire line from the indicator's fields, and from its stored line: the live set
+        // keeps the line, so an expiry wave relabels.
         let ind = indicator(&typical());
         let end = Utc.with_ymd_and_hms(2026, 5, 17, 8, 0, 0).single();
         let mut line = String::with_capacity(4096);
@@ -113,6 +115,15 @@ fn cef_lines(c: &mut Criterion) {
             let cuts =
                 cef::encode_lifecycle(black_box(&ind), Lifecycle::Expire, end, &opts, &mut line);
             black_box((&line, cuts));
+        });
+        let mut queued = String::new();
+        if let (_, Some(at)) = cef::encode_queued(&ind, &opts, &mut queued) {
+            cef::set_act(&mut queued, at, Act::Update);
+        }
+        bench_cpu(&mut g, format!("{pname}/typical/expire/relabel"), || {
+            line.clear();
+            let done = cef::relabel(black_box(&queued), Lifecycle::Expire, end, &mut line);
+            black_box((&line, done.is_ok()));
         });
     }
     g.finish();

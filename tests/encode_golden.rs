@@ -1,7 +1,8 @@
 //! Golden CEF lines, byte for byte: one per IOC type and profile, the seed's own line, the
 //! escaping, severity, missing-field and length-limit rules of the product's CEF contract (the
-//! README's "Encoding"), and the lifecycle lines (expire, revoke, refresh) in both profiles. Every expected line was written by hand from those rules (epoch
-//! milliseconds computed with `date -u -d … +%s%3N`),
+//! README's "Encoding"), and the lifecycle lines (expire, revoke, refresh) in both profiles, both
+//! encoded from the indicator and relabelled from its queued line. Every expected line was
+//! written by hand from those rules (epoch milliseconds computed with `date -u -d … +%s%3N`),
 //! never copied from the program's output. Each line must also pass the strict CEF parser.
 
 #[path = "interop/strict.rs"]
@@ -603,14 +604,24 @@ const EXPIRED_AT: &str = "2026-05-17T08:00:00Z";
 /// 2026-05-17T08:00:00.123Z = 1779004800123 ms.
 const REVOKED_AT: &str = "2026-05-17T08:00:00.123Z";
 
-/// Encodes a lifecycle event (ended at `end`) with the library API; checks it is strict CEF
-/// and nothing was cut.
+/// Encodes a lifecycle event (ended at `end`) with the library API; checks it is strict CEF,
+/// nothing was cut, and relabelling the indicator's queued add or update line gives the same
+/// line (the live set writes lifecycle lines from the stored line).
 fn lifecycle_with(v: Value, action: Lifecycle, end: Option<&str>, profile: CefProfile) -> String {
     let ind = decode::item(&v).expect("an indicator");
     let end = end.map(|e| e.parse().expect("an RFC 3339 time"));
-    let (line, cuts) =
-        appended(|line| cef::encode_lifecycle(&ind, action, end, &opts(profile), line));
+    let o = opts(profile);
+    let (line, cuts) = appended(|line| cef::encode_lifecycle(&ind, action, end, &o, line));
     assert_eq!(cuts, 0, "nothing is cut here: {line}");
+    for act in [Act::Add, Act::Update] {
+        let mut queued = String::new();
+        if let (_, Some(at)) = cef::encode_queued(&ind, &o, &mut queued) {
+            cef::set_act(&mut queued, at, act);
+        }
+        let mut relabelled = String::new();
+        cef::relabel(&queued, action, end, &mut relabelled).expect("a queued line");
+        assert_eq!(relabelled, line, "relabelled from {queued}");
+    }
     line
 }
 

@@ -403,6 +403,60 @@ fn encode_lifecycle(
     (line, cuts)
 }
 
+/// Text made of the bytes and words relabel looks for, and hostile characters.
+fn relabel_piece() -> BoxedStrategy<String> {
+    let piece = prop_oneof![
+        3 => prop::sample::select(vec![
+            "|", "\\", "Malicious ", " act=", "act=", "add", "update", "refresh", "expire", "=",
+            " ", "é",
+        ])
+        .prop_map(String::from),
+        1 => hostile(4),
+    ];
+    prop::collection::vec(piece, 0..6)
+        .prop_map(|p| p.concat())
+        .boxed()
+}
+
+/// `start`, three to five header fields, a Name, and an extension, all from [`relabel_piece`]:
+/// close enough to a CEF line that relabel gets past its checks now and then.
+fn cef_like_text() -> impl Strategy<Value = String> {
+    (
+        prop::sample::select(vec!["CEF:0|", "CEF:", ""]),
+        prop::collection::vec(relabel_piece(), 3..6),
+        prop::sample::select(vec!["Malicious ", "Malicious", "Expired ", ""]),
+        relabel_piece(),
+        prop::collection::vec(relabel_piece(), 0..6),
+    )
+        .prop_map(|(start, fields, verdict, name, ext)| {
+            format!(
+                "{start}{}|{verdict}{name}|{}",
+                fields.join("|"),
+                ext.join(" ")
+            )
+        })
+}
+
+/// The line the queue stores: encoded before add and update are known, then `act` set.
+fn queued(ind: &Indicator, act: Act, o: &CefOptions) -> (String, usize) {
+    let mut line = String::new();
+    let (cuts, at) = cef::encode_queued(ind, o, &mut line);
+    if let Some(at) = at {
+        cef::set_act(&mut line, at, act);
+    }
+    (line, cuts)
+}
+
+/// [`cef::relabel`], failing the case (with the line) when it refuses one of our lines.
+fn relabel(
+    line: &str,
+    action: Lifecycle,
+    end: Option<DateTime<Utc>>,
+    out: &mut String,
+) -> Result<(), TestCaseError> {
+    cef::relabel(line, action, end, out).map_err(|e| TestCaseError::fail(format!("{e}: {line:?}")))
+}
+
 /// What a lifecycle line must be, from the add line of the same indicator (itself checked
 /// against the model): the same header but the Name, whose first word says what happened
 /// (`Expired`, `Revoked`; a refresh keeps `Malicious`), and the same pairs with `act` set to
@@ -625,13 +679,42 @@ proptest! {
         ind in indicator(), act in act(), o in options(),
     ) {
         let (direct, cuts) = encode(&ind, act, &o);
-        let mut queued = String::new();
-        let (queued_cuts, at) = cef::encode_queued(&ind, &o, &mut queued);
-        if let Some(at) = at {
-            cef::set_act(&mut queued, at, act);
-        }
+        let (queued, queued_cuts) = queued(&ind, act, &o);
         prop_assert_eq!(queued, direct);
         prop_assert_eq!(queued_cuts, cuts);
+    }
+
+    /// The live set keeps the queued line, not the indicator: relabelling that line gives,
+    /// byte for byte, the lifecycle line encoded from the indicator, in both profiles, and so
+    /// does relabelling the refresh line made from it (a refreshed indicator stays live).
+    #[test]
+    fn relabelling_the_queued_line_gives_the_lifecycle_line_of_its_indicator(
+        ind in indicator(), act in act(), o in options(), action in lifecycle(),
+        end in opt(instant()),
+    ) {
+        let (line, _) = queued(&ind, act, &o);
+        let (want, _) = encode_lifecycle(&ind, action, end, &o);
+        let mut got = String::from("kept ");
+        relabel(&line, action, end, &mut got)?;
+        prop_assert_eq!(got.strip_prefix("kept "), Some(want.as_str()));
+        let mut refresh = String::new();
+        relabel(&line, Lifecycle::Refresh, None, &mut refresh)?;
+        let mut again = String::new();
+        relabel(&refresh, action, end, &mut again)?;
+        prop_assert_eq!(again, want);
+    }
+
+    /// Any text shaped more or less like a CEF line, made of the pieces relabel looks for: it
+    /// never panics, and it either appends a line or leaves the buffer alone.
+    #[test]
+    fn relabel_refuses_or_relabels_any_text_without_panicking(
+        text in cef_like_text(), action in lifecycle(), end in opt(instant()),
+    ) {
+        let mut out = String::from("kept");
+        match cef::relabel(&text, action, end, &mut out) {
+            Ok(()) => prop_assert!(out.len() > "kept".len() && out.starts_with("kept")),
+            Err(_) => prop_assert_eq!(out, "kept"),
+        }
     }
 }
 

@@ -5,7 +5,9 @@
 //! the line `encode` gives, and a truncated line is within its limit and still valid CEF.
 //! The indicator's expire, revoke and refresh lines (ended at its `last_seen`) go through
 //! the same checks: each is the add/update line with its Name, `act` and `end` as the action
-//! says. The input format is unchanged, so the committed corpus keeps its meaning.
+//! says, and relabelling the queued line (`encode_queued` + `set_act`) gives it byte for
+//! byte. `relabel` must also refuse, not panic on, an arbitrary string. The input format is
+//! unchanged, so the committed corpus keeps its meaning.
 
 use arbitrary::{Arbitrary, Unstructured};
 use ioc_forwarder::config::CefProfile;
@@ -40,10 +42,32 @@ pub fn run(data: &[u8]) {
     check_truncate(&line, max);
     for action in [Lifecycle::Expire, Lifecycle::Revoke, Lifecycle::Refresh] {
         let lifecycle = check_lifecycle(&ind, action, &opts, &line);
+        check_relabel(&ind, act, action, &opts, &lifecycle);
         check_truncate(&lifecycle, lifecycle.len().checked_sub(cut).unwrap_or(cut));
     }
-    // Lines from the store are the encoder's, but `truncate_to` must not panic on anything.
+    // Lines from the store are the encoder's, but `truncate_to` and `relabel` must not panic
+    // on anything.
     let _ = cef::truncate_to(&input.raw_line, usize::from(input.raw_max));
+    let _ = cef::relabel(
+        &input.raw_line,
+        Lifecycle::Expire,
+        ind.last_seen,
+        &mut String::new(),
+    );
+}
+
+/// Relabelling the line the queue stores for `ind` (encoded, then `act` set) gives
+/// `lifecycle`, the line `encode_lifecycle` gave for `action` (ended at `last_seen`).
+fn check_relabel(ind: &Indicator, act: Act, action: Lifecycle, opts: &CefOptions, lifecycle: &str) {
+    let mut queued = String::new();
+    if let (_, Some(at)) = cef::encode_queued(ind, opts, &mut queued) {
+        cef::set_act(&mut queued, at, act);
+    }
+    let mut relabelled = String::new();
+    if let Err(e) = cef::relabel(&queued, action, ind.last_seen, &mut relabelled) {
+        panic!("relabel refused a queued line ({e}): {queued:?}");
+    }
+    assert_eq!(relabelled, lifecycle, "relabelled from {queued:?}");
 }
 
 /// Encodes `ind`, checks the line, and returns it. Also used on decoded indicators.

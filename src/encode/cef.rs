@@ -21,6 +21,8 @@
 //! (refresh keeps `Malicious`), with `act` and, for expire and revoke, `end`: the pairs a SIEM
 //! rule removes a list entry on. Profile `socdefenders` writes `act` only on lifecycle lines and
 //! after every other pair, so its add/update lines stay the documented ones byte for byte.
+//! [`relabel`] writes the same lifecycle line from the queued line alone, for the store, which
+//! keeps lines rather than indicators.
 //!
 //! Timestamps (`rt`, `deviceCustomDate1/2`, `end`) are epoch milliseconds; one before 1970 (an API's
 //! "zero" date such as `0001-01-01T00:00:00Z`) is treated as missing rather than sent negative.
@@ -36,7 +38,9 @@ use chrono::{DateTime, Utc};
 use crate::config::{CefProfile, SeverityMap};
 use crate::indicator::{Indicator, IocType};
 
+mod relabel;
 mod truncate;
+pub use relabel::{relabel, NotCef};
 pub use truncate::truncate_to;
 
 /// What the encoder needs besides the indicator.
@@ -211,6 +215,39 @@ pub fn push_ext_value(out: &mut String, s: &str) {
     push_escaped(out, s, &EXTENSION);
 }
 
+/// Byte offsets of the unescaped `byte`s of `s`, where `byte` is one the escaping of `s`
+/// escapes (`|` in header fields, `=` in extension values): the byte after a backslash is
+/// escaped, so `\\|` ends a header field and `\|` does not.
+fn unescaped(s: &str, byte: u8) -> impl Iterator<Item = usize> + '_ {
+    let b = s.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < b.len() {
+            let at = i;
+            i += 1;
+            match b[at] {
+                b'\\' => i += 1,
+                c if c == byte => return Some(at),
+                _ => {}
+            }
+        }
+        None
+    })
+}
+
+/// Byte offsets of the first seven unescaped `|` of a line: the ends of its seven header
+/// fields (`CEF:0`, vendor, product, version, Signature ID, Name, severity), the extension
+/// starting after the last. Extension values do not escape `|`, so scanning stops at the
+/// seventh. `None` when the line has fewer.
+fn header_pipes(line: &str) -> Option<[usize; 7]> {
+    let mut found = unescaped(line, b'|');
+    let mut pipes = [0; 7];
+    for pipe in &mut pipes {
+        *pipe = found.next()?;
+    }
+    Some(pipes)
+}
+
 /// `s` without the leading and trailing characters an extension value would carry as spaces
 /// (space, and controls other than CR/LF, which are escaped and therefore visible).
 fn trim_ext_value(s: &str) -> &str {
@@ -244,6 +281,11 @@ fn push_int(out: &mut String, n: i64) {
     out.push_str(
         std::str::from_utf8(super::decimal(&mut buf, n.unsigned_abs(), 1)).unwrap_or_default(),
     );
+}
+
+/// `t` in epoch milliseconds, `None` before 1970 (an API's "zero" date is no time at all).
+fn epoch_millis(t: Option<DateTime<Utc>>) -> Option<i64> {
+    t.map(|t| t.timestamp_millis()).filter(|ms| *ms >= 0)
 }
 
 /// Writes the extension pairs: one space between pairs, none before the first.
@@ -283,13 +325,13 @@ impl Pairs<'_> {
 
     /// A timestamp as epoch milliseconds; before 1970 counts as missing.
     fn millis(&mut self, key: &str, t: Option<DateTime<Utc>>) -> bool {
-        match t.map(|t| t.timestamp_millis()) {
-            Some(ms) if ms >= 0 => {
+        match epoch_millis(t) {
+            Some(ms) => {
                 self.start(key);
                 push_int(self.out, ms);
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 

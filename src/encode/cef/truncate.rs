@@ -9,49 +9,24 @@
 
 /// Byte offset where the extension starts: after the seventh unescaped `|`.
 fn extension_start(line: &str) -> Option<usize> {
-    let b = line.as_bytes();
-    let mut pipes = 0;
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'\\' => i += 1,
-            b'|' => {
-                pipes += 1;
-                if pipes == 7 {
-                    return Some(i + 1);
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    None
+    super::header_pipes(line).map(|p| p[6] + 1)
 }
 
 /// `(key, escaped value)` of every pair of an extension produced by [`encode`](super::encode). Our values
 /// never hold an unescaped `=`, so each unescaped `=` ends a key that starts after the last
 /// space before it, and the previous value ends at that space.
 fn pairs(ext: &str) -> Vec<(&str, &str)> {
-    let b = ext.as_bytes();
     let mut out: Vec<(&str, &str)> = Vec::new();
     let mut value_start = 0;
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'\\' => i += 1,
-            b'=' => {
-                let key_start = ext[value_start..i]
-                    .rfind(' ')
-                    .map_or(value_start, |s| value_start + s + 1);
-                if let Some(last) = out.last_mut() {
-                    last.1 = &ext[value_start..key_start.saturating_sub(1).max(value_start)];
-                }
-                out.push((&ext[key_start..i], ""));
-                value_start = i + 1;
-            }
-            _ => {}
+    for i in super::unescaped(ext, b'=') {
+        let key_start = ext[value_start..i]
+            .rfind(' ')
+            .map_or(value_start, |s| value_start + s + 1);
+        if let Some(last) = out.last_mut() {
+            last.1 = &ext[value_start..key_start.saturating_sub(1).max(value_start)];
         }
-        i += 1;
+        out.push((&ext[key_start..i], ""));
+        value_start = i + 1;
     }
     if let Some(last) = out.last_mut() {
         last.1 = &ext[value_start.min(ext.len())..];
