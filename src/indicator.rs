@@ -25,25 +25,30 @@ pub enum IocType {
 }
 
 impl IocType {
+    /// Every known type with its canonical name (the API's spelling), in the order the config
+    /// and its messages list them. [`IocType::Other`] has no name.
+    pub const NAMES: [(&'static str, IocType); 11] = [
+        ("ipv4", IocType::Ipv4),
+        ("ipv6", IocType::Ipv6),
+        ("domain", IocType::Domain),
+        ("url", IocType::Url),
+        ("md5", IocType::Md5),
+        ("sha1", IocType::Sha1),
+        ("sha256", IocType::Sha256),
+        ("sha512", IocType::Sha512),
+        ("cve", IocType::Cve),
+        ("email", IocType::Email),
+        ("mitre-attack", IocType::MitreAttack),
+    ];
+
     /// Maps the API's spelling (both `mitre-attack` and `mitre_attack`) to a type.
     pub fn parse(s: &str) -> IocType {
-        const NAMES: [(&str, IocType); 12] = [
-            ("ipv4", IocType::Ipv4),
-            ("ipv6", IocType::Ipv6),
-            ("domain", IocType::Domain),
-            ("url", IocType::Url),
-            ("md5", IocType::Md5),
-            ("sha1", IocType::Sha1),
-            ("sha256", IocType::Sha256),
-            ("sha512", IocType::Sha512),
-            ("cve", IocType::Cve),
-            ("email", IocType::Email),
-            ("mitre-attack", IocType::MitreAttack),
-            ("mitre_attack", IocType::MitreAttack),
-        ];
         // Compared in place, case-insensitively: no lowered copy per indicator.
         let s = s.trim();
-        NAMES
+        if s.eq_ignore_ascii_case("mitre_attack") {
+            return IocType::MitreAttack;
+        }
+        Self::NAMES
             .iter()
             .find(|(name, _)| s.eq_ignore_ascii_case(name))
             .map_or(IocType::Other, |(_, t)| *t)

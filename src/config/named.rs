@@ -62,7 +62,7 @@ mod tests {
     fn ioc_type_names_are_ioc_types_and_the_parsers_spelling() {
         let names: Vec<&str> = IocType::NAMES.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, IOC_TYPES);
-        for (name, t) in IocType::NAMES {
+        for (name, t) in IocType::NAMES.iter() {
             assert_eq!(IocType::parse(name), *t);
             assert_eq!(t.as_str(), *name);
         }

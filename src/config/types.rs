@@ -308,20 +308,8 @@ impl Named for IocType {
     const NAMES: &'static [(&'static str, Self)] = &IOC_TYPE_NAMES;
 }
 
-/// [`IocType`]'s name table, the one list of IOC type names in the config.
-const IOC_TYPE_NAMES: [(&str, IocType); 11] = [
-    ("ipv4", IocType::Ipv4),
-    ("ipv6", IocType::Ipv6),
-    ("domain", IocType::Domain),
-    ("url", IocType::Url),
-    ("md5", IocType::Md5),
-    ("sha1", IocType::Sha1),
-    ("sha256", IocType::Sha256),
-    ("sha512", IocType::Sha512),
-    ("cve", IocType::Cve),
-    ("email", IocType::Email),
-    ("mitre-attack", IocType::MitreAttack),
-];
+/// [`IocType`]'s name table: the one list of IOC type names, kept with the type.
+const IOC_TYPE_NAMES: [(&str, IocType); 11] = IocType::NAMES;
 
 /// The names of a name table, in its order: a `const` list of names drawn from the table, so
 /// the two cannot differ.
