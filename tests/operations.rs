@@ -207,6 +207,62 @@ impl Problems {
     }
 }
 
+/// What the metrics must show after the reload of `reload_adds_changes_and_keeps_destinations`:
+/// the removed destination's events counted as dropped, no series left for the removed ones,
+/// the new one up with nothing queued.
+fn reload_metric_problems(after: &str, n0: usize) -> Problems {
+    let mut p = Problems::default();
+    p.eq(
+        after,
+        "ioc_forwarder_events_dropped_total",
+        &[("destination", "echo"), ("reason", "removed")],
+        n0 as f64,
+    );
+    // A removed destination's gauges must not linger: a frozen lag or queue depth keeps lag
+    // alerts firing, and `destination_up 0` keeps "destination down" alerts firing, until the
+    // process restarts. (Counters such as dropped_total may stay.)
+    for gone in ["charlie", "echo"] {
+        for name in [
+            "ioc_forwarder_queue_events",
+            "ioc_forwarder_destination_lag_seconds",
+        ] {
+            let stale = value(after, name, &[("destination", gone)]);
+            p.check(
+                stale.is_none() || stale == Some(0.0),
+                format!(
+                    "{name}{{destination=\"{gone}\"}} = {stale:?} after {gone} was removed \
+                     (expected no series, or 0)"
+                ),
+            );
+        }
+        let up = value(
+            after,
+            "ioc_forwarder_destination_up",
+            &[("destination", gone)],
+        );
+        p.check(
+            up.is_none(),
+            format!(
+                "ioc_forwarder_destination_up{{destination=\"{gone}\"}} = {up:?} after {gone} \
+                 was removed (expected no series)"
+            ),
+        );
+    }
+    p.eq(
+        after,
+        "ioc_forwarder_queue_events",
+        &[("destination", "delta")],
+        0.0,
+    );
+    p.eq(
+        after,
+        "ioc_forwarder_destination_up",
+        &[("destination", "delta")],
+        1.0,
+    );
+    p
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1. SIGHUP reload
 // ---------------------------------------------------------------------------------------------
@@ -408,56 +464,17 @@ fn reload_adds_changes_and_keeps_destinations() {
     );
 
     // Metrics: the drop is counted, and the removed destinations' queue series do not linger.
-    let (_, _, after) = get(metrics_port, "/metrics");
-    let mut p = Problems::default();
-    p.eq(
-        &after,
-        "ioc_forwarder_events_dropped_total",
-        &[("destination", "echo"), ("reason", "removed")],
-        n0 as f64,
-    );
-    // A removed destination's gauges must not linger: a frozen lag or queue depth keeps lag
-    // alerts firing, and `destination_up 0` keeps "destination down" alerts firing, until the
-    // process restarts. (Counters such as dropped_total may stay.)
-    for gone in ["charlie", "echo"] {
-        for name in [
-            "ioc_forwarder_queue_events",
-            "ioc_forwarder_destination_lag_seconds",
-        ] {
-            let stale = value(&after, name, &[("destination", gone)]);
-            p.check(
-                stale.is_none() || stale == Some(0.0),
-                format!(
-                    "{name}{{destination=\"{gone}\"}} = {stale:?} after {gone} was removed \
-                     (expected no series, or 0)"
-                ),
-            );
+    // The queue gauges are read from the store at most once a second, so the scrape is repeated
+    // until it shows the state after the reload (or WAIT runs out and the problems are shown).
+    let deadline = std::time::Instant::now() + WAIT;
+    let (after, p) = loop {
+        let after = get(metrics_port, "/metrics").2;
+        let p = reload_metric_problems(&after, n0);
+        if p.0.is_empty() || std::time::Instant::now() >= deadline {
+            break (after, p);
         }
-        let up = value(
-            &after,
-            "ioc_forwarder_destination_up",
-            &[("destination", gone)],
-        );
-        p.check(
-            up.is_none(),
-            format!(
-                "ioc_forwarder_destination_up{{destination=\"{gone}\"}} = {up:?} after {gone} \
-                 was removed (expected no series)"
-            ),
-        );
-    }
-    p.eq(
-        &after,
-        "ioc_forwarder_queue_events",
-        &[("destination", "delta")],
-        0.0,
-    );
-    p.eq(
-        &after,
-        "ioc_forwarder_destination_up",
-        &[("destination", "delta")],
-        1.0,
-    );
+        thread::sleep(Duration::from_millis(200));
+    };
 
     // An invalid config is rejected and the running one keeps delivering.
     let misspelt = ConfigOpts {
