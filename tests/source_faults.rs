@@ -326,7 +326,8 @@ fn html_labelled_as_json_is_retried() {
 
 #[test]
 fn nothing_listening_is_retried_and_reported() {
-    let port = reserve_port();
+    let refused = RefusedPort::new();
+    let port = refused.port;
     let rx = TcpReceiver::start(Framing::Lf);
     let dir = tempdir();
     let cfg = write_config_with(

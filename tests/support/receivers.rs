@@ -81,6 +81,44 @@ pub fn reserve_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// A loopback TCP port where nothing listens for as long as this lives: a socket is bound to
+/// it and never listens, so a connection is refused and no other socket (another test's
+/// receiver) can take the port meanwhile, as it can one [`reserve_port`] gave back.
+pub struct RefusedPort {
+    pub port: u16,
+    _bound: std::os::fd::OwnedFd,
+}
+
+impl RefusedPort {
+    pub fn new() -> RefusedPort {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        // SAFETY: socket() has no preconditions; the descriptor it returns is owned below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: `fd` is a new descriptor nothing else owns.
+        let bound = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: `addr` is a valid sockaddr_in of `len` bytes for both calls.
+        let bound_ok = unsafe {
+            libc::bind(fd, std::ptr::addr_of!(addr).cast(), len) == 0
+                && libc::getsockname(fd, std::ptr::addr_of_mut!(addr).cast(), &mut len) == 0
+        };
+        assert!(bound_ok, "bind: {}", std::io::Error::last_os_error());
+        RefusedPort {
+            port: u16::from_be(addr.sin_port),
+            _bound: bound,
+        }
+    }
+}
+
 /// One accepted connection, handed to its own thread.
 pub(super) struct Accepted {
     pub conn: TcpStream,
