@@ -594,7 +594,7 @@ fn queue_full_drop_oldest_keeps_a_dead_destinations_queue_bounded_and_keeps_poll
     api.set_max_limit(100);
     api.set_clock(g1);
     let live = TcpReceiver::start(Framing::Lf);
-    let dead = reserve_port();
+    let dead = RefusedPort::new();
     let dir = tempdir();
     let opts = ConfigOpts {
         shutdown_timeout: "2s".to_string(),
@@ -607,7 +607,7 @@ fn queue_full_drop_oldest_keeps_a_dead_destinations_queue_bounded_and_keeps_poll
         &api.base_url(),
         &[
             Dest::tcp("live", live.addr),
-            Dest::tcp("dead", format!("127.0.0.1:{dead}")),
+            Dest::tcp("dead", format!("127.0.0.1:{}", dead.port)),
         ],
         &opts,
     );
@@ -907,6 +907,7 @@ fn corrupt_queue_file_is_moved_aside_and_the_agent_starts_fresh() {
 fn real_state_file(n: usize) -> (FakeApi, tempfile::TempDir, PathBuf) {
     let api = FakeApi::start(ipv4_feed(n, now_secs() - mins(1), Duration::from_secs(1)));
     api.set_max_limit(1000);
+    let refused = RefusedPort::new();
     let dir = tempdir();
     let opts = ConfigOpts {
         shutdown_timeout: "1s".to_string(),
@@ -915,7 +916,7 @@ fn real_state_file(n: usize) -> (FakeApi, tempfile::TempDir, PathBuf) {
     let cfg = write_config_with(
         dir.path(),
         &api.base_url(),
-        &[Dest::tcp("siem1", format!("127.0.0.1:{}", reserve_port()))],
+        &[Dest::tcp("siem1", format!("127.0.0.1:{}", refused.port))],
         &opts,
     );
     let out = run_once(&cfg);
@@ -1188,6 +1189,7 @@ fn a_full_tmpfs_pauses_polling_without_a_panic_and_loses_nothing() {
 fn queue_commands_show_peek_and_purge_what_is_queued() {
     const N: usize = 50;
     let api = FakeApi::start(ipv4_feed(N, now_secs() - mins(1), Duration::from_secs(1)));
+    let (dead1, dead2) = (RefusedPort::new(), RefusedPort::new());
     let dir = tempdir();
     let opts = ConfigOpts {
         shutdown_timeout: "1s".to_string(),
@@ -1197,8 +1199,8 @@ fn queue_commands_show_peek_and_purge_what_is_queued() {
         dir.path(),
         &api.base_url(),
         &[
-            Dest::tcp("dead1", format!("127.0.0.1:{}", reserve_port())),
-            Dest::tcp("dead2", format!("127.0.0.1:{}", reserve_port())),
+            Dest::tcp("dead1", format!("127.0.0.1:{}", dead1.port)),
+            Dest::tcp("dead2", format!("127.0.0.1:{}", dead2.port)),
         ],
         &opts,
     );

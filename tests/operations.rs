@@ -279,7 +279,7 @@ fn reload_adds_changes_and_keeps_destinations() {
     let a = TcpReceiver::start(Framing::Lf); // untouched
     let b = TcpReceiver::start(Framing::Lf); // changed: lf -> octet-counting, same address
     let c = TcpReceiver::start(Framing::Lf); // removed (live)
-    let echo_port = reserve_port(); // removed (dead, with events queued for it)
+    let echo = RefusedPort::new(); // removed (dead, with events queued for it)
     let d = TcpReceiver::start(Framing::Lf); // added
     let metrics_port = reserve_port();
     let dir = tempdir();
@@ -292,7 +292,7 @@ fn reload_adds_changes_and_keeps_destinations() {
         Dest::tcp("alpha", a.addr),
         Dest::tcp("bravo", b.addr),
         Dest::tcp("charlie", c.addr),
-        Dest::tcp("echo", format!("127.0.0.1:{echo_port}")),
+        Dest::tcp("echo", format!("127.0.0.1:{}", echo.port)),
     ];
     let cfg = write_config_with(dir.path(), &api.base_url(), &first, &opts);
 
@@ -606,7 +606,7 @@ fn mixed_feed() -> Vec<Value> {
 fn metrics_match_what_was_delivered() {
     let api = FakeApi::start(mixed_feed());
     let live = TcpReceiver::start(Framing::Lf);
-    let dead_port = reserve_port();
+    let dead = RefusedPort::new();
     let metrics_port = reserve_port();
     let dir = tempdir();
     // One poll cycle during the test, so fetched counts are exact (a later cycle re-reads the
@@ -619,7 +619,7 @@ fn metrics_match_what_was_delivered() {
     };
     let dests = [
         Dest::tcp("live", live.addr),
-        Dest::tcp("dead", format!("127.0.0.1:{dead_port}")),
+        Dest::tcp("dead", format!("127.0.0.1:{}", dead.port)),
     ];
     let cfg = write_config_with(dir.path(), &api.base_url(), &dests, &opts);
     let forwarded = 7usize;

@@ -201,10 +201,11 @@ fn read_only_commands_leave_an_unchanged_state_file_byte_for_byte_unchanged() {
         now_secs() - CDuration::minutes(1),
         Duration::from_secs(1),
     ));
+    let dead = RefusedPort::new();
     let cfg = config_for(
         dir.path(),
         &api,
-        Dest::tcp("dead", format!("127.0.0.1:{}", reserve_port())),
+        Dest::tcp("dead", format!("127.0.0.1:{}", dead.port)),
         "1s",
     );
     let out = run_once(&cfg);
@@ -245,10 +246,11 @@ fn a_state_file_cannot_be_created_on_a_full_disk_and_the_error_says_so() {
         now_secs() - CDuration::minutes(1),
         Duration::from_secs(1),
     ));
+    let refused = RefusedPort::new();
     let cfg = config_for(
         dir.path(),
         &api,
-        Dest::tcp("siem1", format!("127.0.0.1:{}", reserve_port())),
+        Dest::tcp("siem1", format!("127.0.0.1:{}", refused.port)),
         "1s",
     );
     let out = run_cmd(mnt.command(&command(&cfg, &["once"]))).0;

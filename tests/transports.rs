@@ -777,7 +777,7 @@ fn unix_stream_socket_gets_framed_messages() {
 #[test]
 fn failover_skips_a_dead_first_address() {
     let dir = tempdir();
-    let dead = reserve_port();
+    let dead = RefusedPort::new();
     let live = TcpReceiver::start(Framing::Lf);
     let api = FakeApi::start(feed(N));
     let cfg = write_config(
@@ -786,7 +786,7 @@ fn failover_skips_a_dead_first_address() {
         &[Dest::failover(
             "siem",
             "tcp",
-            &[format!("127.0.0.1:{dead}"), live.address()],
+            &[format!("127.0.0.1:{}", dead.port), live.address()],
         )],
     );
     let out = run_once(&cfg);
@@ -987,14 +987,14 @@ fn test_destination_with_a_dead_destination_says_failed_and_exits_1() {
     let dir = tempdir();
     let ca = Ca::new("Test CA");
     let rx = TlsReceiver::start(&ca.server_leaf(), TlsOpts::default());
-    let dead = reserve_port();
+    let dead = RefusedPort::new();
     let ca_path = ca_file(dir.path(), "ca.pem", &ca);
     let cfg = write_config(
         dir.path(),
         "http://127.0.0.1:9/api/v1",
         &[
             Dest::tls("live", rx.address(), &ca_path),
-            Dest::new("dead", "tcp", format!("127.0.0.1:{dead}")),
+            Dest::new("dead", "tcp", format!("127.0.0.1:{}", dead.port)),
         ],
     );
     let out = test_destination(&cfg, None);
@@ -1005,7 +1005,8 @@ fn test_destination_with_a_dead_destination_says_failed_and_exits_1() {
     let failed = report_line(&out, "dead");
     assert!(failed.contains("FAILED"), "{failed}");
     assert!(
-        failed.contains(&format!("127.0.0.1:{dead}")) && failed.to_lowercase().contains("refused"),
+        failed.contains(&format!("127.0.0.1:{}", dead.port))
+            && failed.to_lowercase().contains("refused"),
         "the line names the address and the reason: {failed}"
     );
     assert_eq!(
