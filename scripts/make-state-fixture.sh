@@ -5,7 +5,7 @@
 # the state directory's database files into the directory OUT.
 #
 #   scripts/make-state-fixture.sh REV OUT
-#   scripts/make-state-fixture.sh 9cb03ac tests/fixtures/state-before-lifecycle
+#   scripts/make-state-fixture.sh 11fe1f8 tests/fixtures/state-v3   (state file version 3)
 set -eu
 rev=${1:?usage: make-state-fixture.sh REV OUT}
 out=${2:?usage: make-state-fixture.sh REV OUT}

@@ -16,6 +16,12 @@ use crate::store::Store;
 
 /// One cycle via [`source::poll_and_log`], plus the explanation a full disk deserves.
 pub(super) async fn poll(src: &mut Source, store: &Store) -> Result<CycleReport, CycleError> {
+    // What the last cycle appended to the latest-event index is merged now, between polls.
+    match store.call(|s| s.compact_latest()).await {
+        Ok(0) => {}
+        Ok(merges) => tracing::debug!(merges, "merged the latest-event index"),
+        Err(e) => tracing::warn!(error = %e, "cannot merge the latest-event index"),
+    }
     let started = std::time::Instant::now();
     let result = source::poll_and_log(src, store).await;
     let m = metrics::get();

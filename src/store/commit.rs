@@ -14,21 +14,28 @@ use rusqlite::{params, Transaction};
 
 use super::dedup::{self, DedupIndex, Version};
 use super::open::Drift;
-use super::{now_us, queue, Store, StoreError};
+use super::record::{Id, Kind, Record};
+use super::{latest, now_us, queue, Store, StoreError};
 use crate::encode::cef::Act;
 use crate::indicator::Indicator;
 
 /// One indicator made ready for the queue before the store's lock is taken (on the poller's
-/// thread, while the previous page commits): its dedup key and version, and its CEF line,
-/// encoded as an addition; [`Store::commit_page`] rewrites `act` when it turns out to be an
-/// update. Holds one allocation, where the decoded indicator held a dozen.
+/// thread, while the previous page commits): its dedup key and version, its CEF line, encoded
+/// as an addition ([`Store::commit_page`] rewrites `act` when it turns out to be an update),
+/// and what the live set keeps of it. Holds one allocation, where the decoded indicator held a
+/// dozen.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     key: u64,
     version: Version,
-    /// The type label, then the CEF line.
+    last_seen_ms: Option<i64>,
+    /// The type label, the CEF line, the id, and the whole value when the line holds a cut
+    /// copy of it (else nothing), one after the other.
     text: String,
-    label_len: usize,
+    /// Where the line, the id and the value start in `text`.
+    line_at: usize,
+    id_at: usize,
+    value_at: usize,
     /// Where the line's `act` value starts (see `cef::encode_queued`).
     act_at: Option<usize>,
     /// Values cut to their length limits while encoding.
@@ -45,17 +52,47 @@ impl Prepared {
         act_at: Option<usize>,
         cuts: usize,
     ) -> Prepared {
-        let mut text = String::with_capacity(ind.type_raw.len() + line.len());
+        let id = ind.id.as_deref().unwrap_or_default();
+        // Only a line with something cut can hold a cut value.
+        let value = if cuts > 0 { ind.value.as_str() } else { "" };
+        let mut text =
+            String::with_capacity(ind.type_raw.len() + line.len() + id.len() + value.len());
         text.push_str(&ind.type_raw);
+        let line_at = text.len();
         text.push_str(line);
+        let id_at = text.len();
+        text.push_str(id);
+        let value_at = text.len();
+        text.push_str(value);
         Prepared {
             key,
             version: Version::of(ind),
+            last_seen_ms: ind.last_seen.map(|t| t.timestamp_millis()),
             text,
-            label_len: ind.type_raw.len(),
+            line_at,
+            id_at,
+            value_at,
             act_at,
             cuts,
         }
+    }
+
+    /// The event for the queue, as `kind`, with `line` (this item's line or a rewrite of it).
+    fn record<'a>(&'a self, kind: Kind, line: &'a str) -> Record<'a> {
+        Record {
+            kind,
+            key: Some(self.key),
+            last_seen_ms: self.last_seen_ms,
+            id: Id::Text(self.text.get(self.id_at..self.value_at).unwrap_or_default()),
+            value: self.text.get(self.value_at..).unwrap_or_default(),
+            label: self.text.get(..self.line_at).unwrap_or_default(),
+            cef: line,
+        }
+    }
+
+    /// The CEF line as encoded (an addition).
+    fn line(&self) -> &str {
+        self.text.get(self.line_at..self.id_at).unwrap_or_default()
     }
 }
 
@@ -262,17 +299,27 @@ impl Queued {
         let mut chunks = queue::Writer::new(last_seq, now);
         let mut scratch = String::new();
         let (mut bytes, mut cuts) = (0i64, 0usize);
+        // Each queued event becomes its identity's latest (see `latest`).
+        let mut latest = Vec::with_capacity(verdicts.recorded.len());
+        let mut seq = last_seq;
         for (p, act) in items.iter().zip(&verdicts.acts) {
             let Some(act) = *act else { continue };
-            let (label, mut line) = p.text.split_at(p.label_len.min(p.text.len()));
+            let mut line = p.line();
             if let (Act::Update, Some(at)) = (act, p.act_at) {
                 scratch.clear();
                 scratch.push_str(line);
                 crate::encode::cef::set_act(&mut scratch, at, act);
                 line = &scratch;
             }
-            chunks.push(tx, label, line)?;
-            bytes += line.len() as i64;
+            let kind = match act {
+                Act::Add => Kind::Add,
+                Act::Update => Kind::Update,
+            };
+            let event = p.record(kind, line);
+            chunks.push(tx, &event)?;
+            seq += 1;
+            latest.push((p.key, seq as u64));
+            bytes += event.cef_len() as i64;
             cuts += p.cuts;
         }
         let queued = Queued {
@@ -285,6 +332,7 @@ impl Queued {
             Store::set_meta(tx, queue::LAST_SEQ_KEY, &t.to_string())?;
         }
         dedup::record(tx, &verdicts.recorded, now)?;
+        latest::append(tx, &mut latest)?;
         if bytes > 0 {
             tx.execute(
                 "UPDATE totals SET queue_bytes = queue_bytes + ?1 WHERE id = 1",

@@ -204,6 +204,16 @@ impl Keyer {
         h.finish()
     }
 
+    /// The key of an indicator whose id is `id`: what a queue record whose id is a UUID does
+    /// not store (see `record`).
+    pub fn key_of_id(&self, id: &str) -> u64 {
+        use std::hash::Hasher;
+        let mut h = self.hasher();
+        h.write(b"id:");
+        h.write(id.as_bytes());
+        h.finish()
+    }
+
     /// The hash of an identity written out (`id:…` / `tv:type:value`), as version 1 kept it:
     /// the same bytes [`Keyer::key`] hashes.
     fn key_of_identity(&self, identity: &str) -> u64 {
@@ -677,6 +687,9 @@ mod tests {
             crate::decode::item(&serde_json::json!({"id": "abc", "type": "ipv4", "value": "v"}))
                 .unwrap();
         assert_eq!(idx.key(&ind), idx.keyer.key_of_identity(&ind.identity()));
+        if let Some(id) = &ind.id {
+            assert_eq!(idx.key(&ind), idx.keyer.key_of_id(id));
+        }
         ind.id = None;
         assert_eq!(idx.key(&ind), idx.keyer.key_of_identity(&ind.identity()));
         assert_ne!(DedupIndex::new((7, 10)).key(&ind), idx.key(&ind));

@@ -23,6 +23,9 @@
 //! | `commit.rs` | the page commit: dedup verdicts, queueing, the cycle's end |
 //! | `dedup.rs` | the dedup index: each identity's last version, in memory and in `seen_log` |
 //! | `queue.rs` | the queue's chunks: 512 events to a row |
+//! | `latest.rs` | the latest event of each identity, as log-structured runs |
+//! | `live.rs` | the live set: indicators sent and not yet expired or revoked |
+//! | `record.rs` | one event in a chunk: its line, and what the live set needs of it |
 //! | `limit.rs` | the queue limit: `max_bytes` and `when_full` |
 //! | `positions.rs` | each destination's position, acknowledgements, deleting what all passed |
 //! | `admin.rs` | what the `queue` commands use: stats, peek, purge, verify |
@@ -38,14 +41,17 @@ mod commit;
 mod dedup;
 pub mod latest;
 mod limit;
+mod live;
 mod open;
 mod positions;
 mod queue;
+mod record;
 pub use admin::{verify, DestinationStats};
 pub use commit::{CycleEnd, PageOutcome, Prepared};
 use dedup::DedupIndex;
 pub use dedup::Keyer;
 pub use limit::QueueLimit;
+pub use record::Kind;
 
 pub const FILE_NAME: &str = "state.db";
 
@@ -78,6 +84,8 @@ pub enum StoreError {
 pub struct Event {
     pub seq: i64,
     pub enqueued: DateTime<Utc>,
+    /// What the event tells the SIEM.
+    pub kind: Kind,
     text: Arc<String>,
     label: std::ops::Range<usize>,
     line: std::ops::Range<usize>,
@@ -88,6 +96,7 @@ impl Event {
         Event {
             seq,
             enqueued,
+            kind: Kind::Add,
             text: Arc::new(format!("{ioc_type}{cef}")),
             label: 0..ioc_type.len(),
             line: ioc_type.len()..ioc_type.len() + cef.len(),
@@ -98,6 +107,7 @@ impl Event {
     fn shared(
         seq: i64,
         enqueued: DateTime<Utc>,
+        kind: Kind,
         text: &Arc<String>,
         label: std::ops::Range<usize>,
         line: std::ops::Range<usize>,
@@ -105,6 +115,7 @@ impl Event {
         Event {
             seq,
             enqueued,
+            kind,
             text: Arc::clone(text),
             label,
             line,
@@ -126,6 +137,7 @@ impl PartialEq for Event {
     fn eq(&self, other: &Event) -> bool {
         self.seq == other.seq
             && self.enqueued == other.enqueued
+            && self.kind == other.kind
             && self.ioc_type() == other.ioc_type()
             && self.cef() == other.cef()
     }

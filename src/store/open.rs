@@ -17,7 +17,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::dedup::{self, DedupIndex};
-use super::{disk_full, queue, Inner, Store, StoreError, FILE_NAME};
+use super::{disk_full, latest, queue, Inner, Store, StoreError, FILE_NAME};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS totals (
@@ -35,8 +35,9 @@ CREATE TABLE IF NOT EXISTS meta (
 ";
 
 /// Version 2 replaced the `seen` b-tree keyed by identity text with `seen_log` (see `dedup`);
-/// version 3 the row-per-event `events` table with `chunks` (see `queue`).
-const USER_VERSION: i64 = 3;
+/// version 3 the row-per-event `events` table with `chunks` (see `queue`); version 4 gave
+/// chunks a `format`, so they can keep what the live set needs of each event (see `record`).
+const USER_VERSION: i64 = 4;
 
 /// What the state file's running totals say against what its queue holds: the sequence
 /// high-water mark in `meta` (see `queue`) and the byte total in `totals`, recounted from the
@@ -203,6 +204,7 @@ fn create_or_upgrade(tx: &Transaction<'_>) -> rusqlite::Result<(DedupIndex, i64,
     tx.execute_batch(queue::SCHEMA)?;
     tx.query_row("SELECT COUNT(*) FROM positions", [], |r| r.get::<_, i64>(0))?;
     tx.execute_batch(dedup::SCHEMA)?;
+    tx.execute_batch(latest::SCHEMA)?;
     let index = DedupIndex::new(dedup::sip_key(tx)?);
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let mut last_seq = Store::meta_i64(tx, queue::LAST_SEQ_KEY)?.unwrap_or(0);
@@ -210,6 +212,14 @@ fn create_or_upgrade(tx: &Transaction<'_>) -> rusqlite::Result<(DedupIndex, i64,
     if upgrade {
         dedup::migrate_v1(tx, &index)?;
         last_seq = last_seq.max(queue::migrate_v2(tx)?);
+        let has_format: bool = tx.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('chunks') WHERE name = 'format'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_format {
+            tx.execute_batch(queue::ADD_FORMAT)?;
+        }
         tx.pragma_update(None, "user_version", USER_VERSION)?;
     }
     // Never reuse a sequence number, whatever the meta row says.

@@ -7,14 +7,15 @@
 //! table is emptied whenever everything is delivered, so the high-water mark is kept in
 //! `meta`), consecutive within a chunk: event `i` of a chunk has `first_seq + i`.
 //!
-//! Blob layout, per event: type label length (u16 LE), label bytes, CEF length (u32 LE), CEF
-//! bytes. Blobs are checked when read: a damaged one is an error, never a panic.
+//! A chunk's `format` says how its blob lays out each event (see `record`): chunks written
+//! before the live set existed keep format 1 until they are delivered. Blobs are checked when
+//! read: a damaged one is an error, never a panic.
 
 use chrono::DateTime;
 use rusqlite::{params, Connection, Transaction};
 
+use super::record::{self, Damage, Record};
 use super::Event;
-use crate::encode::cef::prefix_within;
 
 /// Events per chunk at most (delivery reads batches of this size, so a read is one row).
 pub const CHUNK_EVENTS: usize = 512;
@@ -27,9 +28,14 @@ CREATE TABLE IF NOT EXISTS chunks (
     last_seq INTEGER NOT NULL,
     enqueued_us INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
-    events BLOB NOT NULL
+    events BLOB NOT NULL,
+    format INTEGER NOT NULL DEFAULT 1
 );
 ";
+
+/// What a file whose `chunks` table predates the `format` column gets at its upgrade: every
+/// row it holds is format 1.
+pub const ADD_FORMAT: &str = "ALTER TABLE chunks ADD COLUMN format INTEGER NOT NULL DEFAULT 1";
 
 /// The meta key holding the highest sequence number ever assigned.
 pub const LAST_SEQ_KEY: &str = "last_seq";
@@ -41,11 +47,28 @@ pub struct Chunk {
     pub last: i64,
     pub bytes: i64,
     pub enqueued_us: i64,
+    pub format: i64,
 }
 
 impl Chunk {
     pub fn count(&self) -> i64 {
         self.last - self.first + 1
+    }
+
+    /// From a row of `first_seq, last_seq, bytes, enqueued_us, format`.
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Chunk> {
+        Ok(Chunk {
+            first: r.get(0)?,
+            last: r.get(1)?,
+            bytes: r.get(2)?,
+            enqueued_us: r.get(3)?,
+            format: r.get(4)?,
+        })
+    }
+
+    /// A reader of `blob`, this chunk's events.
+    fn records<'a>(&self, blob: &'a [u8]) -> rusqlite::Result<Records<'a>> {
+        Records::new(blob, self.format, self.first)
     }
 }
 
@@ -73,25 +96,12 @@ impl Writer {
     }
 
     /// Appends one event; writes the chunk row when it is full.
-    pub fn push(
-        &mut self,
-        tx: &Transaction<'_>,
-        ioc_type: &str,
-        cef: &str,
-    ) -> rusqlite::Result<()> {
+    pub fn push(&mut self, tx: &Transaction<'_>, event: &Record<'_>) -> rusqlite::Result<()> {
         if self.buf.is_empty() {
             self.buf.reserve(64 * 1024);
         }
-        let label = prefix_within(ioc_type, u16::MAX as usize);
-        self.buf
-            .extend_from_slice(&(label.len() as u16).to_le_bytes());
-        self.buf.extend_from_slice(label.as_bytes());
-        // CEF lines are far below 4 GiB (values are capped); clamp anyway, never wrap.
-        let line = prefix_within(cef, u32::MAX as usize);
-        self.buf
-            .extend_from_slice(&(line.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(line.as_bytes());
-        self.cef_bytes += line.len();
+        event.write(&mut self.buf);
+        self.cef_bytes += event.cef_len();
         self.next += 1;
         if (self.next - self.first) as usize >= CHUNK_EVENTS || self.cef_bytes >= CHUNK_BYTES {
             self.flush(tx)?;
@@ -104,14 +114,15 @@ impl Writer {
             return Ok(());
         }
         tx.prepare_cached(
-            "INSERT INTO chunks (first_seq, last_seq, enqueued_us, bytes, events) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO chunks (first_seq, last_seq, enqueued_us, bytes, events, format) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
         .execute(params![
             self.first,
             self.next - 1,
             self.enqueued_us,
             self.cef_bytes as i64,
-            self.buf
+            self.buf,
+            record::FORMAT
         ])?;
         self.buf.clear();
         self.first = self.next;
@@ -126,7 +137,7 @@ impl Writer {
     }
 }
 
-fn damaged(first_seq: i64, what: &str) -> rusqlite::Error {
+fn damaged(first_seq: i64, what: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
         4,
         rusqlite::types::Type::Blob,
@@ -134,37 +145,23 @@ fn damaged(first_seq: i64, what: &str) -> rusqlite::Error {
     )
 }
 
-/// Walks a chunk blob: yields (label, CEF) per event, in order.
+/// Walks a chunk's blob: yields its events in order; damage is an error naming the chunk.
 struct Records<'a> {
-    blob: &'a [u8],
+    reader: record::Reader<'a>,
     first_seq: i64,
 }
 
 impl<'a> Records<'a> {
-    fn take(&mut self, n: usize) -> rusqlite::Result<&'a [u8]> {
-        if self.blob.len() < n {
-            return Err(damaged(self.first_seq, "truncated record"));
-        }
-        let (head, rest) = self.blob.split_at(n);
-        self.blob = rest;
-        Ok(head)
-    }
-
-    fn text(&mut self, n: usize) -> rusqlite::Result<&'a str> {
-        let bytes = self.take(n)?;
-        std::str::from_utf8(bytes).map_err(|_| damaged(self.first_seq, "invalid UTF-8"))
+    fn new(blob: &'a [u8], format: i64, first_seq: i64) -> rusqlite::Result<Records<'a>> {
+        let reader = record::Reader::new(blob, format).map_err(|e| damaged(first_seq, e))?;
+        Ok(Records { reader, first_seq })
     }
 
     /// The next record, or `None` at the end of the blob.
-    fn next_record(&mut self) -> rusqlite::Result<Option<(&'a str, &'a str)>> {
-        if self.blob.is_empty() {
-            return Ok(None);
-        }
-        let n = self.take(2)?;
-        let label = self.text(u16::from_le_bytes([n[0], n[1]]) as usize)?;
-        let n = self.take(4)?;
-        let cef = self.text(u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize)?;
-        Ok(Some((label, cef)))
+    fn next_record(&mut self) -> rusqlite::Result<Option<Record<'a>>> {
+        self.reader
+            .next_record()
+            .map_err(|e: Damage| damaged(self.first_seq, e))
     }
 
     /// Skips `n` records, returning the CEF bytes skipped.
@@ -172,7 +169,7 @@ impl<'a> Records<'a> {
         let mut bytes = 0;
         for _ in 0..n {
             match self.next_record()? {
-                Some((_, cef)) => bytes += cef.len() as i64,
+                Some(r) => bytes += r.cef.len() as i64,
                 None => return Err(damaged(self.first_seq, "fewer events than its range")),
             }
         }
@@ -185,7 +182,7 @@ impl<'a> Records<'a> {
 pub fn read_after(conn: &Connection, after: i64, limit: usize) -> rusqlite::Result<Vec<Event>> {
     // The chunk holding `after + 1` (or the first one after it) and those after it.
     let mut st = conn.prepare_cached(
-        "SELECT first_seq, last_seq, enqueued_us, events FROM chunks
+        "SELECT first_seq, last_seq, enqueued_us, events, format FROM chunks
          WHERE first_seq >= COALESCE((SELECT MAX(first_seq) FROM chunks WHERE first_seq <= ?1 + 1), ?1 + 1)
          ORDER BY first_seq",
     )?;
@@ -202,29 +199,26 @@ pub fn read_after(conn: &Connection, after: i64, limit: usize) -> rusqlite::Resu
             break;
         }
         let enqueued = DateTime::from_timestamp_micros(r.get(2)?).unwrap_or_default();
-        let mut records = Records {
-            blob: r.get_ref(3)?.as_blob()?,
-            first_seq: first,
-        };
+        let mut records = Records::new(r.get_ref(3)?.as_blob()?, r.get(4)?, first)?;
         records.skip(start - first)?;
         let take = wanted.min(limit - out.len());
         // The chunk's labels and lines in one text the events share.
-        let mut text = String::with_capacity(records.blob.len());
+        let mut text = String::with_capacity(records.reader.rest().len());
         let mut spans = Vec::with_capacity(take);
         for _ in 0..take {
-            let Some((label, cef)) = records.next_record()? else {
+            let Some(rec) = records.next_record()? else {
                 return Err(damaged(first, "fewer events than its range"));
             };
             let at = text.len();
-            text.push_str(label);
-            text.push_str(cef);
-            spans.push((at, at + label.len(), text.len()));
+            text.push_str(rec.label);
+            text.push_str(rec.cef);
+            spans.push((rec.kind, at, at + rec.label.len(), text.len()));
         }
         // An `Arc<String>`, not `Arc<str>`: that conversion would copy the chunk once more.
         let text = std::sync::Arc::new(text);
         out.reserve(take);
-        for (seq, (a, b, c)) in (start..).zip(spans) {
-            out.push(Event::shared(seq, enqueued, &text, a..b, b..c));
+        for (seq, (kind, a, b, c)) in (start..).zip(spans) {
+            out.push(Event::shared(seq, enqueued, kind, &text, a..b, b..c));
         }
         if out.len() >= limit {
             break;
@@ -236,16 +230,9 @@ pub fn read_after(conn: &Connection, after: i64, limit: usize) -> rusqlite::Resu
 /// Every chunk's metadata, oldest first (a scan of the rows, not of the blobs).
 pub fn chunks(conn: &Connection) -> rusqlite::Result<Vec<Chunk>> {
     let mut st = conn.prepare_cached(
-        "SELECT first_seq, last_seq, bytes, enqueued_us FROM chunks ORDER BY first_seq",
+        "SELECT first_seq, last_seq, bytes, enqueued_us, format FROM chunks ORDER BY first_seq",
     )?;
-    let rows = st.query_map([], |r| {
-        Ok(Chunk {
-            first: r.get(0)?,
-            last: r.get(1)?,
-            bytes: r.get(2)?,
-            enqueued_us: r.get(3)?,
-        })
-    })?;
+    let rows = st.query_map([], Chunk::from_row)?;
     rows.collect()
 }
 
@@ -262,16 +249,9 @@ pub fn tail(conn: &Connection) -> rusqlite::Result<Option<Chunk>> {
 fn edge(conn: &Connection, order: &str) -> rusqlite::Result<Option<Chunk>> {
     use rusqlite::OptionalExtension;
     conn.prepare_cached(&format!(
-        "SELECT first_seq, last_seq, bytes, enqueued_us FROM chunks ORDER BY first_seq {order} LIMIT 1"
+        "SELECT first_seq, last_seq, bytes, enqueued_us, format FROM chunks ORDER BY first_seq {order} LIMIT 1"
     ))?
-    .query_row([], |r| {
-        Ok(Chunk {
-            first: r.get(0)?,
-            last: r.get(1)?,
-            bytes: r.get(2)?,
-            enqueued_us: r.get(3)?,
-        })
-    })
+    .query_row([], Chunk::from_row)
     .optional()
 }
 
@@ -283,13 +263,10 @@ fn blob(conn: &Connection, chunk: &Chunk) -> rusqlite::Result<Vec<u8>> {
 /// The CEF length of every event of `chunk`, in order.
 pub fn sizes(conn: &Connection, chunk: &Chunk) -> rusqlite::Result<Vec<i64>> {
     let blob = blob(conn, chunk)?;
-    let mut records = Records {
-        blob: &blob,
-        first_seq: chunk.first,
-    };
+    let mut records = chunk.records(&blob)?;
     let mut out = Vec::with_capacity(chunk.count().max(0) as usize);
-    while let Some((_, cef)) = records.next_record()? {
-        out.push(cef.len() as i64);
+    while let Some(r) = records.next_record()? {
+        out.push(r.cef.len() as i64);
     }
     if out.len() as i64 != chunk.count() {
         return Err(damaged(chunk.first, "event count does not match its range"));
@@ -307,10 +284,7 @@ pub fn bytes_after(conn: &Connection, chunk: &Chunk, after: i64) -> rusqlite::Re
         return Ok(0);
     }
     let blob = blob(conn, chunk)?;
-    let mut records = Records {
-        blob: &blob,
-        first_seq: chunk.first,
-    };
+    let mut records = chunk.records(&blob)?;
     let skipped = records.skip(after - chunk.first + 1)?;
     Ok(chunk.bytes - skipped)
 }
@@ -347,15 +321,17 @@ pub fn delete_through(tx: &Transaction<'_>, cut: i64) -> rusqlite::Result<i64> {
 /// it): the chunk is rewritten without them. Returns the CEF bytes freed.
 pub fn trim_head(tx: &Transaction<'_>, chunk: &Chunk, through: i64) -> rusqlite::Result<i64> {
     let blob = blob(tx, chunk)?;
-    let mut records = Records {
-        blob: &blob,
-        first_seq: chunk.first,
-    };
+    let mut records = chunk.records(&blob)?;
     let freed = records.skip(through - chunk.first + 1)?;
     tx.prepare_cached(
         "UPDATE chunks SET first_seq = ?2, bytes = bytes - ?3, events = ?4 WHERE first_seq = ?1",
     )?
-    .execute(params![chunk.first, through + 1, freed, records.blob])?;
+    .execute(params![
+        chunk.first,
+        through + 1,
+        freed,
+        records.reader.rest()
+    ])?;
     Ok(freed)
 }
 
@@ -403,7 +379,10 @@ pub fn migrate_v2(tx: &Transaction<'_>) -> rusqlite::Result<i64> {
                 w = Some(Writer::new(seq - 1, enqueued_us));
             }
             if let Some(w) = w.as_mut() {
-                w.push(tx, r.get_ref(2)?.as_str()?, r.get_ref(3)?.as_str()?)?;
+                w.push(
+                    tx,
+                    &Record::legacy(r.get_ref(2)?.as_str()?, r.get_ref(3)?.as_str()?),
+                )?;
             }
         }
         if let Some(done) = w {
@@ -417,6 +396,7 @@ pub fn migrate_v2(tx: &Transaction<'_>) -> rusqlite::Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::record::{Id, Kind};
 
     fn open() -> Connection {
         let c = Connection::open_in_memory().unwrap();
@@ -428,7 +408,19 @@ mod tests {
         let tx = c.transaction().unwrap();
         let mut w = Writer::new(0, 7);
         for i in 0..n {
-            w.push(&tx, "ipv4", &format!("line {i}")).unwrap();
+            let line = format!("line {i}");
+            let kind = if i % 2 == 0 { Kind::Add } else { Kind::Expire };
+            let id = format!("id-{i}");
+            let event = Record {
+                kind,
+                key: Some(i as u64),
+                last_seen_ms: Some(i as i64),
+                id: Id::Text(&id),
+                value: "",
+                label: "ipv4",
+                cef: &line,
+            };
+            w.push(&tx, &event).unwrap();
         }
         let last = w.finish(&tx).unwrap();
         tx.commit().unwrap();
@@ -457,6 +449,12 @@ mod tests {
                 assert_eq!(e.seq, after + 1 + k as i64);
                 assert_eq!(e.cef(), format!("line {}", e.seq - 1));
                 assert_eq!(e.ioc_type(), "ipv4");
+                let kind = if e.seq % 2 == 1 {
+                    Kind::Add
+                } else {
+                    Kind::Expire
+                };
+                assert_eq!(e.kind, kind);
             }
         }
         // A read that starts inside a chunk stops at its end rather than split the next one.
@@ -489,6 +487,56 @@ mod tests {
                 .sum::<i64>()
         );
         assert_eq!(oldest, Some(7));
+    }
+
+    /// A format 1 chunk as a version 3 file holds it.
+    fn old_chunk(c: &Connection, first: i64, lines: &[&str]) {
+        let mut blob = Vec::new();
+        for l in lines {
+            blob.extend_from_slice(&4u16.to_le_bytes());
+            blob.extend_from_slice(b"ipv4");
+            blob.extend_from_slice(&(l.len() as u32).to_le_bytes());
+            blob.extend_from_slice(l.as_bytes());
+        }
+        let bytes: usize = lines.iter().map(|l| l.len()).sum();
+        c.execute(
+            "INSERT INTO chunks (first_seq, last_seq, enqueued_us, bytes, events) VALUES (?1, ?2, 5, ?3, ?4)",
+            params![first, first + lines.len() as i64 - 1, bytes as i64, blob],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn format_1_chunks_left_by_an_older_release_are_read_trimmed_and_deleted_beside_format_2() {
+        let mut c = open();
+        old_chunk(&c, 1, &["old 1", "old 2", "old 3"]);
+        let tx = c.transaction().unwrap();
+        let mut w = Writer::new(3, 7);
+        w.push(&tx, &Record::legacy("url", "migrated 4")).unwrap();
+        assert_eq!(w.finish(&tx).unwrap(), 4);
+        tx.commit().unwrap();
+        let all = chunks(&c).unwrap();
+        assert_eq!(all.iter().map(|c| c.format).collect::<Vec<_>>(), [1, 2]);
+        let got = read_after(&c, 1, 10).unwrap();
+        assert_eq!(
+            got.iter()
+                .map(|e| (e.seq, e.kind, e.cef()))
+                .collect::<Vec<_>>(),
+            [
+                (2, Kind::Legacy, "old 2"),
+                (3, Kind::Legacy, "old 3"),
+                (4, Kind::Legacy, "migrated 4")
+            ]
+        );
+        assert_eq!(sizes(&c, &all[0]).unwrap(), [5, 5, 5]);
+        let tx = c.transaction().unwrap();
+        assert_eq!(trim_head(&tx, &all[0], 1).unwrap(), 5);
+        tx.commit().unwrap();
+        assert_eq!(read_after(&c, 0, 1).unwrap()[0].cef(), "old 2");
+        let tx = c.transaction().unwrap();
+        assert_eq!(delete_through(&tx, 3).unwrap(), 10);
+        tx.commit().unwrap();
+        assert_eq!(chunks(&c).unwrap().len(), 1);
     }
 
     #[test]
