@@ -29,8 +29,11 @@ pub struct Prepared {
     key: u64,
     version: Version,
     last_seen_ms: Option<i64>,
-    /// The type label, the CEF line, the id, and the whole value when the line holds a cut
-    /// copy of it (else nothing), one after the other.
+    /// The id when it is a canonical UUID (then not in `text`): read here, on the poller's
+    /// thread, rather than inside the commit.
+    uuid: Option<[u8; 16]>,
+    /// The type label, the CEF line, the id unless it is a UUID, and the whole value when the
+    /// line holds a cut copy of it (else nothing), one after the other.
     text: String,
     /// Where the line, the id and the value start in `text`.
     line_at: usize,
@@ -53,6 +56,8 @@ impl Prepared {
         cuts: usize,
     ) -> Prepared {
         let id = ind.id.as_deref().unwrap_or_default();
+        let uuid = Id::uuid(id);
+        let id = if uuid.is_some() { "" } else { id };
         // Only a line with something cut can hold a cut value.
         let value = if cuts > 0 { ind.value.as_str() } else { "" };
         let mut text =
@@ -68,6 +73,7 @@ impl Prepared {
             key,
             version: Version::of(ind),
             last_seen_ms: ind.last_seen.map(|t| t.timestamp_millis()),
+            uuid,
             text,
             line_at,
             id_at,
@@ -83,7 +89,10 @@ impl Prepared {
             kind,
             key: Some(self.key),
             last_seen_ms: self.last_seen_ms,
-            id: Id::Text(self.text.get(self.id_at..self.value_at).unwrap_or_default()),
+            id: match self.uuid {
+                Some(b) => Id::Uuid(b),
+                None => Id::Text(self.text.get(self.id_at..self.value_at).unwrap_or_default()),
+            },
             value: self.text.get(self.value_at..).unwrap_or_default(),
             label: self.text.get(..self.line_at).unwrap_or_default(),
             cef: line,
@@ -301,7 +310,6 @@ impl Queued {
         let (mut bytes, mut cuts) = (0i64, 0usize);
         // Each queued event becomes its identity's latest (see `latest`).
         let mut latest = Vec::with_capacity(verdicts.recorded.len());
-        let mut seq = last_seq;
         for (p, act) in items.iter().zip(&verdicts.acts) {
             let Some(act) = *act else { continue };
             let mut line = p.line();
@@ -316,8 +324,7 @@ impl Queued {
                 Act::Update => Kind::Update,
             };
             let event = p.record(kind, line);
-            chunks.push(tx, &event)?;
-            seq += 1;
+            let seq = chunks.push(tx, &event)?;
             latest.push((p.key, seq as u64));
             bytes += event.cef_len() as i64;
             cuts += p.cuts;

@@ -40,7 +40,39 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use crate::store::fixtures::{ind, page};
+    use crate::store::record::{self, Id, Kind};
     use crate::store::Store;
+
+    #[test]
+    fn a_queued_event_keeps_its_key_a_uuid_id_in_16_bytes_and_its_last_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let uuid = "123e4567-e89b-42d3-a456-426614174000";
+        let (with_uuid, plain) = (
+            ind(uuid, "2026-05-17T00:00:00Z", "low"),
+            ind("abc", "2026-05-17T00:00:01Z", "low"),
+        );
+        s.commit_page(&page(&s, &[with_uuid.clone(), plain.clone()]), None)
+            .unwrap();
+        let blob: Vec<u8> = s
+            .lock()
+            .query_row("SELECT events FROM chunks", [], |r| r.get(0))
+            .unwrap();
+        let mut reader = record::Reader::new(&blob, record::FORMAT).unwrap();
+        let a = reader.next_record().unwrap().unwrap();
+        assert_eq!((a.kind, a.key), (Kind::Add, None));
+        assert!(matches!(a.id, Id::Uuid(_)));
+        assert_eq!(a.id.to_string(), uuid);
+        let keyer = s.keyer();
+        assert_eq!(keyer.key_of_id(&a.id.to_string()), keyer.key(&with_uuid));
+        assert_eq!(
+            a.last_seen_ms,
+            with_uuid.last_seen.map(|t| t.timestamp_millis())
+        );
+        let b = reader.next_record().unwrap().unwrap();
+        assert_eq!((b.key, b.id), (Some(keyer.key(&plain)), Id::Text("abc")));
+        assert_eq!(b.cef, "abc:act=add");
+    }
 
     #[test]
     fn each_queued_event_becomes_its_identitys_latest_across_commits_and_merges() {

@@ -95,18 +95,20 @@ impl Writer {
         }
     }
 
-    /// Appends one event; writes the chunk row when it is full.
-    pub fn push(&mut self, tx: &Transaction<'_>, event: &Record<'_>) -> rusqlite::Result<()> {
+    /// Appends one event; writes the chunk row when it is full. Returns the event's sequence
+    /// number.
+    pub fn push(&mut self, tx: &Transaction<'_>, event: &Record<'_>) -> rusqlite::Result<i64> {
         if self.buf.is_empty() {
             self.buf.reserve(64 * 1024);
         }
         event.write(&mut self.buf);
         self.cef_bytes += event.cef_len();
+        let seq = self.next;
         self.next += 1;
         if (self.next - self.first) as usize >= CHUNK_EVENTS || self.cef_bytes >= CHUNK_BYTES {
             self.flush(tx)?;
         }
-        Ok(())
+        Ok(seq)
     }
 
     fn flush(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
