@@ -25,23 +25,9 @@ impl Connected {
         let Some(t) = self.tcp() else {
             return;
         };
-        use std::os::fd::AsRawFd;
-        let fd = t.inner.as_raw_fd();
         if half_open(&t.inner) {
-            let linger = libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            };
-            // SAFETY: the fd is a live socket owned by `t`; linger is plain data.
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    &linger as *const libc::linger as *const libc::c_void,
-                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                );
-            }
+            // A failure leaves an ordinary close, which the kernel retries: nothing to lose.
+            let _ = t.inner.set_zero_linger();
             return;
         }
         // Closing a socket with unread input sends a reset: discard what the peer sent last
