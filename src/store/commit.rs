@@ -358,13 +358,12 @@ impl Queued {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::fixtures::{ind, many, page};
+    use crate::store::fixtures::{ind, many, new_store, page};
     use std::time::Duration;
 
     #[test]
     fn same_version_is_queued_once_and_a_new_version_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let (_dir, s) = new_store();
         s.sync_destinations(&["a".into()]).unwrap();
         let v1 = ind("x", "2026-05-17T00:00:00Z", "low");
         let o = s
@@ -429,8 +428,7 @@ mod tests {
 
     #[test]
     fn pruning_forgets_only_identities_whose_last_version_is_old() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let (dir, s) = new_store();
         s.commit_page(
             &page(
                 &s,
@@ -496,8 +494,7 @@ mod tests {
 
     #[test]
     fn a_cycle_that_ends_without_a_cursor_records_its_success_and_keeps_the_cursor() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let (_dir, s) = new_store();
         let t = DateTime::parse_from_rfc3339("2026-05-17T00:00:00Z")
             .unwrap()
             .with_timezone(&Utc);

@@ -39,14 +39,13 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::fixtures::{ind, page};
+    use crate::store::fixtures::{ind, new_store, page};
     use crate::store::record::{self, Id, Kind};
     use crate::store::Store;
 
     #[test]
     fn a_queued_event_keeps_its_key_a_uuid_id_in_16_bytes_and_its_last_seen() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let (_dir, s) = new_store();
         let uuid = "123e4567-e89b-42d3-a456-426614174000";
         let (with_uuid, plain) = (
             ind(uuid, "2026-05-17T00:00:00Z", "low"),
@@ -76,8 +75,7 @@ mod tests {
 
     #[test]
     fn each_queued_event_becomes_its_identitys_latest_across_commits_and_merges() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let (dir, s) = new_store();
         let keyer = s.keyer();
         let v1 = ind("x", "2026-05-17T00:00:00Z", "low");
         let y = ind("y", "2026-05-17T00:00:00Z", "low");

@@ -270,7 +270,7 @@ fn is_damage(e: &rusqlite::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::fixtures::{ind, many, page};
+    use crate::store::fixtures::{ind, many, new_store, page, seq_after_emptying_and_restarting};
     use crate::store::now_us;
 
     #[test]
@@ -356,14 +356,8 @@ mod tests {
         assert_eq!(s.pending("a").unwrap(), 3);
         // AUTOINCREMENT had handed out 20: the next event is 21, never a reused number — even
         // after the migrated queue was delivered and emptied and the agent restarted.
-        s.ack("a", 8).unwrap();
-        s.compact().unwrap();
-        assert_eq!(s.tail().unwrap(), 0, "emptied");
-        drop(s);
+        assert_eq!(seq_after_emptying_and_restarting(s, dir.path(), 8), 21);
         let s = Store::open(dir.path()).unwrap();
-        s.commit_page(&page(&s, &[ind("n", "2026-05-17T00:00:00Z", "low")]), None)
-            .unwrap();
-        assert_eq!(s.tail().unwrap(), 21);
         let c = s.lock();
         assert_eq!(schema_objects(&c, &["events"]), 0, "the old table is gone");
         // An existing file keeps its page size; the checkpoint interval follows it (~40 MB).
@@ -378,8 +372,7 @@ mod tests {
 
     #[test]
     fn a_new_state_file_has_16_kib_pages_and_checkpoints_every_40_mb() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let (dir, s) = new_store();
         assert_eq!(pragma(&s.lock(), "page_size"), 16_384);
         assert_eq!(pragma(&s.lock(), "wal_autocheckpoint"), 40_000_000 / 16_384);
         drop(s);
@@ -398,8 +391,7 @@ mod tests {
 
     #[test]
     fn opening_an_unchanged_state_file_writes_nothing_and_a_drifted_one_is_corrected() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let (dir, s) = new_store();
         s.sync_destinations(&["a".into()]).unwrap();
         s.commit_page(&page(&s, &many(5)), None).unwrap();
         let queued = s.queue_bytes().unwrap();
@@ -428,8 +420,7 @@ mod tests {
     #[test]
     fn corrections_a_full_disk_kept_from_open_are_served_from_the_queue_and_saved_by_the_next_commit(
     ) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let (_dir, s) = new_store();
         s.sync_destinations(&["a".into()]).unwrap();
         s.commit_page(&page(&s, &many(5)), None).unwrap();
         let queued = s.queue_bytes().unwrap();

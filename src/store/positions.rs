@@ -193,12 +193,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::fixtures::{ind, many, page};
+    use crate::store::fixtures::{ind, many, new_store, page, seq_after_emptying_and_restarting};
 
     #[test]
     fn events_are_deleted_only_when_every_destination_passed_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let (dir, s) = new_store();
         s.sync_destinations(&["a".into(), "b".into()]).unwrap();
         s.commit_page(
             &page(
@@ -239,8 +238,7 @@ mod tests {
 
     #[test]
     fn the_queue_is_never_emptied_while_meta_lags_its_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let (dir, s) = new_store();
         s.sync_destinations(&["a".into()]).unwrap();
         s.commit_page(&page(&s, &many(5)), None).unwrap();
         // A high-water mark open could not save (a full disk): only memory has it.
@@ -250,13 +248,10 @@ mod tests {
                 params![queue::LAST_SEQ_KEY],
             )
             .unwrap();
-        s.ack("a", 5).unwrap();
-        s.compact().unwrap();
-        assert_eq!(s.tail().unwrap(), 0, "emptied");
-        drop(s);
-        let s = Store::open(dir.path()).unwrap();
-        s.commit_page(&page(&s, &[ind("n", "2026-05-17T00:00:00Z", "low")]), None)
-            .unwrap();
-        assert_eq!(s.tail().unwrap(), 6, "sequence numbers are never reused");
+        assert_eq!(
+            seq_after_emptying_and_restarting(s, dir.path(), 5),
+            6,
+            "sequence numbers are never reused"
+        );
     }
 }
