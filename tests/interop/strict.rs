@@ -6,7 +6,8 @@
 //! forbid or call ambiguous (raw control characters, lone backslashes, empty values,
 //! a trailing space at the end of a record), so a pass means a strict receiver agrees.
 //!
-//! Shared by `tests/encode_props.rs` and `tests/interop.rs` through `#[path]`.
+//! Shared by `tests/encode_props.rs`, `tests/interop.rs`, `tests/encode_golden.rs` and
+//! `tests/support` (whose `parse_cef` is this one) through `#[path]`.
 
 #![allow(dead_code)]
 

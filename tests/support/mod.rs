@@ -24,6 +24,8 @@ pub mod parsers;
 pub mod process;
 /// TCP syslog receivers.
 pub mod receivers;
+#[path = "../interop/strict.rs"]
+pub mod strict;
 
 /// Misbehaving receivers, private network and mount namespaces, wrapped commands.
 pub mod faults;

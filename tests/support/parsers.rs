@@ -239,103 +239,22 @@ impl Cef {
     }
 }
 
+/// A CEF line as the strict parser (`tests/interop/strict.rs`) reads it: one set of CEF rules
+/// for every test.
 pub fn parse_cef(line: &str) -> Result<Cef, String> {
-    let rest = line
-        .strip_prefix("CEF:")
-        .ok_or_else(|| format!("not a CEF line: {line:?}"))?;
-    let mut header = Vec::new();
-    let mut cur = String::new();
-    let mut chars = rest.char_indices();
-    let mut ext_start = None;
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '\\' => match chars.next() {
-                Some((_, n)) => cur.push(n),
-                None => return Err("CEF header ends in a lone backslash".into()),
-            },
-            '|' => {
-                header.push(std::mem::take(&mut cur));
-                if header.len() == 7 {
-                    ext_start = Some(i + 1);
-                    break;
-                }
-            }
-            c => cur.push(c),
-        }
-    }
-    let ext_start =
-        ext_start.ok_or_else(|| format!("CEF line has fewer than 8 fields: {line:?}"))?;
-    let ext = parse_cef_extension(&rest[ext_start..])?;
-    Ok(Cef { header, ext })
-}
-
-fn is_key_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'[' || c == b']'
-}
-
-/// Splits a CEF extension into (key, unescaped value) pairs.
-pub fn parse_cef_extension(ext: &str) -> Result<Vec<(String, String)>, String> {
-    let b = ext.as_bytes();
-    // A key starts at 0 or after a space, runs over key chars and ends at an unescaped `=`.
-    let key_at = |i: usize| -> Option<usize> {
-        if i != 0 && b[i - 1] != b' ' {
-            return None;
-        }
-        let mut j = i;
-        while j < b.len() && is_key_char(b[j]) {
-            j += 1;
-        }
-        (j > i && j < b.len() && b[j] == b'=').then_some(j)
-    };
-    let mut starts = Vec::new();
-    let mut i = 0;
-    let mut escaped = false;
-    while i < b.len() {
-        if escaped {
-            escaped = false;
-        } else if b[i] == b'\\' {
-            escaped = true;
-        } else if let Some(eq) = key_at(i) {
-            starts.push((i, eq));
-            i = eq + 1;
-            continue;
-        }
-        i += 1;
-    }
-    if ext.is_empty() {
-        return Ok(Vec::new());
-    }
-    if starts.first().map(|s| s.0) != Some(0) {
-        return Err(format!("extension does not start with key=: {ext:?}"));
-    }
-    let mut out = Vec::new();
-    for (n, &(k, eq)) in starts.iter().enumerate() {
-        let end = match starts.get(n + 1) {
-            Some(&(next, _)) => next - 1, // drop the separating space
-            None => ext.len(),
-        };
-        let raw = &ext[eq + 1..end];
-        let mut v = String::new();
-        let mut it = raw.chars();
-        while let Some(c) = it.next() {
-            if c == '\\' {
-                match it.next() {
-                    Some('\\') => v.push('\\'),
-                    Some('=') => v.push('='),
-                    Some('n') => v.push('\n'),
-                    Some('r') => v.push('\r'),
-                    Some(o) => return Err(format!("bad escape \\{o} in {raw:?}")),
-                    None => return Err(format!("lone backslash at the end of {raw:?}")),
-                }
-            } else if c == '=' {
-                return Err(format!("unescaped `=` in value {raw:?}"));
-            } else {
-                v.push(c);
-            }
-        }
-        out.push((ext[k..eq].to_string(), v));
-    }
-    Ok(out)
+    let c = super::strict::parse_cef(line).map_err(|e| format!("{e}: {line:?}"))?;
+    Ok(Cef {
+        header: vec![
+            c.version,
+            c.vendor,
+            c.product,
+            c.device_version,
+            c.signature_id,
+            c.name,
+            c.severity,
+        ],
+        ext: c.ext.into_iter().map(|p| (p.key, p.value)).collect(),
+    })
 }
 
 /// Parses every frame as RFC 5424 + CEF and returns the `src` values, panicking with the
